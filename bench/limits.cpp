@@ -1,0 +1,704 @@
+// bench_limits: what the hardware and kernel allow, measured with raw system
+// calls and no library in the way. bench/run.py puts these figures next to
+// coproc and its Python peers as the "limit" column of each row.
+//
+//   bench_limits GROUP [--quick] [--cpu0]
+//
+// GROUP is one of rtt, tput, payload, speedup, ready, memory, queue, pipe.
+// --cpu0 pins the whole program (and so every forked child) to CPU 0 first;
+// bench/run.py instead pins the process before exec, which has the same effect.
+// Output: one JSON object per line, the protocol described in bench/run.py.
+#include <fcntl.h>
+#include <linux/futex.h>
+#include <sched.h>
+#include <sys/eventfd.h>
+#include <sys/mman.h>
+#include <sys/syscall.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <functional>
+#include <sstream>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace {
+
+using clock_type = std::chrono::steady_clock;
+
+bool quick = false;
+
+double seconds_since(clock_type::time_point start) {
+  return std::chrono::duration<double>(clock_type::now() - start).count();
+}
+
+[[noreturn]] void die(const char* what) {
+  std::perror(what);
+  std::exit(1);
+}
+
+int allowed_cpus() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  if (sched_getaffinity(0, sizeof set, &set) != 0) {
+    die("sched_getaffinity");
+  }
+  return CPU_COUNT(&set);
+}
+
+// Spinning while the peer shares our only CPU would measure the scheduler's
+// time slice, not the handoff, so spin loops yield when there is one CPU.
+void relax() {
+  static const bool single = allowed_cpus() == 1;
+  if (single) {
+    sched_yield();
+  } else {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+  }
+}
+
+std::string fmt_double(double v) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.6g", v);
+  return buf;
+}
+
+void emit(std::string_view metric, std::string_view contender, double value,
+          std::string_view unit, std::string_view better, const std::string& extra = {}) {
+  std::printf(
+      "{\"metric\": \"%.*s\", \"contender\": \"%.*s\", \"value\": %s, \"unit\": \"%.*s\", "
+      "\"better\": \"%.*s\"%s}\n",
+      static_cast<int>(metric.size()), metric.data(), static_cast<int>(contender.size()),
+      contender.data(), fmt_double(value).c_str(), static_cast<int>(unit.size()), unit.data(),
+      static_cast<int>(better.size()), better.data(), extra.c_str());
+  std::fflush(stdout);
+}
+
+double percentile(const std::vector<double>& sorted, double q) {
+  if (sorted.empty()) {
+    return 0;
+  }
+  const auto idx = static_cast<std::size_t>(q * static_cast<double>(sorted.size() - 1) + 0.5);
+  return sorted[std::min(idx, sorted.size() - 1)];
+}
+
+// A latency distribution: p50 and p99 rows plus 200 quantile points for the plot.
+void emit_latency(std::string_view prefix, std::string_view contender, std::vector<double> us) {
+  std::sort(us.begin(), us.end());
+  std::string q = ", \"quantiles\": [";
+  for (int i = 0; i < 200; ++i) {
+    q += (i ? ", " : "") + fmt_double(percentile(us, i / 199.0));
+  }
+  q += "], \"n\": " + std::to_string(us.size());
+  emit(std::string(prefix) + "_p50", contender, percentile(us, 0.50), "us", "lower");
+  emit(std::string(prefix) + "_p99", contender, percentile(us, 0.99), "us", "lower");
+  emit(std::string(prefix) + "_dist", contender, percentile(us, 0.50), "us", "lower", q);
+}
+
+// Anonymous MAP_SHARED memory survives fork and is the same pages in both.
+void* shared_map(std::size_t bytes) {
+  void* p = mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) {
+    die("mmap");
+  }
+  return p;
+}
+
+// Runs child_fn in a forked child, parent_fn here, then reaps the child.
+void with_child(const std::function<void()>& child_fn, const std::function<void()>& parent_fn) {
+  const pid_t pid = fork();
+  if (pid < 0) {
+    die("fork");
+  }
+  if (pid == 0) {
+    child_fn();
+    _exit(0);
+  }
+  parent_fn();
+  int status = 0;
+  if (waitpid(pid, &status, 0) < 0) {
+    die("waitpid");
+  }
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+    std::fprintf(stderr, "bench_limits: child failed (status %d)\n", status);
+    std::exit(1);
+  }
+}
+
+void write_all(int fd, const void* data, std::size_t n) {
+  const auto* p = static_cast<const char*>(data);
+  while (n > 0) {
+    const ssize_t r = write(fd, p, n);
+    if (r < 0) {
+      die("write");
+    }
+    p += r;
+    n -= static_cast<std::size_t>(r);
+  }
+}
+
+void read_all(int fd, void* data, std::size_t n) {
+  auto* p = static_cast<char*>(data);
+  while (n > 0) {
+    const ssize_t r = read(fd, p, n);
+    if (r <= 0) {
+      die("read");
+    }
+    p += r;
+    n -= static_cast<std::size_t>(r);
+  }
+}
+
+struct fd_pair {
+  int rd = -1;
+  int wr = -1;
+};
+
+fd_pair make_pipe() {
+  int fds[2];
+  if (pipe2(fds, O_CLOEXEC) != 0) {
+    die("pipe2");
+  }
+  return {fds[0], fds[1]};
+}
+
+// ---- round trips between two processes ------------------------------------
+
+std::vector<double> pipe_pingpong(int n) {
+  const fd_pair to_child = make_pipe();
+  const fd_pair to_parent = make_pipe();
+  std::vector<double> us;
+  us.reserve(static_cast<std::size_t>(n));
+  with_child(
+      [&] {
+        char c;
+        for (int i = 0; i < n; ++i) {
+          read_all(to_child.rd, &c, 1);
+          write_all(to_parent.wr, &c, 1);
+        }
+      },
+      [&] {
+        char c = 'x';
+        for (int i = 0; i < n; ++i) {
+          const auto t0 = clock_type::now();
+          write_all(to_child.wr, &c, 1);
+          read_all(to_parent.rd, &c, 1);
+          us.push_back(seconds_since(t0) * 1e6);
+        }
+      });
+  for (int fd : {to_child.rd, to_child.wr, to_parent.rd, to_parent.wr}) {
+    close(fd);
+  }
+  return us;
+}
+
+std::vector<double> eventfd_pingpong(int n) {
+  const int to_child = eventfd(0, EFD_CLOEXEC);
+  const int to_parent = eventfd(0, EFD_CLOEXEC);
+  if (to_child < 0 || to_parent < 0) {
+    die("eventfd");
+  }
+  std::vector<double> us;
+  us.reserve(static_cast<std::size_t>(n));
+  with_child(
+      [&] {
+        std::uint64_t v;
+        for (int i = 0; i < n; ++i) {
+          read_all(to_child, &v, sizeof v);
+          write_all(to_parent, &v, sizeof v);
+        }
+      },
+      [&] {
+        std::uint64_t v = 1;
+        for (int i = 0; i < n; ++i) {
+          const auto t0 = clock_type::now();
+          write_all(to_child, &v, sizeof v);
+          read_all(to_parent, &v, sizeof v);
+          us.push_back(seconds_since(t0) * 1e6);
+        }
+      });
+  close(to_child);
+  close(to_parent);
+  return us;
+}
+
+// Shared (not FUTEX_PRIVATE) operations: the word lives in MAP_SHARED memory.
+void futex_wait(std::atomic<std::uint32_t>* w, std::uint32_t expected) {
+  syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(w), FUTEX_WAIT, expected, nullptr, nullptr,
+          0);
+}
+
+void futex_wake(std::atomic<std::uint32_t>* w) {
+  syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(w), FUTEX_WAKE, 1, nullptr, nullptr, 0);
+}
+
+static_assert(std::atomic<std::uint32_t>::is_always_lock_free);
+static_assert(std::atomic<std::uint64_t>::is_always_lock_free);
+
+// The word counts up: the parent publishes odd values, the child even ones.
+void await_value(std::atomic<std::uint32_t>* w, std::uint32_t want, bool spin) {
+  for (;;) {
+    const std::uint32_t v = w->load(std::memory_order_acquire);
+    if (v == want) {
+      return;
+    }
+    if (spin) {
+      relax();
+    } else {
+      futex_wait(w, v);
+    }
+  }
+}
+
+std::vector<double> word_pingpong(int n, bool spin) {
+  auto* w = new (shared_map(4096)) std::atomic<std::uint32_t>(0);
+  std::vector<double> us;
+  us.reserve(static_cast<std::size_t>(n));
+  with_child(
+      [&] {
+        for (int i = 0; i < n; ++i) {
+          const auto k = static_cast<std::uint32_t>(2 * i);
+          await_value(w, k + 1, spin);
+          w->store(k + 2, std::memory_order_release);
+          if (!spin) {
+            futex_wake(w);
+          }
+        }
+      },
+      [&] {
+        for (int i = 0; i < n; ++i) {
+          const auto k = static_cast<std::uint32_t>(2 * i);
+          const auto t0 = clock_type::now();
+          w->store(k + 1, std::memory_order_release);
+          if (!spin) {
+            futex_wake(w);
+          }
+          await_value(w, k + 2, spin);
+          us.push_back(seconds_since(t0) * 1e6);
+        }
+      });
+  munmap(w, 4096);
+  return us;
+}
+
+void group_rtt() {
+  const int n = quick ? 500 : 10000;
+  emit_latency("rtt", "pipe ping-pong", pipe_pingpong(n));
+  emit_latency("rtt", "eventfd ping-pong", eventfd_pingpong(n));
+  emit_latency("rtt", "futex ping-pong", word_pingpong(n, false));
+  if (allowed_cpus() > 1) {
+    emit_latency("rtt", "shm spin ping-pong", word_pingpong(n, true));
+  }
+}
+
+// ---- throughput through shared-memory rings --------------------------------
+
+// A bounded SPSC ring of 8-byte items; head and tail on their own cache lines.
+struct spsc_ring {
+  static constexpr std::uint64_t capacity = 1024;
+  alignas(64) std::atomic<std::uint64_t> head{0};  // next to pop (consumer)
+  alignas(64) std::atomic<std::uint64_t> tail{0};  // next to push (producer)
+  alignas(64) std::uint64_t slots[capacity];
+
+  bool try_push(std::uint64_t v) {
+    const auto t = tail.load(std::memory_order_relaxed);
+    if (t - head.load(std::memory_order_acquire) == capacity) {
+      return false;
+    }
+    slots[t % capacity] = v;
+    tail.store(t + 1, std::memory_order_release);
+    return true;
+  }
+  bool try_pop(std::uint64_t& v) {
+    const auto h = head.load(std::memory_order_relaxed);
+    if (h == tail.load(std::memory_order_acquire)) {
+      return false;
+    }
+    v = slots[h % capacity];
+    head.store(h + 1, std::memory_order_release);
+    return true;
+  }
+};
+
+// Items/s of a request ring and a reply ring with `window` items in flight,
+// both sides spinning: the floor under a task round trip with no work in it.
+double ring_echo_rate(std::uint64_t n, std::uint64_t window) {
+  void* mem = shared_map(2 * sizeof(spsc_ring));
+  auto* req = new (mem) spsc_ring;
+  auto* rep = new (static_cast<char*>(mem) + sizeof(spsc_ring)) spsc_ring;
+  double secs = 0;
+  with_child(
+      [&] {
+        std::uint64_t v;
+        for (std::uint64_t i = 0; i < n; ++i) {
+          while (!req->try_pop(v)) {
+            relax();
+          }
+          while (!rep->try_push(v)) {
+            relax();
+          }
+        }
+      },
+      [&] {
+        const auto t0 = clock_type::now();
+        std::uint64_t sent = 0;
+        std::uint64_t done = 0;
+        std::uint64_t v;
+        while (done < n) {
+          bool progress = false;
+          while (sent < n && sent - done < window && req->try_push(sent)) {
+            ++sent;
+            progress = true;
+          }
+          while (rep->try_pop(v)) {
+            ++done;
+            progress = true;
+          }
+          if (!progress) {
+            relax();
+          }
+        }
+        secs = seconds_since(t0);
+      });
+  munmap(mem, 2 * sizeof(spsc_ring));
+  return static_cast<double>(n) / secs;
+}
+
+// Items/s one way through one ring (a queue's producer to its consumer).
+double ring_oneway_rate(std::uint64_t n) {
+  auto* ring = new (shared_map(sizeof(spsc_ring))) spsc_ring;
+  double secs = 0;
+  with_child(
+      [&] {
+        for (std::uint64_t i = 0; i < n; ++i) {
+          while (!ring->try_push(i)) {
+            relax();
+          }
+        }
+      },
+      [&] {
+        const auto t0 = clock_type::now();
+        std::uint64_t v;
+        for (std::uint64_t i = 0; i < n; ++i) {
+          while (!ring->try_pop(v)) {
+            relax();
+          }
+        }
+        secs = seconds_since(t0);
+      });
+  munmap(ring, sizeof(spsc_ring));
+  return static_cast<double>(n) / secs;
+}
+
+void group_tput() {
+  const std::uint64_t n = quick ? 100'000 : 1'000'000;
+  const double rate = ring_echo_rate(n, 256);
+  emit("noop_tput_submit", "shm ring echo (spin, 256 in flight)", rate, "tasks/s", "higher");
+  emit("noop_tput_map", "shm ring echo (spin, 256 in flight)", rate, "tasks/s", "higher");
+}
+
+// ---- payloads ---------------------------------------------------------------
+
+double memcpy_gbps(std::size_t bytes, int reps) {
+  std::vector<char> src(bytes, 1);
+  std::vector<char> dst(bytes, 2);
+  std::vector<double> secs;
+  for (int i = 0; i < reps; ++i) {
+    const auto t0 = clock_type::now();
+    std::memcpy(dst.data(), src.data(), bytes);
+    asm volatile("" : : "r"(dst.data()) : "memory");
+    secs.push_back(seconds_since(t0));
+  }
+  std::sort(secs.begin(), secs.end());
+  return static_cast<double>(bytes) / secs[secs.size() / 2] / 1e9;
+}
+
+const char* size_name(std::size_t bytes) {
+  switch (bytes) {
+    case 8:
+      return "8B";
+    case 4096:
+      return "4KiB";
+    case 1 << 20:
+      return "1MiB";
+    case 64 << 20:
+      return "64MiB";
+    default:
+      return "?";
+  }
+}
+
+constexpr std::size_t payload_sizes[] = {8, 4096, 1 << 20, 64 << 20};
+
+int payload_iterations(std::size_t bytes) {
+  if (bytes >= (64u << 20)) {
+    return quick ? 2 : 10;
+  }
+  if (bytes >= (1u << 20)) {
+    return quick ? 20 : 200;
+  }
+  return quick ? 200 : 5000;
+}
+
+// The floor of a by-value round trip through shared memory: copy in, the
+// peer copies out and back, copy out; handoffs spin (free placement).
+void group_payload() {
+  emit("memcpy_64MiB", "memcpy", memcpy_gbps(64u << 20, quick ? 3 : 10), "GB/s", "higher");
+  const std::size_t max = 64u << 20;
+  auto* word = new (shared_map(4096)) std::atomic<std::uint32_t>(0);
+  char* shm = static_cast<char*>(shared_map(max));
+  std::memset(shm, 0, max);
+  const bool spin = allowed_cpus() > 1;
+  for (const std::size_t bytes : payload_sizes) {
+    const int n = payload_iterations(bytes);
+    std::vector<double> us;
+    word->store(0);
+    with_child(
+        [&] {
+          std::vector<char> priv(bytes);
+          for (int i = 0; i < n; ++i) {
+            const auto k = static_cast<std::uint32_t>(2 * i);
+            await_value(word, k + 1, spin);
+            std::memcpy(priv.data(), shm, bytes);
+            std::memcpy(shm, priv.data(), bytes);
+            word->store(k + 2, std::memory_order_release);
+            if (!spin) {
+              futex_wake(word);
+            }
+          }
+        },
+        [&] {
+          std::vector<char> src(bytes, 7);
+          std::vector<char> dst(bytes, 0);
+          for (int i = 0; i < n; ++i) {
+            const auto k = static_cast<std::uint32_t>(2 * i);
+            const auto t0 = clock_type::now();
+            std::memcpy(shm, src.data(), bytes);
+            word->store(k + 1, std::memory_order_release);
+            if (!spin) {
+              futex_wake(word);
+            }
+            await_value(word, k + 2, spin);
+            std::memcpy(dst.data(), shm, bytes);
+            us.push_back(seconds_since(t0) * 1e6);
+          }
+        });
+    std::sort(us.begin(), us.end());
+    emit(std::string("payload_rtt_") + size_name(bytes), "shm copy in/out (4 memcpy)",
+         percentile(us, 0.5), "us", "lower");
+  }
+  munmap(shm, max);
+  munmap(word, 4096);
+}
+
+// ---- CPU-bound speedup -----------------------------------------------------
+
+// A loop the optimiser cannot remove or vectorise away.
+std::uint64_t burn(std::uint64_t iters) {
+  std::uint64_t x = 88172645463325252ull;
+  for (std::uint64_t i = 0; i < iters; ++i) {
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+  }
+  return x;
+}
+
+void group_speedup() {
+  const int cpus = allowed_cpus();
+  const int tasks = 4 * cpus;
+  // Calibrate one task to about 10 ms (2 ms quick).
+  const double target = quick ? 0.002 : 0.010;
+  std::uint64_t iters = 1 << 16;
+  for (;;) {
+    const auto t0 = clock_type::now();
+    volatile std::uint64_t sink = burn(iters);
+    (void)sink;
+    const double s = seconds_since(t0);
+    if (s > target / 4) {
+      iters = static_cast<std::uint64_t>(static_cast<double>(iters) * target / s);
+      break;
+    }
+    iters *= 2;
+  }
+  const auto t0 = clock_type::now();
+  for (int t = 0; t < tasks; ++t) {
+    volatile std::uint64_t sink = burn(iters);
+    (void)sink;
+  }
+  const double serial = seconds_since(t0);
+  for (int w = 1; w <= cpus; ++w) {
+    const auto t1 = clock_type::now();
+    std::vector<pid_t> pids;
+    for (int k = 0; k < w; ++k) {
+      const pid_t pid = fork();
+      if (pid < 0) {
+        die("fork");
+      }
+      if (pid == 0) {
+        for (int t = k; t < tasks; t += w) {
+          volatile std::uint64_t sink = burn(iters);
+          (void)sink;
+        }
+        _exit(0);
+      }
+      pids.push_back(pid);
+    }
+    for (const pid_t pid : pids) {
+      waitpid(pid, nullptr, 0);
+    }
+    const double parallel = seconds_since(t1);
+    emit("speedup_w" + std::to_string(w), "fork w processes (C++)", serial / parallel, "x",
+         "higher", ", \"tasks\": " + std::to_string(tasks));
+  }
+}
+
+// ---- process creation and memory ------------------------------------------
+
+void group_ready() {
+  const int n = quick ? 20 : 200;
+  std::vector<double> ms;
+  for (int i = 0; i < n; ++i) {
+    const auto t0 = clock_type::now();
+    const pid_t pid = fork();
+    if (pid < 0) {
+      die("fork");
+    }
+    if (pid == 0) {
+      _exit(0);
+    }
+    waitpid(pid, nullptr, 0);
+    ms.push_back(seconds_since(t0) * 1e3);
+  }
+  std::sort(ms.begin(), ms.end());
+  emit("ready_ms", "fork+_exit+waitpid", percentile(ms, 0.5), "ms", "lower");
+}
+
+// kB values of "Pss:" and "Private_Dirty:" in /proc/PID/smaps_rollup.
+std::pair<double, double> smaps_rollup(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/smaps_rollup");
+  std::string line;
+  double pss = -1;
+  double dirty = -1;
+  while (std::getline(in, line)) {
+    std::istringstream fields(line);
+    std::string key;
+    double kb = 0;
+    fields >> key >> kb;
+    if (key == "Pss:") {
+      pss = kb;
+    } else if (key == "Private_Dirty:") {
+      dirty = kb;
+    }
+  }
+  return {pss, dirty};
+}
+
+void group_memory() {
+  const fd_pair ready = make_pipe();
+  const fd_pair release = make_pipe();
+  const pid_t pid = fork();
+  if (pid < 0) {
+    die("fork");
+  }
+  if (pid == 0) {
+    char c = 'r';
+    write_all(ready.wr, &c, 1);
+    read_all(release.rd, &c, 1);
+    _exit(0);
+  }
+  char c;
+  read_all(ready.rd, &c, 1);
+  const auto [pss, dirty] = smaps_rollup(pid);
+  write_all(release.wr, &c, 1);
+  waitpid(pid, nullptr, 0);
+  emit("idle_worker_pss", "forked idle C++ process", pss / 1024, "MiB", "lower");
+  emit("idle_worker_private_dirty", "forked idle C++ process", dirty / 1024, "MiB", "lower");
+}
+
+// ---- queue and pipe rows ---------------------------------------------------
+
+void group_queue() {
+  const std::uint64_t n = quick ? 100'000 : 2'000'000;
+  emit("queue_tput", "shm SPSC ring (spin)", ring_oneway_rate(n), "items/s", "higher");
+  std::vector<double> us = word_pingpong(quick ? 500 : 5000, false);
+  std::sort(us.begin(), us.end());
+  emit("queue_rtt_p50", "futex ping-pong", percentile(us, 0.5), "us", "lower");
+}
+
+void group_pipe() {
+  std::vector<double> us = pipe_pingpong(quick ? 500 : 5000);
+  std::sort(us.begin(), us.end());
+  emit("pipe_rtt_p50", "raw pipe ping-pong (1 B)", percentile(us, 0.5), "us", "lower");
+  emit("pipe_rtt_p99", "raw pipe ping-pong (1 B)", percentile(us, 0.99), "us", "lower");
+  // One way, 8-byte messages, each its own write and read.
+  const int n = quick ? 20'000 : 200'000;
+  const fd_pair p = make_pipe();
+  double secs = 0;
+  with_child(
+      [&] {
+        std::uint64_t v = 0;
+        for (int i = 0; i < n; ++i) {
+          write_all(p.wr, &v, sizeof v);
+        }
+      },
+      [&] {
+        const auto t0 = clock_type::now();
+        std::uint64_t v;
+        for (int i = 0; i < n; ++i) {
+          read_all(p.rd, &v, sizeof v);
+        }
+        secs = seconds_since(t0);
+      });
+  close(p.rd);
+  close(p.wr);
+  emit("pipe_tput", "raw pipe, 8 B per write/read", n / secs, "msgs/s", "higher");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::string group = argc > 1 ? argv[1] : "";
+  for (int i = 2; i < argc; ++i) {
+    const std::string_view arg = argv[i];
+    if (arg == "--quick") {
+      quick = true;
+    } else if (arg == "--cpu0") {
+      cpu_set_t set;
+      CPU_ZERO(&set);
+      CPU_SET(0, &set);
+      if (sched_setaffinity(0, sizeof set, &set) != 0) {
+        die("sched_setaffinity");
+      }
+    } else {
+      std::fprintf(stderr, "bench_limits: unknown option %s\n", argv[i]);
+      return 2;
+    }
+  }
+  const std::pair<const char*, void (*)()> groups[] = {
+      {"rtt", group_rtt},         {"tput", group_tput},     {"payload", group_payload},
+      {"speedup", group_speedup}, {"ready", group_ready},   {"memory", group_memory},
+      {"queue", group_queue},     {"pipe", group_pipe},
+  };
+  for (const auto& [name, fn] : groups) {
+    if (group == name) {
+      fn();
+      return 0;
+    }
+  }
+  std::fprintf(stderr,
+               "usage: bench_limits rtt|tput|payload|speedup|ready|memory|queue|pipe "
+               "[--quick] [--cpu0]\n");
+  return 2;
+}
