@@ -21,6 +21,7 @@ class category final : public std::error_category {
       case errc::peer_died: return "the serving process died";
       case errc::uring_unavailable: return "io_uring or a required opcode is unavailable";
       case errc::function_mismatch: return "callable identity not valid in this process";
+      case errc::barrier_broken: return "the barrier is broken";
     }
     return "unknown coproc error";
   }

@@ -21,6 +21,7 @@ enum class errc {
   peer_died,             ///< the process serving the request died
   uring_unavailable,     ///< io_uring or a needed opcode is refused by the kernel
   function_mismatch,     ///< a callable's identity is unknown in the receiving process
+  barrier_broken,        ///< a barrier was aborted, or a party left it while waiting
 };
 
 /// The category of coproc::errc; name() is "coproc".
