@@ -74,8 +74,8 @@ std::string fmt_double(double v) {
   return buf;
 }
 
-void emit(std::string_view metric, std::string_view contender, double value,
-          std::string_view unit, std::string_view better, const std::string& extra = {}) {
+void emit(std::string_view metric, std::string_view contender, double value, std::string_view unit,
+          std::string_view better, const std::string& extra = {}) {
   std::printf(
       "{\"metric\": \"%.*s\", \"contender\": \"%.*s\", \"value\": %s, \"unit\": \"%.*s\", "
       "\"better\": \"%.*s\"%s}\n",
@@ -687,8 +687,8 @@ int main(int argc, char** argv) {
     }
   }
   const std::pair<const char*, void (*)()> groups[] = {
-      {"rtt", group_rtt},         {"tput", group_tput},     {"payload", group_payload},
-      {"speedup", group_speedup}, {"ready", group_ready},   {"memory", group_memory},
+      {"rtt", group_rtt},         {"tput", group_tput},   {"payload", group_payload},
+      {"speedup", group_speedup}, {"ready", group_ready}, {"memory", group_memory},
       {"queue", group_queue},     {"pipe", group_pipe},
   };
   for (const auto& [name, fn] : groups) {
