@@ -1,0 +1,141 @@
+#pragma once
+// Shared machinery of pipe_reader and pipe_writer: the fd owner bound to a
+// uring_service, and the READ/READV and WRITE/WRITEV operations.
+
+#include <sys/uio.h>
+
+#include <algorithm>
+#include <array>
+#include <asio/buffer.hpp>
+#include <asio/error.hpp>
+#include <cerrno>
+#include <cstddef>
+#include <system_error>
+#include <tuple>
+
+#include "coproc/runtime/detail/uring_handler_op.hpp"
+#include "coproc/runtime/unique_fd.hpp"
+#include "coproc/runtime/uring_service.hpp"
+
+namespace coproc::detail {
+
+/// Maps a negative CQE result to an error code (-ECANCELED, and -EINTR of a
+/// cancelled blocking op, become operation_aborted).
+inline std::error_code uring_error(int res, bool cancel_requested) noexcept {
+  if (res == -ECANCELED || (cancel_requested && res == -EINTR)) {
+    return asio::error::operation_aborted;
+  }
+  return {-res, asio::error::get_system_category()};
+}
+
+template <bool IsRead>
+struct pipe_rw_impl {
+  static constexpr std::size_t max_iov = 16;
+  static constexpr std::size_t max_len = 0x7ffff000;  // the kernel's MAX_RW_COUNT
+
+  template <class Buffers>
+  pipe_rw_impl(int fd_in, const Buffers& buffers) : fd(fd_in) {
+    auto it = asio::buffer_sequence_begin(buffers);
+    auto end = asio::buffer_sequence_end(buffers);
+    for (; it != end && count < max_iov; ++it) {
+      auto b = *it;
+      std::size_t len = std::min<std::size_t>(b.size(), max_len - total);
+      if (len == 0) {
+        continue;
+      }
+      iov[count].iov_base = const_cast<void*>(static_cast<const void*>(b.data()));
+      iov[count].iov_len = len;
+      ++count;
+      total += len;
+    }
+  }
+
+  io_uring_sqe prepare() noexcept {
+    io_uring_sqe sqe{};
+    constexpr std::uint64_t current_position = ~std::uint64_t{0};  // pipes have no offset
+    if (count <= 1) {
+      void* base = count == 1 ? iov[0].iov_base : nullptr;
+      auto len = static_cast<unsigned>(total);
+      if constexpr (IsRead) {
+        io_uring_prep_read(&sqe, fd, base, len, current_position);
+      } else {
+        io_uring_prep_write(&sqe, fd, base, len, current_position);
+      }
+    } else if constexpr (IsRead) {
+      io_uring_prep_readv(&sqe, fd, iov.data(), count, current_position);
+    } else {
+      io_uring_prep_writev(&sqe, fd, iov.data(), count, current_position);
+    }
+    return sqe;
+  }
+
+  std::tuple<std::error_code, std::size_t> result(int res, bool cancel_requested) const noexcept {
+    if (res < 0) {
+      return {uring_error(res, cancel_requested), 0};
+    }
+    if (IsRead && res == 0 && total > 0) {
+      return {asio::error::eof, 0};
+    }
+    return {std::error_code(), static_cast<std::size_t>(res)};
+  }
+
+  int fd;
+  std::array<iovec, max_iov> iov{};
+  unsigned count = 0;
+  std::size_t total = 0;
+};
+
+/// The fd of one pipe end and the ring that drives it.
+class pipe_end {
+ public:
+  pipe_end(const asio::any_io_executor& ex, unique_fd fd)
+      : ex_(ex), service_(&uring_service::of(ex)), fd_(std::move(fd)) {}
+  pipe_end(pipe_end&&) noexcept = default;
+  pipe_end& operator=(pipe_end&& other) noexcept {
+    if (this != &other) {
+      close();
+      ex_ = std::move(other.ex_);
+      service_ = other.service_;
+      fd_ = std::move(other.fd_);
+    }
+    return *this;
+  }
+  ~pipe_end() { close(); }
+
+  const asio::any_io_executor& executor() const noexcept { return ex_; }
+  uring_service& service() const noexcept { return *service_; }
+  int fd() const noexcept { return fd_.get(); }
+  bool is_open() const noexcept { return static_cast<bool>(fd_); }
+
+  void cancel() noexcept {
+    if (fd_) {
+      service_->cancel_fd(fd_.get());
+    }
+  }
+  void close() noexcept {
+    cancel();
+    fd_.reset();
+  }
+  unique_fd release() noexcept {
+    cancel();
+    return std::move(fd_);
+  }
+
+  template <bool IsRead, class Buffers, class Token>
+  auto async_io(const Buffers& buffers, Token&& token) {
+    return asio::async_initiate<Token, void(std::error_code, std::size_t)>(
+        [](auto&& handler, pipe_end* self, const Buffers& b) {
+          launch_uring_op<pipe_rw_impl<IsRead>>(*self->service_, self->ex_,
+                                                std::forward<decltype(handler)>(handler),
+                                                self->fd_.get(), b);
+        },
+        token, this, buffers);
+  }
+
+ private:
+  asio::any_io_executor ex_;
+  uring_service* service_;
+  unique_fd fd_;
+};
+
+}  // namespace coproc::detail
