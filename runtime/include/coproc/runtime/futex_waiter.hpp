@@ -107,7 +107,7 @@ auto async_futex_wait(const asio::any_io_executor& ex, std::atomic<std::uint32_t
         auto timer = std::make_unique<asio::steady_timer>(io_ex);
         auto& timer_ref = *timer;
         asio::async_compose<std::decay_t<decltype(handler)>, void(std::error_code)>(
-            detail::futex_poll_op{w, e, std::move(timer)}, std::move(handler), timer_ref);
+            detail::futex_poll_op{w, e, std::move(timer)}, handler, timer_ref);
       },
       token, ex, &word, expected);
 }

@@ -1,0 +1,107 @@
+// Tests of async_futex_wait: IORING_OP_FUTEX_WAIT and the polling fallback,
+// woken from another process, cancelled.
+
+#include <unistd.h>
+
+#include <asio.hpp>
+#include <atomic>
+#include <catch2/catch_test_macros.hpp>
+#include <catch2/generators/catch_generators.hpp>
+#include <coproc/runtime/child_process.hpp>
+#include <coproc/runtime/detail/futex.hpp>
+#include <coproc/runtime/futex_waiter.hpp>
+#include <coproc/runtime/mapped_region.hpp>
+#include <coproc/runtime/pipe_reader.hpp>
+#include <coproc/runtime/uring_service.hpp>
+#include <new>
+
+#include "async_test.hpp"
+
+namespace {
+
+std::atomic<std::uint32_t>& word_in(coproc::mapped_region& region) {
+  return *std::launder(reinterpret_cast<std::atomic<std::uint32_t>*>(region.data()));
+}
+
+}  // namespace
+
+TEST_CASE("a futex wait wakes on another process's FUTEX_WAKE", "[futex_waiter]") {
+  bool use_futex_wait = GENERATE(true, false);
+  auto region = coproc::mapped_region::create(4096);
+  auto& word = word_in(region);
+  word.store(0);
+  auto [r, w] = coproc::make_pipe();
+  coproc::test::run_async([&](asio::io_context& ctx) -> asio::awaitable<void> {
+    auto& service = coproc::uring_service::install(ctx, {.use_futex_wait = use_futex_wait});
+    if (!use_futex_wait) {
+      CHECK(!service.has_futex_wait());
+    }
+    // The child waits for a go byte, then publishes 1 and wakes.
+    auto child = coproc::child_process::fork_child([&, rfd = r.get()] {
+      w.reset();
+      char c;
+      if (::read(rfd, &c, 1) != 1) {
+        ::_exit(1);
+      }
+      word.store(1);
+      coproc::detail::futex_wake(word, 1);
+      ::_exit(0);
+    });
+    std::error_code result = asio::error::would_block;
+    bool done = false;
+    coproc::async_futex_wait(ctx.get_executor(), word, 0, [&](std::error_code ec) {
+      result = ec;
+      done = true;
+    });
+    CHECK(!done);
+    REQUIRE(::write(w.get(), "g", 1) == 1);
+    while (word.load() == 0 || !done) {
+      // Spurious completions are allowed: wait again while the word is 0.
+      if (done && word.load() == 0) {
+        done = false;
+        coproc::async_futex_wait(ctx.get_executor(), word, 0, [&](std::error_code ec) {
+          result = ec;
+          done = true;
+        });
+      }
+      co_await asio::post(ctx, asio::use_awaitable);
+    }
+    CHECK(!result);
+    CHECK(word.load() == 1);
+    auto st = co_await child.async_wait_exit(ctx.get_executor(), asio::use_awaitable);
+    CHECK(st.success());
+  });
+}
+
+TEST_CASE("a futex wait on a word that already changed completes", "[futex_waiter]") {
+  bool use_futex_wait = GENERATE(true, false);
+  std::atomic<std::uint32_t> word{5};
+  coproc::test::run_async([&](asio::io_context& ctx) -> asio::awaitable<void> {
+    coproc::uring_service::install(ctx, {.use_futex_wait = use_futex_wait});
+    co_await coproc::async_futex_wait(ctx.get_executor(), word, 4, asio::use_awaitable);
+  });
+}
+
+TEST_CASE("a futex wait can be cancelled", "[futex_waiter]") {
+  bool use_futex_wait = GENERATE(true, false);
+  auto region = coproc::mapped_region::create(4096);
+  auto& word = word_in(region);
+  word.store(0);
+  asio::io_context ctx;
+  coproc::uring_service::install(ctx, {.use_futex_wait = use_futex_wait});
+  asio::cancellation_signal signal;
+  std::error_code result;
+  bool done = false;
+  coproc::async_futex_wait(ctx.get_executor(), word, 0,
+                           asio::bind_cancellation_slot(signal.slot(), [&](std::error_code ec) {
+                             result = ec;
+                             done = true;
+                           }));
+  ctx.poll();
+  CHECK(!done);
+  signal.emit(asio::cancellation_type::terminal);
+  CHECK(!done);
+  ctx.run_for(std::chrono::seconds(10));
+  CHECK(done);
+  CHECK(result == asio::error::operation_aborted);
+}
