@@ -1,0 +1,128 @@
+#pragma once
+// A submitted task as the parent keeps it: type-erased so the pool's core
+// (non-template, in src/) can queue, encode, complete and fail it.
+
+#include <asio/any_io_executor.hpp>
+#include <asio/associated_cancellation_slot.hpp>
+#include <asio/associated_executor.hpp>
+#include <asio/executor_work_guard.hpp>
+#include <asio/post.hpp>
+#include <cstddef>
+#include <cstdint>
+#include <exception>
+#include <span>
+#include <tuple>
+#include <utility>
+
+#include "coproc/executors/detail/callable.hpp"
+#include "coproc/ipc/codec.hpp"
+
+namespace coproc::detail {
+
+class task_op {
+ public:
+  std::uint64_t id = 0;
+  std::int64_t thunk = 0;
+  int worker = -1;             // slot it was sent to; -1 while queued
+  std::uint64_t seq = 0;       // its index among the frames sent to that slot
+  std::atomic<std::uint32_t>* state = nullptr;  // its frame's state word while in a ring
+  bool in_arena = false;       // its body occupies the slot's input arena
+
+  /// Bytes of the task body: the callable, then the encoded arguments.
+  virtual std::size_t body_size() const = 0;
+  virtual void encode_body(std::span<std::byte> out) const = 0;
+  /// Decodes the result, completes the handler (posted), deletes this.
+  virtual void complete(std::span<const std::byte> result) = 0;
+  /// Completes the handler with `error` (posted), deletes this.
+  virtual void fail(std::exception_ptr error) = 0;
+  /// Connects the handler's cancellation slot (if any) to the pool core.
+  virtual void bind_cancellation(void* core) = 0;
+
+ protected:
+  virtual ~task_op() = default;
+};
+
+/// The pool-side cancellation entry point (defined by the pool core).
+void cancel_task(void* core, std::uint64_t id);
+
+template <class R>
+using completion_value_t = std::conditional_t<std::is_void_v<R>, std::tuple<>, std::tuple<R>>;
+
+/// The typed task: callable, arguments and the user's completion handler.
+template <class F, class Handler, class... Args>
+class submit_op final : public task_op {
+ public:
+  using result_type = task_result_t<F, Args...>;
+
+  /// `ex` is the pool's executor: the handler's default associated executor.
+  submit_op(const asio::any_io_executor& ex, F f, std::tuple<Args...> args, Handler handler)
+      : f_(std::move(f)),
+        args_(std::move(args)),
+        handler_(std::move(handler)),
+        work_(asio::get_associated_executor(handler_, ex)) {
+    thunk = thunk_offset<F, Args...>();
+  }
+
+  /// Connects the handler's cancellation slot to the pool.
+  void bind_cancellation(void* core) override {
+    auto slot = asio::get_associated_cancellation_slot(handler_);
+    if (slot.is_connected()) {
+      slot.assign([core, id = this->id](asio::cancellation_type) { cancel_task(core, id); });
+    }
+  }
+
+  std::size_t body_size() const override {
+    return callable_size<F>() +
+           std::apply([](const auto&... a) { return coproc::encoded_size(a...); }, args_);
+  }
+
+  void encode_body(std::span<std::byte> out) const override {
+    store_callable(out.data(), f_);
+    std::apply([&](const auto&... a) { coproc::encode(out.subspan(callable_size<F>()), a...); },
+               args_);
+  }
+
+  void complete(std::span<const std::byte> result) override {
+    if constexpr (std::is_void_v<result_type>) {
+      if (!result.empty()) {
+        return fail(std::make_exception_ptr(
+            std::system_error(coproc::errc::frame_corrupt, "void task returned bytes")));
+      }
+      finish(nullptr);
+    } else {
+      try {
+        finish(nullptr, coproc::decode_from<result_type>(result));
+      } catch (...) {
+        fail(std::current_exception());
+      }
+    }
+  }
+
+  void fail(std::exception_ptr error) override {
+    if constexpr (std::is_void_v<result_type>) {
+      finish(error);
+    } else {
+      finish(error, result_type{});
+    }
+  }
+
+ private:
+  template <class... V>
+  void finish(std::exception_ptr error, V&&... value) {
+    asio::get_associated_cancellation_slot(handler_).clear();
+    auto ex = work_.get_executor();
+    auto bound = [h = std::move(handler_), error, ... v = std::forward<V>(value)]() mutable {
+      std::move(h)(error, std::move(v)...);
+    };
+    auto work = std::move(work_);
+    delete this;
+    asio::post(ex, std::move(bound));
+  }
+
+  F f_;
+  std::tuple<Args...> args_;
+  Handler handler_;
+  asio::executor_work_guard<asio::associated_executor_t<Handler, asio::any_io_executor>> work_;
+};
+
+}  // namespace coproc::detail

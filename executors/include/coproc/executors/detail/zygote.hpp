@@ -1,0 +1,68 @@
+#pragma once
+// The zygote (fork server) and the worker loop it forks.
+//
+// The zygote is forked when a pool is created, before the pool owns any ring
+// or thread, and stays single-threaded: every worker is forked from it, so a
+// respawn is safe however many threads the host runs by then. It talks to the
+// parent over two pipes (commands in, reports out) and reaps its workers,
+// reporting each exit status with the worker's peak RSS.
+
+#include <sys/types.h>
+
+#include <cstddef>
+#include <cstdint>
+
+#include "coproc/executors/detail/pool_layout.hpp"
+#include "coproc/executors/pool_options.hpp"
+
+namespace coproc::detail {
+
+enum zygote_command_kind : std::uint32_t { zygote_spawn = 1, zygote_stop = 2 };
+
+struct zygote_command {
+  std::uint32_t kind;
+  std::uint32_t slot;
+};
+
+enum zygote_report_kind : std::uint32_t {
+  report_spawned = 1,      // pid: the new worker of `slot`
+  report_exited = 2,       // wait_status, max_rss_kb: a worker of `slot` left
+  report_spawn_failed = 3  // error: fork's errno
+};
+
+struct zygote_report {
+  std::uint32_t kind;
+  std::uint32_t slot;
+  std::int32_t pid;
+  std::int32_t wait_status;
+  std::int64_t max_rss_kb;
+  std::int32_t error;
+  std::int32_t reserved;
+};
+
+/// Exit statuses a worker uses for its own reasons (a crash is anything else).
+enum worker_exit_code : int {
+  worker_exit_retired = 0,          // max_tasks_per_worker or max_worker_rss reached
+  worker_exit_orphaned = 120,       // the pool's process is gone
+  worker_exit_bad_image = 121,      // the worker's code differs from the parent's
+  worker_exit_init_failed = 122,    // the initializer threw
+  worker_exit_corrupt_frame = 123,  // the task ring held bytes no parent wrote
+};
+
+/// What the zygote and its workers need; lives in the pool object, which the
+/// zygote's memory holds a copy of.
+struct worker_config {
+  std::byte* base = nullptr;  // the shared mapping
+  pool_geometry geometry{};
+  int doorbell_fd = -1;  // eventfd the parent waits on
+  const pool_options* options = nullptr;
+};
+
+/// Forks the zygote. In the parent, returns its pid; the child never returns.
+/// `cmd_read` and `report_write` are the zygote's pipe ends.
+pid_t fork_zygote(const worker_config& config, int cmd_read, int report_write);
+
+/// Runs tasks of `slot` until the process is killed or retires.
+[[noreturn]] void worker_main(const worker_config& config, std::size_t slot);
+
+}  // namespace coproc::detail

@@ -1,0 +1,264 @@
+#pragma once
+/// coproc::process_pool: co_await functions run by a pool of forked worker processes.
+
+#include <asio/any_io_executor.hpp>
+#include <asio/async_result.hpp>
+#include <asio/awaitable.hpp>
+#include <asio/bind_executor.hpp>
+#include <asio/redirect_error.hpp>
+#include <asio/steady_timer.hpp>
+#include <asio/this_coro.hpp>
+#include <asio/use_awaitable.hpp>
+#include <cstddef>
+#include <exception>
+#include <functional>
+#include <iterator>
+#include <memory>
+#include <ranges>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "coproc/executors/detail/callable.hpp"
+#include "coproc/executors/detail/task_op.hpp"
+#include "coproc/executors/pool_options.hpp"
+#include "coproc/executors/pool_stats.hpp"
+
+namespace coproc {
+
+namespace detail {
+class pool_core;
+
+/// Splits `args..., token` into the arguments and the token (Asio puts the
+/// completion token last; a parameter pack cannot be followed by one).
+template <class... Ts>
+decltype(auto) last_of(Ts&&... ts) {
+  return std::get<sizeof...(Ts) - 1>(std::forward_as_tuple(std::forward<Ts>(ts)...));
+}
+template <std::size_t... I, class... Ts>
+auto all_but_last(std::index_sequence<I...>, Ts&&... ts) {
+  [[maybe_unused]] auto all = std::forward_as_tuple(std::forward<Ts>(ts)...);
+  return std::tuple<wire_t<std::tuple_element_t<I, std::tuple<Ts...>>>...>(
+      std::get<I>(std::move(all))...);
+}
+
+template <class R>
+struct signature_of {
+  using type = void(std::exception_ptr, R);
+};
+template <>
+struct signature_of<void> {
+  using type = void(std::exception_ptr);
+};
+template <class F, class... Args>
+using submit_signature = typename signature_of<task_result_t<F, Args...>>::type;
+
+/// Runs `f` over a chunk of a map's input inside a worker.
+template <class F, class T>
+struct map_chunk {
+  F f;
+  auto operator()(const std::vector<T>& items) const {
+    using R = task_result_t<F, T>;
+    std::vector<R> out;
+    out.reserve(items.size());
+    for (const T& item : items) {
+      out.push_back(f(item));
+    }
+    return out;
+  }
+};
+}  // namespace detail
+
+/// How async_shutdown treats work that is queued or running.
+enum class shutdown_mode {
+  drain,   ///< finish every accepted task, then stop the workers
+  cancel,  ///< fail queued and running tasks with errc::pool_stopped, then stop
+};
+
+/// A pool of worker processes forked from a zygote, fed through shared-memory
+/// rings. Create it early in main(), before the host starts threads: the
+/// zygote is forked in the constructor, and forking a process that runs other
+/// threads copies only the calling thread (a lock another thread held stays
+/// locked in the zygote). Workers are forked from the single-threaded zygote,
+/// so respawns stay safe later.
+///
+/// Thread safety: async_submit and async_shutdown may be called from any
+/// thread (they go through the pool's strand); stats() from the loop's thread. The pool must outlive every operation it started and must not be
+/// destroyed from inside one of its own completion handlers' call stacks while
+/// the io_context runs other pool work (it is safe after async_shutdown).
+class process_pool {
+ public:
+  using executor_type = asio::any_io_executor;
+
+  /// Forks the zygote and starts `options.workers` workers.
+  /// Throws std::system_error naming the failing system call.
+  process_pool(const executor_type& ex, pool_options options = {});
+  process_pool(const process_pool&) = delete;
+  process_pool& operator=(const process_pool&) = delete;
+  /// Kills every worker and the zygote and reaps them; operations still
+  /// pending complete with asio::error::operation_aborted.
+  ~process_pool();
+
+  executor_type get_executor() const noexcept { return ex_; }
+
+  /// Runs `fn(args...)` in a worker: `async_submit(fn, args..., token)`.
+  ///
+  /// Completion signature: void(std::exception_ptr, R), or void(std::exception_ptr)
+  /// when R is void. The exception is the task's own as coproc::remote_error
+  /// (or std::system_error with its code when the task threw one), or a
+  /// std::system_error with errc::worker_crashed, errc::task_timeout,
+  /// errc::pool_stopped, errc::payload_too_large, errc::frame_corrupt.
+  /// Cancellation: terminal, partial and total. A queued task is dropped; a
+  /// running task's worker is killed and replaced. The handler gets
+  /// asio::error::operation_aborted.
+  /// Callables: functions, captureless lambdas, stateless or trivially copyable
+  /// function objects. Arguments and results: any coproc::codable type.
+  template <class F, class... Ts>
+  auto async_submit(F fn, Ts&&... args_and_token) {
+    static_assert(sizeof...(Ts) >= 1, "coproc: async_submit takes a completion token last");
+    return async_submit_tuple(
+        std::move(fn),
+        detail::all_but_last(std::make_index_sequence<sizeof...(Ts) - 1>{},
+                             std::forward<Ts>(args_and_token)...),
+        std::forward<decltype(detail::last_of(std::forward<Ts>(args_and_token)...))>(
+            detail::last_of(std::forward<Ts>(args_and_token)...)));
+  }
+
+  /// `co_await pool.submit(fn, args...)`: the coroutine form of async_submit.
+  template <class F, class... Args>
+  auto submit(F fn, Args&&... args) {
+    return async_submit(std::move(fn), std::forward<Args>(args)..., asio::use_awaitable);
+  }
+
+  /// Applies `fn` to every element of `items` in the workers and returns the
+  /// results in input order. Items travel in chunks (automatic size, or
+  /// `chunk_size` when not zero) so that per-task costs are amortised.
+  /// Throws the first failing chunk's exception.
+  template <class F, std::ranges::input_range Range>
+  auto map(F fn, const Range& items, std::size_t chunk_size = 0)
+      -> asio::awaitable<std::vector<detail::task_result_t<F, std::ranges::range_value_t<Range>>>>;
+
+  /// Stops accepting work, then drains or cancels what was accepted, then
+  /// stops the workers and the zygote.
+  /// Completion signature: void(). Later submits fail with errc::pool_stopped.
+  template <class Token>
+  auto async_shutdown(shutdown_mode mode, Token&& token);
+
+  /// A snapshot of the pool's counters. Call it from the thread that runs the
+  /// pool's executor (the counters belong to the pool's strand).
+  pool_stats stats() const;
+
+  /// The number of worker processes the pool keeps alive.
+  std::size_t size() const noexcept { return workers_; }
+
+ private:
+  template <class F, class Args, class Token>
+  auto async_submit_tuple(F fn, Args args, Token&& token);
+
+  void start(detail::task_op* op);
+  void start_shutdown(shutdown_mode mode, std::function<void()> done);
+
+  executor_type ex_;
+  std::size_t workers_;
+  std::shared_ptr<detail::pool_core> core_;
+};
+
+template <class F, class Args, class Token>
+auto process_pool::async_submit_tuple(F fn, Args args, Token&& token) {
+  return std::apply(
+      [&]<class... A>(A&&... a) {
+        using tuple_t = std::tuple<std::decay_t<A>...>;
+        return [&]<class... W>(std::tuple<W...>*) {
+          detail::check_callable<F>();
+          static_assert((coproc::codable<W> && ...),
+                        "coproc: every argument must be codable (see coproc/ipc/codec.hpp)");
+          using R = detail::task_result_t<F, W...>;
+          static_assert(std::is_void_v<R> || coproc::codable<R>,
+                        "coproc: the callable's result must be codable");
+          static_assert(std::is_void_v<R> || std::is_default_constructible_v<R>,
+                        "coproc: the result type must be default-constructible");
+          return asio::async_initiate<Token, detail::submit_signature<F, W...>>(
+              [this](auto handler, F f, tuple_t a) {
+                using op_t = detail::submit_op<F, std::decay_t<decltype(handler)>, W...>;
+                auto* op = new op_t(ex_, std::move(f), std::move(a), std::move(handler));
+                start(op);
+              },
+              token, std::move(fn), tuple_t(std::forward<A>(a)...));
+        }(static_cast<tuple_t*>(nullptr));
+      },
+      std::move(args));
+}
+
+template <class F, std::ranges::input_range Range>
+auto process_pool::map(F fn, const Range& items, std::size_t chunk_size)
+    -> asio::awaitable<std::vector<detail::task_result_t<F, std::ranges::range_value_t<Range>>>> {
+  using T = std::ranges::range_value_t<Range>;
+  using R = detail::task_result_t<F, T>;
+  detail::check_callable<F>();
+  std::vector<T> all(std::ranges::begin(items), std::ranges::end(items));
+  std::size_t n = all.size();
+  if (chunk_size == 0) {
+    std::size_t target = 4 * size();  // a few chunks per worker
+    chunk_size = std::max<std::size_t>(1, (n + target - 1) / target);
+  }
+  // Start every chunk at once; completions land on this coroutine's executor
+  // and the last one wakes it. Results are then assembled in input order.
+  struct chunk_state {
+    std::vector<R> values;
+    std::exception_ptr error;
+  };
+  struct map_state {
+    explicit map_state(const asio::any_io_executor& ex)
+        : ready(ex, asio::steady_timer::time_point::max()) {}
+    std::vector<chunk_state> chunks;
+    std::size_t outstanding = 0;
+    asio::steady_timer ready;
+  };
+  auto here = co_await asio::this_coro::executor;
+  auto state = std::make_shared<map_state>(here);
+  state->chunks.resize((n + chunk_size - 1) / chunk_size);
+  state->outstanding = state->chunks.size();
+  for (std::size_t c = 0; c < state->chunks.size(); ++c) {
+    auto first = all.begin() + static_cast<std::ptrdiff_t>(c * chunk_size);
+    auto last = all.begin() + static_cast<std::ptrdiff_t>(std::min(n, (c + 1) * chunk_size));
+    async_submit(detail::map_chunk<F, T>{fn},
+                 std::vector<T>(std::make_move_iterator(first), std::make_move_iterator(last)),
+                 asio::bind_executor(here, [state, c](std::exception_ptr e, std::vector<R> v) {
+                   state->chunks[c] = {std::move(v), e};
+                   if (--state->outstanding == 0) {
+                     state->ready.cancel();
+                   }
+                 }));
+  }
+  if (state->outstanding > 0) {
+    std::error_code ec;
+    co_await state->ready.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+  }
+  std::vector<R> out;
+  out.reserve(n);
+  for (chunk_state& chunk : state->chunks) {
+    if (chunk.error) {
+      std::rethrow_exception(chunk.error);
+    }
+    std::move(chunk.values.begin(), chunk.values.end(), std::back_inserter(out));
+  }
+  co_return out;
+}
+
+template <class Token>
+auto process_pool::async_shutdown(shutdown_mode mode, Token&& token) {
+  return asio::async_initiate<Token, void()>(
+      [this, mode](auto handler) {
+        auto ex = asio::get_associated_executor(handler, ex_);
+        auto shared = std::make_shared<std::decay_t<decltype(handler)>>(std::move(handler));
+        auto work = std::make_shared<asio::executor_work_guard<decltype(ex)>>(ex);
+        start_shutdown(mode, [shared, work, ex]() mutable {
+          asio::post(ex, [shared]() mutable { std::move (*shared)(); });
+          work->reset();
+        });
+      },
+      token);
+}
+
+}  // namespace coproc

@@ -1,0 +1,221 @@
+#pragma once
+/// A bounded single-producer single-consumer ring of variable-size frames in
+/// shared memory, with a doorbell the producer rings only when the consumer sleeps.
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <new>
+#include <span>
+
+#include "coproc/runtime/detail/futex.hpp"
+
+namespace coproc {
+
+/// The part of a ring that lives in shared memory. Trivially copyable words
+/// only (no pointers), so any process mapping it can use it at any address.
+struct shm_ring_header {
+  alignas(64) std::atomic<std::uint64_t> head;  // bytes published by the producer
+  alignas(64) std::atomic<std::uint64_t> tail;  // bytes released by the consumer
+  alignas(64) std::atomic<std::uint32_t> consumer_sleeping;
+  std::atomic<std::uint32_t> doorbell;  // futex word the consumer sleeps on
+  std::atomic<std::uint32_t> producer_sleeping;
+  std::atomic<std::uint32_t> space_bell;  // futex word a producer waiting for room sleeps on
+  std::uint64_t capacity;                 // data bytes, a power of two
+};
+static_assert(std::atomic<std::uint64_t>::is_always_lock_free);
+
+/// A process-local view of a ring: a header and its data area, both in a
+/// shared mapping. One process produces, one consumes. Frames are 8-byte
+/// aligned, each preceded by an 8-byte length word; a frame never wraps.
+/// Thread safety: one producer and one consumer at a time.
+class shm_ring {
+ public:
+  static constexpr std::size_t frame_overhead = 8;
+
+  shm_ring() = default;
+  shm_ring(shm_ring_header* header, std::byte* data) noexcept : h_(header), data_(data) {}
+
+  /// Initialises a header in fresh shared memory (capacity: a power of two).
+  static void init(shm_ring_header* h, std::uint64_t capacity) noexcept {
+    h->head.store(0, std::memory_order_relaxed);
+    h->tail.store(0, std::memory_order_relaxed);
+    h->consumer_sleeping.store(0, std::memory_order_relaxed);
+    h->doorbell.store(0, std::memory_order_relaxed);
+    h->producer_sleeping.store(0, std::memory_order_relaxed);
+    h->space_bell.store(0, std::memory_order_relaxed);
+    h->capacity = capacity;
+  }
+
+  /// The largest frame payload the ring accepts.
+  std::size_t max_frame() const noexcept { return h_->capacity / 2 - frame_overhead; }
+
+  // ---- producer side ----
+
+  /// Space for a frame of `n` payload bytes, or an empty span while the ring is
+  /// too full. Publish it with commit(n).
+  std::span<std::byte> try_reserve(std::size_t n) noexcept {
+    std::uint64_t need = frame_overhead + align8(n);
+    std::uint64_t head = h_->head.load(std::memory_order_relaxed);
+    std::uint64_t pos = head & (h_->capacity - 1);
+    std::uint64_t to_end = h_->capacity - pos;
+    std::uint64_t total = need <= to_end ? need : to_end + need;  // skip the tail end
+    if (!has_room(head, total)) {
+      return {};
+    }
+    if (need > to_end) {
+      write_len(pos, wrap_marker);
+      pending_skip_ = to_end;
+      pos = 0;
+    } else {
+      pending_skip_ = 0;
+    }
+    return {data_ + pos + frame_overhead, n};
+  }
+
+  /// Publishes the frame last reserved, of `n` bytes (n <= the reserved size).
+  void commit(std::size_t n) noexcept {
+    std::uint64_t head = h_->head.load(std::memory_order_relaxed) + pending_skip_;
+    write_len(head & (h_->capacity - 1), n);
+    h_->head.store(head + frame_overhead + align8(n), std::memory_order_release);
+  }
+
+  /// Wakes the consumer if it announced that it sleeps. Call after commits
+  /// (once per batch is enough).
+  void notify() noexcept {
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    if (h_->consumer_sleeping.load(std::memory_order_relaxed) != 0) {
+      h_->doorbell.fetch_add(1, std::memory_order_relaxed);
+      detail::futex_wake(h_->doorbell);
+    }
+  }
+
+  /// Blocks the producer until a frame of `n` bytes fits, then reserves it
+  /// (blocking code only). The consumer wakes it through notify_producer().
+  std::span<std::byte> reserve_wait(std::size_t n) noexcept {
+    for (;;) {
+      if (auto out = try_reserve(n); out.data() != nullptr) {
+        return out;
+      }
+      std::uint32_t seen = h_->space_bell.load(std::memory_order_relaxed);
+      h_->producer_sleeping.store(1, std::memory_order_relaxed);
+      std::atomic_thread_fence(std::memory_order_seq_cst);
+      if (auto out = try_reserve(n); out.data() != nullptr) {
+        h_->producer_sleeping.store(0, std::memory_order_relaxed);
+        return out;
+      }
+      detail::futex_wait(h_->space_bell, seen);
+      h_->producer_sleeping.store(0, std::memory_order_relaxed);
+    }
+  }
+
+  // ---- consumer side ----
+
+  /// Wakes a producer blocked in reserve_wait(). Call after pops (once per batch).
+  void notify_producer() noexcept {
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    if (h_->producer_sleeping.load(std::memory_order_relaxed) != 0) {
+      h_->space_bell.fetch_add(1, std::memory_order_relaxed);
+      detail::futex_wake(h_->space_bell);
+    }
+  }
+
+  /// True when the last try_peek() met a length word no producer could have
+  /// written: the shared memory was overwritten.
+  bool corrupt() const noexcept { return corrupt_; }
+
+  /// The next frame's payload, or an empty span when the ring is empty. The
+  /// bytes stay valid until pop().
+  std::span<std::byte> try_peek() noexcept {
+    std::uint64_t tail = h_->tail.load(std::memory_order_relaxed);
+    if (tail == cached_head_) {
+      cached_head_ = h_->head.load(std::memory_order_acquire);
+      if (tail == cached_head_) {
+        return {};
+      }
+    }
+    std::uint64_t pos = tail & (h_->capacity - 1);
+    std::uint64_t len = read_len(pos);
+    if (len == wrap_marker) {
+      tail += h_->capacity - pos;
+      h_->tail.store(tail, std::memory_order_release);
+      pos = 0;
+      len = read_len(0);
+    }
+    if (len > max_frame()) {
+      corrupt_ = true;
+      return {};
+    }
+    peek_len_ = len;
+    return {data_ + pos + frame_overhead, static_cast<std::size_t>(len)};
+  }
+
+  /// Releases the frame returned by the last try_peek().
+  void pop() noexcept {
+    std::uint64_t tail = h_->tail.load(std::memory_order_relaxed);
+    h_->tail.store(tail + frame_overhead + align8(peek_len_), std::memory_order_release);
+  }
+
+  bool empty() const noexcept {
+    return h_->head.load(std::memory_order_acquire) == h_->tail.load(std::memory_order_acquire);
+  }
+
+  /// Blocks the consumer until the ring is not empty (blocking code only:
+  /// workers, never the event loop). `spin` polls that many times first.
+  void wait_not_empty(int spin = 0) noexcept {
+    for (int i = 0; i < spin; ++i) {
+      if (!empty()) {
+        return;
+      }
+      cpu_relax();
+    }
+    while (empty()) {
+      std::uint32_t seen = h_->doorbell.load(std::memory_order_relaxed);
+      h_->consumer_sleeping.store(1, std::memory_order_relaxed);
+      std::atomic_thread_fence(std::memory_order_seq_cst);
+      if (empty()) {
+        detail::futex_wait(h_->doorbell, seen);
+      }
+      h_->consumer_sleeping.store(0, std::memory_order_relaxed);
+    }
+  }
+
+  shm_ring_header* header() const noexcept { return h_; }
+
+  static void cpu_relax() noexcept {
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+  }
+
+ private:
+  static constexpr std::uint64_t wrap_marker = ~std::uint64_t{0};
+  static std::uint64_t align8(std::uint64_t n) noexcept { return (n + 7) & ~std::uint64_t{7}; }
+
+  bool has_room(std::uint64_t head, std::uint64_t total) noexcept {
+    if (head + total - cached_tail_ <= h_->capacity) {
+      return true;
+    }
+    cached_tail_ = h_->tail.load(std::memory_order_acquire);
+    return head + total - cached_tail_ <= h_->capacity;
+  }
+  void write_len(std::uint64_t pos, std::uint64_t len) noexcept {
+    std::memcpy(data_ + pos, &len, sizeof len);
+  }
+  std::uint64_t read_len(std::uint64_t pos) const noexcept {
+    std::uint64_t len;
+    std::memcpy(&len, data_ + pos, sizeof len);
+    return len;
+  }
+
+  shm_ring_header* h_ = nullptr;
+  std::byte* data_ = nullptr;
+  std::uint64_t cached_tail_ = 0;  // producer's last view of tail
+  std::uint64_t cached_head_ = 0;  // consumer's last view of head
+  std::uint64_t pending_skip_ = 0;
+  std::uint64_t peek_len_ = 0;
+  bool corrupt_ = false;
+};
+
+}  // namespace coproc
