@@ -450,6 +450,8 @@ TEST_CASE("codable accepts values and refuses what only this process can use", "
   STATIC_CHECK_FALSE(coproc::codable<std::optional<std::reference_wrapper<int>>>);
   STATIC_CHECK_FALSE(coproc::codable<int[3]>);
   STATIC_CHECK_FALSE(coproc::codable<std::vector<std::monostate>>);
+  STATIC_CHECK_FALSE(coproc::codable<std::map<std::monostate, std::tuple<>>>);
+  STATIC_CHECK(coproc::codable<std::map<std::monostate, int>>);
   STATIC_CHECK_FALSE(coproc::codable<std::unique_ptr<int>>);
   struct no_serialize {
     std::string s;

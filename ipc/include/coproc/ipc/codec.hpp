@@ -201,7 +201,7 @@ class decoder {
   /// element takes at least min_element_size bytes.
   std::uint64_t read_count(std::size_t min_element_size) {
     const auto n = read_raw<std::uint64_t>();
-    if (n > remaining() / min_element_size) {
+    if (n > remaining() / std::max<std::size_t>(min_element_size, 1)) {
       detail::throw_frame_corrupt();
     }
     return n;

@@ -186,8 +186,16 @@ constexpr codec_refusal refusal_of() {
   } else if constexpr (is_std_vector_v<T> || is_std_set_v<T>) {
     return element_refusal<typename T::value_type>();
   } else if constexpr (is_std_map_v<T>) {
-    constexpr codec_refusal r = refusal_of<typename T::key_type>();
-    return r != codec_refusal::none ? r : refusal_of<typename T::mapped_type>();
+    constexpr codec_refusal r = first_refusal<typename T::key_type, typename T::mapped_type>();
+    if constexpr (r != codec_refusal::none) {
+      return r;
+    } else if constexpr (min_encoded_size<typename T::key_type>() +
+                             min_encoded_size<typename T::mapped_type>() ==
+                         0) {
+      return codec_refusal::zero_size_element;
+    } else {
+      return codec_refusal::none;
+    }
   } else if constexpr (is_std_array_v<T> || is_specialization_v<T, std::optional>) {
     return refusal_of<typename T::value_type>();
   } else if constexpr (is_specialization_v<T, std::variant>) {
