@@ -451,31 +451,60 @@ int payload_iterations(std::size_t bytes) {
   return quick ? 200 : 5000;
 }
 
+// A handoff word for a waiter that spins for a bounded time, then sleeps on
+// the futex; the waker issues FUTEX_WAKE only when the waiter said it sleeps.
+// Pure spinning would measure the scheduler whenever the peer is descheduled
+// (the machine is shared), pure futex the wake-up of an idle CPU.
+struct handoff {
+  std::atomic<std::uint32_t> value{0};
+  std::atomic<std::uint32_t> sleeping[2] = {0, 0};  // per side: 0 parent, 1 child
+
+  void publish(std::uint32_t v, int peer) {
+    value.store(v, std::memory_order_seq_cst);
+    if (sleeping[peer].load(std::memory_order_seq_cst) != 0) {
+      futex_wake(&value);
+    }
+  }
+  void await(std::uint32_t want, int me) {
+    for (int i = 0; i < 20000; ++i) {
+      if (value.load(std::memory_order_acquire) == want) {
+        return;
+      }
+      relax();
+    }
+    for (;;) {
+      sleeping[me].store(1, std::memory_order_seq_cst);
+      const std::uint32_t v = value.load(std::memory_order_seq_cst);
+      if (v == want) {
+        break;
+      }
+      futex_wait(&value, v);
+    }
+    sleeping[me].store(0, std::memory_order_relaxed);
+  }
+};
+
 // The floor of a by-value round trip through shared memory: copy in, the
-// peer copies out and back, copy out; handoffs spin (free placement).
+// peer copies out and back, copy out; handoffs spin, then sleep.
 void group_payload() {
   emit("memcpy_64MiB", "memcpy", memcpy_gbps(64u << 20, quick ? 3 : 10), "GB/s", "higher");
   const std::size_t max = 64u << 20;
-  auto* word = new (shared_map(4096)) std::atomic<std::uint32_t>(0);
+  auto* word = new (shared_map(4096)) handoff;
   char* shm = static_cast<char*>(shared_map(max));
   std::memset(shm, 0, max);
-  const bool spin = allowed_cpus() > 1;
   for (const std::size_t bytes : payload_sizes) {
     const int n = payload_iterations(bytes);
     std::vector<double> us;
-    word->store(0);
+    word->value.store(0);
     with_child(
         [&] {
           std::vector<char> priv(bytes);
           for (int i = 0; i < n; ++i) {
             const auto k = static_cast<std::uint32_t>(2 * i);
-            await_value(word, k + 1, spin);
+            word->await(k + 1, 1);
             std::memcpy(priv.data(), shm, bytes);
             std::memcpy(shm, priv.data(), bytes);
-            word->store(k + 2, std::memory_order_release);
-            if (!spin) {
-              futex_wake(word);
-            }
+            word->publish(k + 2, 0);
           }
         },
         [&] {
@@ -485,11 +514,8 @@ void group_payload() {
             const auto k = static_cast<std::uint32_t>(2 * i);
             const auto t0 = clock_type::now();
             std::memcpy(shm, src.data(), bytes);
-            word->store(k + 1, std::memory_order_release);
-            if (!spin) {
-              futex_wake(word);
-            }
-            await_value(word, k + 2, spin);
+            word->publish(k + 1, 1);
+            word->await(k + 2, 0);
             std::memcpy(dst.data(), shm, bytes);
             us.push_back(seconds_since(t0) * 1e6);
           }

@@ -1,0 +1,576 @@
+#!/usr/bin/env python3
+"""coproc's benchmark report: coproc, its Python peers and the raw limits, side by side.
+
+Usage (normally through ``./x bench [--quick]``)::
+
+    python3 bench/run.py --build BUILD_DIR [--quick] [--reps N] [--only GROUP ...]
+
+Protocol. Every contender is a program run as ``PROGRAM GROUP [--quick] [extra args]``
+that prints one JSON object per line::
+
+    {"metric": "rtt_p50", "contender": "Pool.apply_async", "value": 168.6,
+     "unit": "us", "better": "lower"}
+
+``better`` is "lower" or "higher". Optional fields: ``quantiles`` (a list of
+latency quantile points, metric names ending in ``_dist``, used for the plot),
+``kind`` ("coproc", "peer" or "limit": overrides the kind of the program, for
+example a reference memcpy printed by a coproc program), and anything else
+(kept in latest.json). Lines that are not JSON are ignored; a program that is
+missing, fails or times out contributes nothing, so its cells read "not
+measured": nothing in the report is estimated or carried over.
+
+Interleaving. For each repetition r, every group runs every one of its
+contenders once, in an order rotated by r, so slow drift of the machine (other
+load, frequency) spreads evenly over the contenders instead of biasing one.
+Each cell is the median over repetitions, with the spread (max-min)/median.
+
+Placement. The "rtt" group runs twice: pinned to CPU 0 (the process is pinned
+before exec, so every child it forks inherits it) and with free placement.
+
+Outputs: bench/results/latest.csv, latest.json, PNG plots in bench/results/,
+and docs/BENCHMARKS.md (a hand-written introduction above a marker line is
+kept; everything below the marker is regenerated). --quick writes everything to bench/results/quick/
+instead, so a harness check never overwrites the published report.
+"""
+
+import argparse
+import csv
+import datetime
+import json
+import os
+import platform
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+BENCH = os.path.join(ROOT, "bench")
+PEERS = os.path.join(BENCH, "peers")
+
+# ---------------------------------------------------------------------------
+# What runs: groups and their contenders.
+
+
+def nproc():
+    return len(os.sched_getaffinity(0))
+
+
+class Contender:
+    def __init__(self, kind, program, argv_tail=(), label=None, python=False):
+        self.kind = kind  # coproc | peer | limit
+        self.program = program  # path of an executable or of a Python script
+        self.argv_tail = list(argv_tail)
+        self.python = python
+        self.label = label or os.path.basename(program) + (
+            " " + " ".join(argv_tail) if argv_tail else "")
+
+    def available(self):
+        return os.path.isfile(self.program) and (self.python or os.access(self.program, os.X_OK))
+
+    def argv(self, group, quick):
+        head = [sys.executable, self.program] if self.python else [self.program]
+        return head + [group] + (["--quick"] if quick else []) + self.argv_tail
+
+
+# Each group: (name the programs see, placement, contenders). The placement
+# tag becomes part of the row name only where a group runs in two placements.
+def build_groups(build):
+    b = os.path.join(build, "bench")
+
+    def limits():
+        return Contender("limit", os.path.join(b, "bench_limits"))
+
+    def cxx(name):
+        return Contender("coproc", os.path.join(b, name))
+
+    def peer(script, *tail):
+        return Contender("peer", os.path.join(PEERS, script), tail, python=True)
+
+    pool_peers = [peer("cf_peer.py"), peer("mp_pool_peer.py")]
+    ready = [cxx("bench_pool"), limits()]
+    for method in ("fork", "forkserver", "spawn"):
+        ready += [peer("cf_peer.py", "--start-method", method),
+                  peer("mp_pool_peer.py", "--start-method", method)]
+    return [
+        ("rtt", "cpu0", [cxx("bench_pool"), limits(), *pool_peers, peer("asyncio_peer.py")]),
+        ("rtt", "free", [cxx("bench_pool"), limits(), *pool_peers, peer("asyncio_peer.py")]),
+        ("tput", "", [cxx("bench_pool"), limits(), *pool_peers, peer("asyncio_peer.py")]),
+        ("payload", "", [cxx("bench_pool"), limits(), *pool_peers, peer("asyncio_peer.py")]),
+        ("speedup", "", [cxx("bench_pool"), limits(), *pool_peers]),
+        ("ready", "", ready),
+        ("memory", "", [cxx("bench_pool"), limits(), *pool_peers]),
+        ("queue", "", [cxx("bench_queue"), limits(), peer("mpq_peer.py")]),
+        ("pipe", "", [cxx("bench_pipe"), limits(), peer("mpq_peer.py")]),
+        ("lock", "", [cxx("bench_lock"), peer("lock_peer.py")]),
+    ]
+
+
+# Rows the report always shows, in order, even when nothing was measured.
+# (row key, title). Metrics not listed here are appended as they come.
+def known_rows(cpus):
+    rows = [
+        ("rtt_p50 [cpu0]", "submit round trip p50, one core"),
+        ("rtt_p99 [cpu0]", "submit round trip p99, one core"),
+        ("rtt_p50 [free]", "submit round trip p50, free placement"),
+        ("rtt_p99 [free]", "submit round trip p99, free placement"),
+        ("noop_tput_submit", "no-op tasks/s, single submits in flight"),
+        ("noop_tput_map", "no-op tasks/s, map"),
+        ("payload_rtt_8B", "payload round trip 8 B"),
+        ("payload_rtt_4KiB", "payload round trip 4 KiB"),
+        ("payload_rtt_1MiB", "payload round trip 1 MiB"),
+        ("payload_rtt_64MiB", "payload round trip 64 MiB"),
+        ("memcpy_64MiB", "memcpy 64 MiB (reference)"),
+    ]
+    rows += [(f"speedup_w{w}", f"CPU-bound speedup, {w} worker(s) vs serial")
+             for w in range(1, cpus + 1)]
+    rows += [
+        ("ready_ms", "construct pool to first result"),
+        ("idle_worker_pss", "idle worker PSS"),
+        ("idle_worker_private_dirty", "idle worker private dirty"),
+        ("queue_tput", "queue items/s, one producer process"),
+        ("queue_rtt_p50", "queue round trip p50"),
+        ("pipe_rtt_p50", "pipe round trip p50"),
+        ("pipe_rtt_p99", "pipe round trip p99"),
+        ("pipe_tput", "pipe messages/s, one way"),
+    ]
+    return rows
+
+
+LOCK_PLACEHOLDER = ("lock", "lock rows (bench_lock, lock_peer.py)")
+
+# ---------------------------------------------------------------------------
+# Running.
+
+
+def pin_cpu0():
+    os.sched_setaffinity(0, {0})
+
+
+def run_one(contender, group, placement, quick, timeout, log):
+    """Runs one contender once; returns its parsed JSON lines (maybe empty)."""
+    argv = contender.argv(group, quick)
+    t0 = time.monotonic()
+    try:
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
+                              preexec_fn=pin_cpu0 if placement == "cpu0" else None,
+                              cwd=ROOT)
+    except subprocess.TimeoutExpired:
+        log.append(f"{shlex.join(argv)}: timed out after {timeout} s")
+        return []
+    lines = []
+    for raw in proc.stdout.splitlines():
+        try:
+            obj = json.loads(raw)
+        except ValueError:
+            continue
+        if isinstance(obj, dict) and "metric" in obj and isinstance(
+                obj.get("value"), (int, float)):
+            lines.append(obj)
+    if proc.returncode != 0:
+        tail = " | ".join(proc.stderr.strip().splitlines()[-3:])
+        log.append(f"{shlex.join(argv)}: exit {proc.returncode} ({tail})")
+    elif not lines:
+        log.append(f"{shlex.join(argv)}: printed no result line")
+    dt = time.monotonic() - t0
+    print(f"  {group:8} {placement or '-':5} {contender.kind:6} "
+          f"{contender.label:42.42} {dt:6.2f} s  {len(lines)} lines", flush=True)
+    return lines
+
+
+def collect(groups, reps, quick, timeout, log):
+    """{(row, contender): record} with the values of every repetition."""
+    results = {}
+    for r in range(reps):
+        print(f"repetition {r + 1}/{reps}", flush=True)
+        for group, placement, contenders in groups:
+            present = [c for c in contenders if c.available()]
+            k = r % len(present) if present else 0
+            for c in present[k:] + present[:k]:
+                for line in run_one(c, group, placement, quick, timeout, log):
+                    row = line["metric"] + (f" [{placement}]" if group == "rtt" else "")
+                    key = (row, line["contender"])
+                    rec = results.setdefault(key, {
+                        "row": row, "metric": line["metric"], "placement": placement,
+                        "contender": line["contender"],
+                        "kind": line.get("kind", c.kind), "unit": line.get("unit", ""),
+                        "better": line.get("better", "lower"), "values": [],
+                        "quantiles": [], "program": os.path.relpath(c.program, ROOT),
+                    })
+                    rec["values"].append(float(line["value"]))
+                    if "quantiles" in line:
+                        rec["quantiles"].append(line["quantiles"])
+    for rec in results.values():
+        v = rec["values"]
+        rec["median"] = statistics.median(v)
+        rec["min"], rec["max"] = min(v), max(v)
+        rec["spread"] = (max(v) - min(v)) / rec["median"] if rec["median"] else 0.0
+    return results
+
+
+# ---------------------------------------------------------------------------
+# Summarising.
+
+
+def best(records, better):
+    if not records:
+        return None
+    pick = min if better == "lower" else max
+    return pick(records, key=lambda r: r["median"])
+
+
+def summarise(results, cpus):
+    by_row = {}
+    for rec in results.values():
+        if rec["metric"].endswith("_dist"):
+            continue
+        by_row.setdefault(rec["row"], []).append(rec)
+    order = [k for k, _ in known_rows(cpus)]
+    titles = dict(known_rows(cpus))
+    extra = sorted(k for k in by_row if k not in titles)
+    rows = []
+    for key in order + extra:
+        recs = by_row.get(key, [])
+        better = recs[0]["better"] if recs else ("higher" if "tput" in key or "speedup" in key
+                                                 or "memcpy" in key else "lower")
+        row = {"row": key, "title": titles.get(key, key), "better": better,
+               "unit": recs[0]["unit"] if recs else ""}
+        for kind in ("coproc", "peer", "limit"):
+            row[kind] = best([r for r in recs if r["kind"] == kind], better)
+        rows.append(row)
+    if not any(r["row"].startswith("lock") for r in rows):
+        rows.append({"row": LOCK_PLACEHOLDER[0], "title": LOCK_PLACEHOLDER[1],
+                     "better": "lower", "unit": "", "coproc": None, "peer": None,
+                     "limit": None})
+    return rows
+
+
+def fmt_value(v):
+    if v == 0:
+        return "0"
+    a = abs(v)
+    if a >= 1e6:
+        return f"{v / 1e6:.3g}M"
+    if a >= 1e4:
+        return f"{v / 1e3:.3g}k"
+    if a >= 100:
+        return f"{v:.0f}"
+    return f"{v:.3g}"
+
+
+def fmt_cell(rec, unit):
+    if rec is None:
+        return "not measured"
+    return f"{fmt_value(rec['median'])} {unit} ±{rec['spread'] * 50:.0f}%"
+
+
+def fmt_ratio(a, b):
+    if a is None or b is None or not b["median"]:
+        return "-"
+    return f"{a['median'] / b['median']:.2f}"
+
+
+def table_lines(rows, markdown):
+    head = ["row", "better", "coproc", "best peer", "limit", "coproc/peer", "coproc/limit"]
+    body = []
+    for r in rows:
+        peer = r["peer"]
+        limit = r["limit"]
+        body.append([
+            r["title"], r["better"], fmt_cell(r["coproc"], r["unit"]),
+            fmt_cell(peer, r["unit"]) + (f" ({peer['contender']})" if peer else ""),
+            fmt_cell(limit, r["unit"]) + (f" ({limit['contender']})" if limit else ""),
+            fmt_ratio(r["coproc"], peer), fmt_ratio(r["coproc"], limit),
+        ])
+    if markdown:
+        out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        out += ["| " + " | ".join(c.replace("|", "\\|") for c in b) + " |" for b in body]
+        return out
+    widths = [min(60, max(len(x[i]) for x in [head] + body)) for i in range(len(head))]
+    fmt = "  ".join("{:%d.%d}" % (w, w) for w in widths)
+    return [fmt.format(*head)] + [fmt.format(*b) for b in body]
+
+
+# ---------------------------------------------------------------------------
+# Environment and outputs.
+
+
+def sh(argv):
+    try:
+        return subprocess.run(argv, capture_output=True, text=True, cwd=ROOT,
+                              timeout=30).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
+
+
+def machine_info(args):
+    model = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    rev = sh(["git", "rev-parse", "--short", "HEAD"])
+    if sh(["git", "status", "--porcelain", "--untracked-files=no"]):
+        rev += " (with uncommitted changes)"
+    with open("/proc/loadavg") as f:
+        load = " ".join(f.read().split()[:3])
+    return {
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "nproc": str(nproc()),
+        "cpu": model or platform.processor() or "unknown",
+        "kernel": platform.release(),
+        "gxx": sh(["g++", "--version"]).splitlines()[0] if sh(["g++", "--version"]) else "?",
+        "python": f"{platform.python_version()} ({sys.executable})",
+        "coproc": rev or "?",
+        "command": os.environ.get("COPROC_BENCH_COMMAND")
+        or shlex.join([sys.executable] + sys.argv),
+        "reps": str(args.reps),
+        "load_start": load,
+    }
+
+
+def write_csv(path, results):
+    fields = ["row", "metric", "placement", "kind", "contender", "unit", "better", "median",
+              "min", "max", "spread", "reps", "values", "program"]
+    with open(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(fields)
+        for rec in sorted(results.values(), key=lambda r: (r["row"], r["kind"], r["contender"])):
+            if rec["metric"].endswith("_dist"):
+                continue
+            w.writerow([rec["row"], rec["metric"], rec["placement"], rec["kind"],
+                        rec["contender"], rec["unit"], rec["better"], f"{rec['median']:.6g}",
+                        f"{rec['min']:.6g}", f"{rec['max']:.6g}", f"{rec['spread']:.4f}",
+                        len(rec["values"]), ";".join(f"{v:.6g}" for v in rec["values"]),
+                        rec["program"]])
+
+
+def contender_table(results):
+    out = ["| row | kind | contender | median | spread | reps |", "|---|---|---|---|---|---|"]
+    for rec in sorted(results.values(), key=lambda r: (r["row"], r["kind"], r["contender"])):
+        if rec["metric"].endswith("_dist"):
+            continue
+        out.append(f"| {rec['row']} | {rec['kind']} | {rec['contender']} | "
+                   f"{fmt_value(rec['median'])} {rec['unit']} | ±{rec['spread'] * 50:.0f}% | "
+                   f"{len(rec['values'])} |")
+    return out
+
+
+MARKER = "<!-- Everything below is generated by bench/run.py; edit above this line. -->"
+
+DEFAULT_INTRO = """# coproc benchmarks
+
+(Hand-written introduction: keep it above the marker line; run.py keeps it.)
+"""
+
+
+def write_markdown(path, info, rows, results, plots, log, plot_dir):
+    # The hand-written introduction is whatever precedes the marker in the
+    # published report; a --quick report borrows it from there too.
+    intro = DEFAULT_INTRO
+    published = os.path.join(ROOT, "docs", "BENCHMARKS.md")
+    for candidate in (path, published):
+        if os.path.exists(candidate):
+            text = open(candidate).read()
+            if MARKER in text:
+                intro = text.split(MARKER)[0]
+                break
+    rel = os.path.relpath(plot_dir, os.path.dirname(path))
+    lines = [intro.rstrip(), "", MARKER, "", "## Run", "",
+             f"- date: {info['date']}",
+             f"- machine: {info['nproc']} CPUs, {info['cpu']}, kernel {info['kernel']}, "
+             f"load average at start {info['load_start']}, at end {info['load_end']}",
+             f"- versions: {info['gxx']}; Python {info['python']}; coproc {info['coproc']}",
+             f"- command: `{info['command']}` ({info['duration_s']} s)",
+             f"- repetitions: {info['reps']} per contender, interleaved; cells are medians, "
+             "± is half the range (max-min) over repetitions relative to the median", "",
+             "## Summary", "",
+             "\"best peer\" is the best Python contender of the row, \"limit\" the best raw "
+             "reference (bench/limits.cpp). Ratios are coproc's median over theirs: "
+             "for rows where lower is better a ratio below 1 means coproc is faster.", ""]
+    lines += table_lines(rows, markdown=True)
+    lines += [""]
+    if plots:
+        lines += ["## Plots", ""]
+        for name, title in plots:
+            lines += [f"### {title}", "", f"![{title}]({rel}/{name})", ""]
+    else:
+        lines += ["Plots were not generated (matplotlib unavailable).", ""]
+    lines += ["## Every contender", ""] + contender_table(results) + [""]
+    if log:
+        lines += ["## Runs that produced nothing or failed", ""]
+        lines += [f"- `{entry}`" for entry in log] + [""]
+    with open(path, "w") as f:
+        f.write("\n".join(lines))
+
+
+# ---------------------------------------------------------------------------
+# Plots (matplotlib; run in a second interpreter if this one lacks it).
+
+PLOTS = [("latency.png", "Submit round-trip latency distribution"),
+         ("payload.png", "Round-trip throughput against payload size"),
+         ("speedup.png", "CPU-bound speedup against worker count")]
+
+SIZES = {"8B": 8, "4KiB": 4096, "1MiB": 1 << 20, "64MiB": 64 << 20}
+
+
+def make_plots(data_path, out_dir):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    with open(data_path) as f:
+        recs = json.load(f)["results"]
+    styles = {"coproc": dict(lw=2.5), "peer": dict(lw=1.2), "limit": dict(lw=1.2, ls="--")}
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 4.5), sharey=True)
+    for ax, placement in zip(axes, ("cpu0", "free")):
+        for rec in recs:
+            if rec["metric"] != "rtt_dist" or rec["placement"] != placement:
+                continue
+            qs = rec["quantiles"]
+            curve = [statistics.median(col) for col in zip(*qs)]
+            ys = [i / (len(curve) - 1) for i in range(len(curve))]
+            ax.plot(curve, ys, label=f"{rec['contender']} ({rec['kind']})",
+                    **styles.get(rec["kind"], {}))
+        ax.set_xscale("log")
+        ax.set_xlabel("round trip (us, log)")
+        ax.set_title("one core (cpu 0)" if placement == "cpu0" else "free placement")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+    axes[0].set_ylabel("fraction of round trips (CDF)")
+    fig.tight_layout()
+    fig.savefig(os.path.join(out_dir, "latency.png"), dpi=110)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    series = {}
+    for rec in recs:
+        if rec["metric"].startswith("payload_rtt_"):
+            size = SIZES.get(rec["metric"][len("payload_rtt_"):])
+            if size:
+                # Bytes moved per round trip: the payload there and back.
+                series.setdefault((rec["contender"], rec["kind"]), []).append(
+                    (size, 2 * size / (rec["median"] * 1e-6) / 1e9))
+    for (name, kind), pts in sorted(series.items()):
+        pts.sort()
+        ax.plot([p[0] for p in pts], [p[1] for p in pts], marker="o",
+                label=f"{name} ({kind})", **styles.get(kind, {}))
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    ax.set_xlabel("payload bytes (log)")
+    ax.set_ylabel("GB/s moved (2 x payload / round trip)")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(os.path.join(out_dir, "payload.png"), dpi=110)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(8, 4.5))
+    series = {}
+    for rec in recs:
+        if rec["metric"].startswith("speedup_w"):
+            w = int(rec["metric"][len("speedup_w"):])
+            series.setdefault((rec["contender"], rec["kind"]), []).append(
+                (w, rec["median"], rec["min"], rec["max"]))
+    for (name, kind), pts in sorted(series.items()):
+        pts.sort()
+        ax.errorbar([p[0] for p in pts], [p[1] for p in pts],
+                    yerr=[[p[1] - p[2] for p in pts], [p[3] - p[1] for p in pts]],
+                    marker="o", capsize=3, label=f"{name} ({kind})", **styles.get(kind, {}))
+    ax.set_xlabel("workers")
+    ax.set_ylabel("speedup over serial in-process (x)")
+    ax.set_xticks(sorted({p[0] for pts in series.values() for p in pts}) or [1])
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(os.path.join(out_dir, "speedup.png"), dpi=110)
+    plt.close(fig)
+
+
+def plots_anywhere(data_path, out_dir, log):
+    try:
+        import matplotlib  # noqa: F401
+        make_plots(data_path, out_dir)
+        return PLOTS
+    except ImportError:
+        pass
+    # pyenv or a virtualenv may shadow Debian's python3-matplotlib.
+    for py in ("/usr/bin/python3", shutil.which("python3")):
+        if py and os.path.realpath(py) != os.path.realpath(sys.executable):
+            proc = subprocess.run([py, os.path.abspath(__file__), "--plot-only", data_path,
+                                   out_dir], capture_output=True, text=True)
+            if proc.returncode == 0:
+                return PLOTS
+            log.append(f"plots with {py}: {proc.stderr.strip().splitlines()[-1:]}")
+    log.append("plots: no python3 with matplotlib (apt install python3-matplotlib)")
+    return []
+
+
+# ---------------------------------------------------------------------------
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--build", default=os.path.join(ROOT, "build"),
+                   help="CMake build dir holding bench/bench_* (default: build)")
+    p.add_argument("--quick", action="store_true",
+                   help="small counts, 2 repetitions, outputs in bench/results/quick/")
+    p.add_argument("--reps", type=int, default=None, help="repetitions (default 5, quick 2)")
+    p.add_argument("--only", nargs="*", default=None, help="run only these groups")
+    p.add_argument("--plot-only", nargs=2, metavar=("JSON", "DIR"), help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.plot_only:
+        make_plots(*args.plot_only)
+        return 0
+    if args.reps is None:
+        args.reps = 2 if args.quick else 5
+    build = os.path.abspath(args.build)
+    results_dir = os.path.join(BENCH, "results")
+    if args.quick:
+        results_dir = os.path.join(results_dir, "quick")
+    os.makedirs(results_dir, exist_ok=True)
+    md_path = (os.path.join(results_dir, "BENCHMARKS.md") if args.quick
+               else os.path.join(ROOT, "docs", "BENCHMARKS.md"))
+
+    info = machine_info(args)
+    groups = build_groups(build)
+    if args.only:
+        groups = [g for g in groups if g[0] in args.only]
+    for group, placement, contenders in groups:
+        missing = [os.path.relpath(c.program, ROOT) for c in contenders if not c.available()]
+        if missing:
+            print(f"group {group} {placement}: not measured (missing): {', '.join(missing)}")
+    log = []
+    t0 = time.monotonic()
+    results = collect(groups, args.reps, args.quick, 120 if args.quick else 900, log)
+    with open("/proc/loadavg") as f:
+        info["load_end"] = " ".join(f.read().split()[:3])
+    info["duration_s"] = f"{time.monotonic() - t0:.0f}"
+
+    cpus = nproc()
+    rows = summarise(results, cpus)
+    print()
+    print("\n".join(table_lines(rows, markdown=False)))
+
+    data_path = os.path.join(results_dir, "latest.json")
+    with open(data_path, "w") as f:
+        json.dump({"info": info, "results": list(results.values())}, f, indent=1)
+    write_csv(os.path.join(results_dir, "latest.csv"), results)
+    plots = plots_anywhere(data_path, results_dir, log)
+    write_markdown(md_path, info, rows, results, plots, log, results_dir)
+    if log:
+        print("\nproblems:\n  " + "\n  ".join(log))
+    print(f"\nwrote {os.path.relpath(md_path, ROOT)}, "
+          f"{os.path.relpath(results_dir, ROOT)}/latest.csv in {info['duration_s']} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
