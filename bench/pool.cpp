@@ -1,0 +1,426 @@
+// bench_pool: coproc::process_pool's rows of the benchmark report.
+//
+//   bench_pool GROUP [--quick] [--cpu0]
+//
+// GROUP is one of rtt, tput, payload, speedup, ready, memory (the same groups
+// and metric names as bench/limits.cpp and bench/peers/). --cpu0 pins the whole
+// program first, so the zygote and every worker inherit the placement
+// (bench/run.py pins the process before exec instead, to the same effect).
+// Output: one JSON object per line, the protocol described in bench/run.py.
+#include <sched.h>
+#include <unistd.h>
+
+#include <dirent.h>
+#include <algorithm>
+#include <asio.hpp>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <exception>
+#include <fstream>
+#include <functional>
+#include <memory>
+#include <sstream>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "coproc/executors/process_pool.hpp"
+
+namespace {
+
+using clock_type = std::chrono::steady_clock;
+
+bool quick = false;
+
+double seconds_since(clock_type::time_point start) {
+  return std::chrono::duration<double>(clock_type::now() - start).count();
+}
+
+std::size_t allowed_cpus() {
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  sched_getaffinity(0, sizeof set, &set);
+  return static_cast<std::size_t>(CPU_COUNT(&set));
+}
+
+std::string fmt_double(double v) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.6g", v);
+  return buf;
+}
+
+void emit(std::string_view metric, std::string_view contender, double value, std::string_view unit,
+          std::string_view better, const std::string& extra = {}) {
+  std::printf(
+      "{\"metric\": \"%.*s\", \"contender\": \"%.*s\", \"value\": %s, \"unit\": \"%.*s\", "
+      "\"better\": \"%.*s\"%s}\n",
+      static_cast<int>(metric.size()), metric.data(), static_cast<int>(contender.size()),
+      contender.data(), fmt_double(value).c_str(), static_cast<int>(unit.size()), unit.data(),
+      static_cast<int>(better.size()), better.data(), extra.c_str());
+  std::fflush(stdout);
+}
+
+double percentile(const std::vector<double>& sorted, double q) {
+  if (sorted.empty()) {
+    return 0;
+  }
+  const auto idx = static_cast<std::size_t>(q * static_cast<double>(sorted.size() - 1) + 0.5);
+  return sorted[std::min(idx, sorted.size() - 1)];
+}
+
+void emit_latency(std::string_view prefix, std::string_view contender, std::vector<double> us) {
+  std::sort(us.begin(), us.end());
+  std::string q = ", \"quantiles\": [";
+  for (int i = 0; i < 200; ++i) {
+    q += (i ? ", " : "") + fmt_double(percentile(us, i / 199.0));
+  }
+  q += "], \"n\": " + std::to_string(us.size());
+  emit(std::string(prefix) + "_p50", contender, percentile(us, 0.50), "us", "lower");
+  emit(std::string(prefix) + "_p99", contender, percentile(us, 0.99), "us", "lower");
+  emit(std::string(prefix) + "_dist", contender, percentile(us, 0.50), "us", "lower", q);
+}
+
+// ---- task functions (run in the workers) -----------------------------------
+
+int noop(int x) {
+  return x;
+}
+
+std::vector<char> echo_chars(std::vector<char> v) {
+  return v;
+}
+
+std::vector<double> echo_doubles(std::vector<double> v) {
+  return v;
+}
+
+// The same loop as bench_limits' CPU task.
+std::uint64_t burn(std::uint64_t iters) {
+  std::uint64_t x = 88172645463325252ull;
+  for (std::uint64_t i = 0; i < iters; ++i) {
+    x ^= x << 13;
+    x ^= x >> 7;
+    x ^= x << 17;
+  }
+  return x;
+}
+
+int sleep_ms(int ms) {
+  usleep(static_cast<useconds_t>(ms) * 1000);
+  return ms;
+}
+
+// ---- running a coroutine body on a fresh io_context --------------------------
+
+// Runs body(ctx) to completion and rethrows what it threw.
+void run(const std::function<asio::awaitable<void>(asio::io_context&)>& body) {
+  asio::io_context ctx;
+  std::exception_ptr error;
+  asio::co_spawn(ctx, body(ctx), [&](std::exception_ptr e) { error = e; });
+  ctx.run();
+  if (error) {
+    std::rethrow_exception(error);
+  }
+}
+
+// Makes every worker run at least one task: tasks that outlast a hand-off
+// spread over all workers.
+asio::awaitable<void> warm(coproc::process_pool& pool) {
+  std::vector<int> in(2 * pool.size(), 20);
+  co_await pool.map(sleep_ms, in, 1);
+}
+
+std::size_t pool_workers() {
+  return allowed_cpus();
+}
+
+// ---- groups --------------------------------------------------------------
+
+void group_rtt() {
+  const int n = quick ? 500 : 10000;
+  run([n](asio::io_context& ctx) -> asio::awaitable<void> {
+    coproc::process_pool pool(ctx.get_executor(), {.workers = pool_workers()});
+    co_await warm(pool);
+    for (int i = 0; i < 100; ++i) {
+      co_await pool.submit(noop, i);
+    }
+    std::vector<double> us;
+    us.reserve(static_cast<std::size_t>(n));
+    for (int i = 0; i < n; ++i) {
+      const auto t0 = clock_type::now();
+      co_await pool.submit(noop, i);
+      us.push_back(seconds_since(t0) * 1e6);
+    }
+    emit_latency("rtt", "coproc submit", std::move(us));
+    co_await pool.async_shutdown(coproc::shutdown_mode::drain, asio::use_awaitable);
+  });
+}
+
+// `window` coroutines each awaiting one submit at a time, until n are done.
+// Stops handing out new tasks after `cap` seconds so a slow pool cannot stall
+// the report; the rate is over the tasks that completed.
+asio::awaitable<void> submit_window(coproc::process_pool& pool, std::size_t n, std::size_t window,
+                                    double cap) {
+  struct shared_state {
+    std::size_t next = 0;
+    std::size_t done = 0;
+    std::size_t running = 0;
+    clock_type::time_point t0 = clock_type::now();
+    asio::steady_timer finished;
+    explicit shared_state(const asio::any_io_executor& ex)
+        : finished(ex, clock_type::time_point::max()) {}
+  };
+  auto ex = co_await asio::this_coro::executor;
+  auto st = std::make_shared<shared_state>(ex);
+  st->running = window;
+  for (std::size_t w = 0; w < window; ++w) {
+    asio::co_spawn(
+        ex,
+        [&pool, st, n, cap]() -> asio::awaitable<void> {
+          while (st->next < n && seconds_since(st->t0) < cap) {
+            const int i = static_cast<int>(st->next++);
+            co_await pool.submit(noop, i);
+            ++st->done;
+          }
+          if (--st->running == 0) {
+            st->finished.cancel();
+          }
+        },
+        asio::detached);
+  }
+  std::error_code ec;
+  co_await st->finished.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+  const double secs = seconds_since(st->t0);
+  emit("noop_tput_submit", "coproc submit (" + std::to_string(window) + " in flight)",
+       static_cast<double>(st->done) / secs, "tasks/s", "higher",
+       ", \"tasks\": " + std::to_string(st->done));
+}
+
+void group_tput() {
+  const std::size_t many = quick ? 100'000 : 1'000'000;
+  const std::size_t few = quick ? 10'000 : 100'000;
+  const double cap = quick ? 10 : 30;
+  run([=](asio::io_context& ctx) -> asio::awaitable<void> {
+    coproc::process_pool pool(ctx.get_executor(), {.workers = pool_workers()});
+    co_await warm(pool);
+    co_await submit_window(pool, many, 256, cap);
+
+    std::vector<int> in(many);
+    for (std::size_t i = 0; i < many; ++i) {
+      in[i] = static_cast<int>(i);
+    }
+    auto t0 = clock_type::now();
+    auto out = co_await pool.map(noop, in);
+    emit("noop_tput_map", "coproc map (auto chunks)",
+         static_cast<double>(out.size()) / seconds_since(t0), "tasks/s", "higher",
+         ", \"tasks\": " + std::to_string(out.size()));
+
+    in.resize(few);
+    t0 = clock_type::now();
+    out = co_await pool.map(noop, in, 1);
+    emit("noop_tput_map", "coproc map(chunk_size=1)",
+         static_cast<double>(out.size()) / seconds_since(t0), "tasks/s", "higher",
+         ", \"tasks\": " + std::to_string(out.size()));
+    co_await pool.async_shutdown(coproc::shutdown_mode::drain, asio::use_awaitable);
+  });
+}
+
+constexpr std::pair<const char*, std::size_t> payload_sizes[] = {
+    {"8B", 8}, {"4KiB", 4096}, {"1MiB", 1 << 20}, {"64MiB", 64 << 20}};
+
+int payload_iterations(std::size_t bytes) {
+  if (bytes >= (64u << 20)) {
+    return quick ? 2 : 10;
+  }
+  if (bytes >= (1u << 20)) {
+    return quick ? 20 : 200;
+  }
+  return quick ? 200 : 5000;
+}
+
+double memcpy_gbps(std::size_t bytes, int reps) {
+  std::vector<char> src(bytes, 1);
+  std::vector<char> dst(bytes, 2);
+  std::vector<double> secs;
+  for (int i = 0; i < reps; ++i) {
+    const auto t0 = clock_type::now();
+    std::memcpy(dst.data(), src.data(), bytes);
+    asm volatile("" : : "r"(dst.data()) : "memory");
+    secs.push_back(seconds_since(t0));
+  }
+  std::sort(secs.begin(), secs.end());
+  return static_cast<double>(bytes) / secs[secs.size() / 2] / 1e9;
+}
+
+template <class T, class F>
+asio::awaitable<double> payload_median_us(coproc::process_pool& pool, F fn, std::size_t bytes) {
+  std::vector<T> data(std::max<std::size_t>(1, bytes / sizeof(T)), T(1));
+  std::vector<double> us;
+  const int n = payload_iterations(bytes);
+  for (int i = 0; i < n; ++i) {
+    const auto t0 = clock_type::now();
+    auto back = co_await pool.submit(fn, data);
+    us.push_back(seconds_since(t0) * 1e6);
+    if (back.size() != data.size()) {
+      throw std::runtime_error("bench_pool: payload came back with another size");
+    }
+  }
+  std::sort(us.begin(), us.end());
+  co_return percentile(us, 0.5);
+}
+
+void group_payload() {
+  // The reference copy speed in the same run, marked as a limit.
+  emit("memcpy_64MiB", "memcpy (in bench_pool)", memcpy_gbps(64u << 20, quick ? 3 : 10), "GB/s",
+       "higher", ", \"kind\": \"limit\"");
+  run([](asio::io_context& ctx) -> asio::awaitable<void> {
+    coproc::process_pool pool(ctx.get_executor(), {.workers = pool_workers()});
+    co_await warm(pool);
+    for (const auto& [name, bytes] : payload_sizes) {
+      const double chars = co_await payload_median_us<char>(pool, echo_chars, bytes);
+      emit(std::string("payload_rtt_") + name, "coproc submit(vector<char>)", chars, "us", "lower");
+      if (bytes >= sizeof(double)) {
+        const double doubles = co_await payload_median_us<double>(pool, echo_doubles, bytes);
+        emit(std::string("payload_rtt_") + name, "coproc submit(vector<double>)", doubles, "us",
+             "lower");
+      }
+    }
+    co_await pool.async_shutdown(coproc::shutdown_mode::drain, asio::use_awaitable);
+  });
+}
+
+void group_speedup() {
+  const std::size_t cpus = allowed_cpus();
+  const std::size_t tasks = 4 * cpus;
+  const double target = quick ? 0.002 : 0.010;
+  std::uint64_t iters = 1 << 16;
+  for (;;) {
+    const auto t0 = clock_type::now();
+    volatile std::uint64_t sink = burn(iters);
+    (void)sink;
+    const double s = seconds_since(t0);
+    if (s > target / 4) {
+      iters = static_cast<std::uint64_t>(static_cast<double>(iters) * target / s);
+      break;
+    }
+    iters *= 2;
+  }
+  const auto t0 = clock_type::now();
+  for (std::size_t t = 0; t < tasks; ++t) {
+    volatile std::uint64_t sink = burn(iters);
+    (void)sink;
+  }
+  const double serial = seconds_since(t0);
+  for (std::size_t w = 1; w <= cpus; ++w) {
+    run([&](asio::io_context& ctx) -> asio::awaitable<void> {
+      coproc::process_pool pool(ctx.get_executor(), {.workers = w});
+      co_await warm(pool);
+      const std::vector<std::uint64_t> in(tasks, iters);
+      const auto t1 = clock_type::now();
+      co_await pool.map(burn, in, 1);
+      const double parallel = seconds_since(t1);
+      emit("speedup_w" + std::to_string(w), "coproc map", serial / parallel, "x", "higher",
+           ", \"tasks\": " + std::to_string(tasks));
+      co_await pool.async_shutdown(coproc::shutdown_mode::drain, asio::use_awaitable);
+    });
+  }
+}
+
+void group_ready() {
+  run([](asio::io_context& ctx) -> asio::awaitable<void> {
+    const auto t0 = clock_type::now();
+    coproc::process_pool pool(ctx.get_executor(), {.workers = pool_workers()});
+    co_await pool.submit(noop, 1);
+    emit("ready_ms", "coproc process_pool", seconds_since(t0) * 1e3, "ms", "lower");
+    co_await pool.async_shutdown(coproc::shutdown_mode::drain, asio::use_awaitable);
+  });
+}
+
+// kB of "Pss:" and "Private_Dirty:" in /proc/PID/smaps_rollup.
+std::pair<double, double> smaps_rollup(pid_t pid) {
+  std::ifstream in("/proc/" + std::to_string(pid) + "/smaps_rollup");
+  std::string line;
+  double pss = 0;
+  double dirty = 0;
+  while (std::getline(in, line)) {
+    std::istringstream fields(line);
+    std::string key;
+    double kb = 0;
+    fields >> key >> kb;
+    if (key == "Pss:") {
+      pss = kb;
+    } else if (key == "Private_Dirty:") {
+      dirty = kb;
+    }
+  }
+  return {pss, dirty};
+}
+
+void group_memory() {
+  run([](asio::io_context& ctx) -> asio::awaitable<void> {
+    coproc::process_pool pool(ctx.get_executor(), {.workers = pool_workers()});
+    co_await warm(pool);
+    // Let every worker finish its last task and go idle.
+    asio::steady_timer t(ctx, std::chrono::milliseconds(200));
+    co_await t.async_wait(asio::use_awaitable);
+    const std::vector<pid_t> pids = pool.stats().worker_pids;
+    if (pids.empty()) {
+      throw std::runtime_error("bench_pool: stats().worker_pids is empty");
+    }
+    double pss = 0;
+    double dirty = 0;
+    for (const pid_t pid : pids) {
+      const auto [p, d] = smaps_rollup(pid);
+      pss += p;
+      dirty += d;
+    }
+    const auto n = static_cast<double>(pids.size());
+    const std::string extra = ", \"workers\": " + std::to_string(pids.size());
+    emit("idle_worker_pss", "coproc worker", pss / n / 1024, "MiB", "lower", extra);
+    emit("idle_worker_private_dirty", "coproc worker", dirty / n / 1024, "MiB", "lower", extra);
+    co_await pool.async_shutdown(coproc::shutdown_mode::drain, asio::use_awaitable);
+  });
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  const std::string group = argc > 1 ? argv[1] : "";
+  for (int i = 2; i < argc; ++i) {
+    const std::string_view arg = argv[i];
+    if (arg == "--quick") {
+      quick = true;
+    } else if (arg == "--cpu0") {
+      cpu_set_t set;
+      CPU_ZERO(&set);
+      CPU_SET(0, &set);
+      if (sched_setaffinity(0, sizeof set, &set) != 0) {
+        std::perror("sched_setaffinity");
+        return 1;
+      }
+    } else {
+      std::fprintf(stderr, "bench_pool: unknown option %s\n", argv[i]);
+      return 2;
+    }
+  }
+  const std::pair<const char*, void (*)()> groups[] = {
+      {"rtt", group_rtt},         {"tput", group_tput},   {"payload", group_payload},
+      {"speedup", group_speedup}, {"ready", group_ready}, {"memory", group_memory},
+  };
+  for (const auto& [name, fn] : groups) {
+    if (group == name) {
+      try {
+        fn();
+      } catch (const std::exception& e) {
+        std::fprintf(stderr, "bench_pool %s: %s\n", name, e.what());
+        return 1;
+      }
+      return 0;
+    }
+  }
+  std::fprintf(stderr,
+               "usage: bench_pool rtt|tput|payload|speedup|ready|memory [--quick] [--cpu0]\n");
+  return 2;
+}
