@@ -263,7 +263,14 @@ def fmt_value(v):
 def fmt_cell(rec, unit):
     if rec is None:
         return "not measured"
-    return f"{fmt_value(rec['median'])} {unit} ±{rec['spread'] * 50:.0f}%"
+    return f"{fmt_value(rec['median'])} {unit} {fmt_spread(rec)}"
+
+
+def fmt_spread(rec):
+    # One pathological repetition (a spinning peer descheduled on a busy
+    # machine) can exceed the median many times over: say so plainly.
+    half = rec["spread"] * 50
+    return f"±{half:.0f}%" if half < 1000 else f"(max {fmt_value(rec['max'])})"
 
 
 def fmt_ratio(a, b):
@@ -357,7 +364,7 @@ def contender_table(results):
         if rec["metric"].endswith("_dist"):
             continue
         out.append(f"| {rec['row']} | {rec['kind']} | {rec['contender']} | "
-                   f"{fmt_value(rec['median'])} {rec['unit']} | ±{rec['spread'] * 50:.0f}% | "
+                   f"{fmt_value(rec['median'])} {rec['unit']} | {fmt_spread(rec)} | "
                    f"{len(rec['values'])} |")
     return out
 
@@ -525,6 +532,8 @@ def main():
     p.add_argument("--reps", type=int, default=None, help="repetitions (default 5, quick 2)")
     p.add_argument("--only", nargs="*", default=None, help="run only these groups")
     p.add_argument("--plot-only", nargs=2, metavar=("JSON", "DIR"), help=argparse.SUPPRESS)
+    p.add_argument("--from-json", metavar="JSON",
+                   help="rebuild table, CSV, plots and report from a saved latest.json")
     args = p.parse_args()
     if args.plot_only:
         make_plots(*args.plot_only)
@@ -538,6 +547,14 @@ def main():
     os.makedirs(results_dir, exist_ok=True)
     md_path = (os.path.join(results_dir, "BENCHMARKS.md") if args.quick
                else os.path.join(ROOT, "docs", "BENCHMARKS.md"))
+
+    if args.from_json:
+        with open(args.from_json) as f:
+            saved = json.load(f)
+        info = saved["info"]
+        results = {(r["row"], r["contender"]): r for r in saved["results"]}
+        log = []
+        return report(info, results, results_dir, md_path, log)
 
     info = machine_info(args)
     groups = build_groups(build)
@@ -553,15 +570,19 @@ def main():
     with open("/proc/loadavg") as f:
         info["load_end"] = " ".join(f.read().split()[:3])
     info["duration_s"] = f"{time.monotonic() - t0:.0f}"
+    data_path = os.path.join(results_dir, "latest.json")
+    with open(data_path, "w") as f:
+        json.dump({"info": info, "results": list(results.values())}, f, indent=1)
+    return report(info, results, results_dir, md_path, log)
 
-    cpus = nproc()
+
+def report(info, results, results_dir, md_path, log):
+    cpus = int(info["nproc"])
     rows = summarise(results, cpus)
     print()
     print("\n".join(table_lines(rows, markdown=False)))
 
     data_path = os.path.join(results_dir, "latest.json")
-    with open(data_path, "w") as f:
-        json.dump({"info": info, "results": list(results.values())}, f, indent=1)
     write_csv(os.path.join(results_dir, "latest.csv"), results)
     plots = plots_anywhere(data_path, results_dir, log)
     write_markdown(md_path, info, rows, results, plots, log, results_dir)
