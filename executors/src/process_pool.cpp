@@ -64,6 +64,9 @@ exit_status to_exit_status(const zygote_report& r) {
 /// parent wake-ups, few enough that a slow task delays little else.
 constexpr std::size_t pipeline_depth = 32;
 
+/// How long an idle pool keeps listening before it lets io_context::run() return.
+constexpr std::chrono::milliseconds rest_interval{20};
+
 }  // namespace
 
 struct worker_rec {
@@ -107,10 +110,15 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
   void wait_doorbell();
   void on_doorbell();
   void read_reports();
+  bool idle() const { return ops_.empty() && !stopping_; }
+  void listen_or_rest();
+  void start_listening();
+  void on_rest_check();
   void on_report(const zygote_report& r);
   void on_worker_exit(worker_rec& w, const exit_status& status);
   void spawn(worker_rec& w);
   void kill(worker_rec& w, std::uint64_t target);
+  void withdraw(std::uint64_t id);
   void arm_timeout(worker_rec& w);
   void on_timeout(worker_rec& w);
   void fail_all(const std::exception_ptr& e);
@@ -136,6 +144,10 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
   std::unordered_map<std::uint64_t, task_op*> ops_;
   std::atomic<std::uint64_t> next_id_{1};
   bool doorbell_armed_ = false;
+  bool drain_posted_ = false;
+  bool reports_armed_ = false;
+  bool listening_ = false;
+  asio::steady_timer rest_timer_{strand_};
   bool stopping_ = false;
   bool closed_ = false;
   bool broken_ = false;
@@ -179,8 +191,6 @@ void pool_core::open() {
     for (auto& w : self->workers_) {
       self->spawn(*w);
     }
-    self->read_reports();
-    self->wait_doorbell();
   });
 }
 
@@ -209,6 +219,57 @@ void pool_core::accept(task_op* op) {
   ops_.emplace(op->id, op);
   queue_.push_back(op);
   pump();
+  start_listening();
+}
+
+// The pool listens (doorbell and zygote reports) only while it has work: a
+// pending wait would otherwise keep io_context::run() from returning. It stops
+// listening once a check (every rest_interval) finds it idle, so that a busy
+// pool does not pay a cancel and a re-arm per task. Reports that arrive while
+// it rests wait in the pipe until the next task.
+void pool_core::listen_or_rest() {
+  if (closed_ || !listening_) {
+    return;
+  }
+  wait_doorbell();
+  read_reports();
+}
+
+void pool_core::start_listening() {
+  if (listening_ || closed_) {
+    return;
+  }
+  listening_ = true;
+  listen_or_rest();
+  rest_timer_.expires_after(rest_interval);
+  rest_timer_.async_wait([self = shared_from_this()](std::error_code ec) {
+    if (!ec) {
+      self->on_rest_check();
+    }
+  });
+}
+
+void pool_core::on_rest_check() {
+  if (closed_) {
+    return;
+  }
+  if (!idle()) {
+    rest_timer_.expires_after(rest_interval);
+    rest_timer_.async_wait([self = shared_from_this()](std::error_code ec) {
+      if (!ec) {
+        self->on_rest_check();
+      }
+    });
+    return;
+  }
+  listening_ = false;
+  header_->parent_sleeping.store(0, std::memory_order_relaxed);
+  if (doorbell_armed_) {
+    doorbell_->cancel();
+  }
+  if (reports_armed_) {
+    reports_->cancel();
+  }
 }
 
 worker_rec* pool_core::pick(const task_op& op) {
@@ -371,8 +432,10 @@ void pool_core::finish(worker_rec&, task_op* op, const result_header& h,
   }
 }
 
+// Announces that the parent sleeps (workers then ring the eventfd), re-checks
+// the rings after a full fence, and keeps one wait on the eventfd armed.
 void pool_core::wait_doorbell() {
-  if (doorbell_armed_ || closed_) {
+  if (closed_) {
     return;
   }
   header_->parent_cpu.store(::sched_getcpu(), std::memory_order_relaxed);
@@ -380,7 +443,16 @@ void pool_core::wait_doorbell() {
   std::atomic_thread_fence(std::memory_order_seq_cst);
   if (any_results()) {
     header_->parent_sleeping.store(0, std::memory_order_relaxed);
-    asio::post(strand_, [self = shared_from_this()] { self->on_doorbell(); });
+    if (!drain_posted_) {
+      drain_posted_ = true;
+      asio::post(strand_, [self = shared_from_this()] {
+        self->drain_posted_ = false;
+        self->on_doorbell();
+      });
+    }
+    return;
+  }
+  if (doorbell_armed_) {
     return;
   }
   doorbell_armed_ = true;
@@ -388,6 +460,7 @@ void pool_core::wait_doorbell() {
                         [self = shared_from_this()](std::error_code ec) {
                           self->doorbell_armed_ = false;
                           if (ec || self->closed_) {
+                            self->listen_or_rest();
                             return;
                           }
                           std::uint64_t count;
@@ -405,14 +478,23 @@ void pool_core::on_doorbell() {
   drain();
   pump();
   maybe_finish_shutdown();
-  wait_doorbell();
+  listen_or_rest();
 }
 
 void pool_core::read_reports() {
+  if (reports_armed_ || closed_) {
+    return;
+  }
+  reports_armed_ = true;
   asio::async_read(*reports_, asio::buffer(&report_, sizeof report_),
                    asio::bind_executor(strand_, [self = shared_from_this()](std::error_code ec,
                                                                             std::size_t) {
+                     self->reports_armed_ = false;
                      if (self->closed_) {
+                       return;
+                     }
+                     if (ec == asio::error::operation_aborted) {
+                       self->listen_or_rest();
                        return;
                      }
                      if (ec) {
@@ -424,7 +506,7 @@ void pool_core::read_reports() {
                        return;
                      }
                      self->on_report(self->report_);
-                     self->read_reports();
+                     self->listen_or_rest();
                    }));
 }
 
@@ -517,6 +599,14 @@ void pool_core::kill(worker_rec& w, std::uint64_t target) {
 
 void pool_core::cancel(std::uint64_t id) {
   asio::dispatch(strand_, [self = shared_from_this(), id] {
+    self->withdraw(id);
+    self->listen_or_rest();
+  });
+}
+
+void pool_core::withdraw(std::uint64_t id) {
+  auto* self = this;
+  {
     auto it = self->ops_.find(id);
     if (it == self->ops_.end()) {
       return;
@@ -553,7 +643,7 @@ void pool_core::cancel(std::uint64_t id) {
     self->kill(w, id);
     ++self->stats_.tasks_cancelled;
     op->fail(aborted);
-  });
+  }
 }
 
 void pool_core::arm_timeout(worker_rec& w) {
@@ -573,6 +663,7 @@ void pool_core::arm_timeout(worker_rec& w) {
     w.timer_armed = false;
     if (!ec && !self->closed_) {
       self->on_timeout(w);
+      self->listen_or_rest();
     }
   });
 }
@@ -624,6 +715,7 @@ void pool_core::shutdown(shutdown_mode mode, std::function<void()> done) {
     }
     self->stopping_ = true;
     self->shutdown_done_ = std::move(done);
+    self->start_listening();
     if (mode == shutdown_mode::cancel) {
       self->fail_all(error(coproc::errc::pool_stopped, "process_pool: shut down"));
     }
@@ -691,6 +783,7 @@ void pool_core::close() noexcept {
   if (reports_) {
     reports_->cancel();
   }
+  rest_timer_.cancel();
 }
 
 pool_stats pool_core::stats() const {
