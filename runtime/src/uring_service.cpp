@@ -4,6 +4,7 @@
 
 #include <asio/post.hpp>
 #include <asio/strand.hpp>
+#include <atomic>
 #include <cerrno>
 #include <cstring>
 #include <memory>
@@ -191,7 +192,9 @@ void uring_service::cancel_fd(int fd) noexcept {
 }
 
 void uring_service::request_flush_locked() {
-  if (!flush_posted_) {
+  // Inside on_eventfd the turn ends with a submit anyway: no post needed (a
+  // posted handler would also make the next reactor poll a non-blocking one).
+  if (!flush_posted_ && draining_ == 0) {
     flush_posted_ = true;
     asio::post(*ctx_, [this] { flush(); });
   }
@@ -202,53 +205,105 @@ void uring_service::arm_wait_locked() {
     return;
   }
   wait_armed_ = true;
-  event_->async_wait(asio::posix::stream_descriptor::wait_read, [this](const asio::error_code& ec) {
-    if (!ec) {
-      on_eventfd();
-    } else {
-      std::lock_guard lock(mutex_);
-      wait_armed_ = false;
-    }
-  });
+  // A read, not async_wait: Asio's epoll reactor re-registers the fd
+  // (EPOLL_CTL_MOD) on every async_wait, while a read queued after a short
+  // read (8 bytes into 16: "exhausted") costs no syscall at all. The read also
+  // resets the counter, which a level-triggered reactor needs.
+  event_->async_read_some(asio::buffer(event_buf_),
+                          [this](const asio::error_code& ec, std::size_t) {
+                            if (!ec) {
+                              on_eventfd();
+                              return;
+                            }
+                            // Cancelled because the ring went idle (see
+                            // release_wait_if_idle_locked), or by shutdown. Operations started
+                            // since then still need the wait.
+                            std::lock_guard lock(mutex_);
+                            wait_armed_ = false;
+                            rearm_if_busy_locked();
+                          });
 }
 
 void uring_service::flush() {
   {
     std::lock_guard lock(mutex_);
     flush_posted_ = false;
-    if (shut_down_) {
-      return;
-    }
-    if (io_uring_sq_ready(&ring_) > 0) {
+  }
+  submit_and_drain();
+}
+
+void uring_service::submit_and_drain() {
+  // A few rounds at most: each round is one batch of handlers; what they queue
+  // after that waits for the posted flush, so other handlers get their turn.
+  for (int round = 0; round < 4; ++round) {
+    {
+      std::lock_guard lock(mutex_);
+      if (shut_down_ || io_uring_sq_ready(&ring_) == 0) {
+        return;
+      }
+      // Operations that complete inline during submit (a write into a pipe
+      // with room, a read of data already there) are harvested by the drain
+      // below, so their CQEs need not raise the eventfd: that would cost the
+      // loop one more reactor turn for nothing.
+      std::atomic_ref<unsigned> cq_flags(*ring_.cq.kflags);
+      cq_flags.store(cq_flags.load(std::memory_order_relaxed) | IORING_CQ_EVENTFD_DISABLED,
+                     std::memory_order_release);
       int rc = io_uring_submit(&ring_);
+      cq_flags.store(cq_flags.load(std::memory_order_relaxed) & ~IORING_CQ_EVENTFD_DISABLED,
+                     std::memory_order_seq_cst);
       if (rc < 0 && (rc == -EAGAIN || rc == -EBUSY || rc == -EINTR)) {
         request_flush_locked();  // transient: try again next turn
       }
     }
+    // Drained after re-enabling the eventfd: a CQE posted in between is
+    // harvested here, any later one raises the eventfd.
+    drain();
+    std::lock_guard lock(mutex_);
+    release_wait_if_idle_locked();
   }
-  // Operations that complete inline during submit (a write into a pipe with
-  // room, a read of data already there) are harvested now rather than one
-  // epoll round later.
-  drain();
+}
+
+void uring_service::rearm_if_busy_locked() {
+  if (shut_down_ || (in_flight_ == nullptr && untracked_ == 0)) {
+    return;
+  }
+  arm_wait_locked();
+  // A CQE posted between the last drain and this re-arm may have raised the
+  // eventfd while no wait was queued (edge-triggered epoll forgets it): raise
+  // it again so the new wait sees it.
+  if (io_uring_cq_ready(&ring_) > 0) {
+    std::uint64_t one = 1;
+    [[maybe_unused]] auto w = ::write(event_->native_handle(), &one, sizeof one);
+  }
+}
+
+void uring_service::release_wait_if_idle_locked() {
+  // The armed eventfd wait is outstanding work: left armed with nothing in
+  // flight, it would keep io_context::run() from returning.
+  if (wait_armed_ && in_flight_ == nullptr && untracked_ == 0) {
+    asio::error_code ignored;
+    event_->cancel(ignored);
+  }
 }
 
 void uring_service::on_eventfd() {
-  // The eventfd counter is reset so a level-triggered reactor does not spin;
-  // the CQ (not the counter) is the truth.
-  std::uint64_t value = 0;
-  [[maybe_unused]] auto n = ::read(event_->native_handle(), &value, sizeof value);
+  {
+    std::lock_guard lock(mutex_);
+    ++draining_;
+  }
   drain();
+  {
+    std::lock_guard lock(mutex_);
+    wait_armed_ = false;
+    rearm_if_busy_locked();
+  }
+  // What the handlers just queued leaves now, in this same turn, rather than
+  // after another reactor poll.
+  submit_and_drain();
   std::lock_guard lock(mutex_);
-  wait_armed_ = false;
-  if (in_flight_ != nullptr || untracked_ > 0) {
-    arm_wait_locked();
-    // A CQE posted between the drain and the re-arm may have raised the
-    // eventfd while no wait was queued (edge-triggered epoll forgets it):
-    // raise it again so the new wait sees it.
-    if (io_uring_cq_ready(&ring_) > 0) {
-      std::uint64_t one = 1;
-      [[maybe_unused]] auto w = ::write(event_->native_handle(), &one, sizeof one);
-    }
+  --draining_;
+  if (io_uring_sq_ready(&ring_) > 0) {
+    request_flush_locked();  // left over after the last round
   }
 }
 

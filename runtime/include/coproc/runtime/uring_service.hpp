@@ -107,6 +107,9 @@ class uring_service final : public asio::execution_context::service {
   void request_flush_locked();
   void arm_wait_locked();
   void flush();
+  void submit_and_drain();
+  void rearm_if_busy_locked();
+  void release_wait_if_idle_locked();
   void on_eventfd();
   void drain();
   void link_locked(detail::uring_op* op) noexcept;
@@ -124,6 +127,8 @@ class uring_service final : public asio::execution_context::service {
   std::size_t untracked_ = 0;  // CQEs expected that belong to no op (cancel_fd)
   bool flush_posted_ = false;
   bool wait_armed_ = false;
+  int draining_ = 0;                 // on_eventfd calls running: they submit at their end
+  std::uint64_t event_buf_[2] = {};  // 16 bytes: an eventfd read of 8 is "exhausted"
   bool shut_down_ = false;
 };
 
