@@ -102,6 +102,7 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
  private:
   void accept(task_op* op);
   void pump();
+  void admit_waiting();
   worker_rec* pick(const task_op& op);
   bool send(worker_rec& w, task_op* op);
   void drain();
@@ -140,7 +141,8 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
   zygote_report report_{};
   worker_config config_;
   std::vector<std::unique_ptr<worker_rec>> workers_;
-  std::deque<task_op*> queue_;
+  std::deque<task_op*> queue_;    // accepted, not yet sent (at most queue_capacity)
+  std::deque<task_op*> waiting_;  // submitted while the queue was full
   std::unordered_map<std::uint64_t, task_op*> ops_;
   std::atomic<std::uint64_t> next_id_{1};
   bool doorbell_armed_ = false;
@@ -159,6 +161,9 @@ pool_core::pool_core(const asio::any_io_executor& ex, pool_options options)
     : ex_(ex), strand_(asio::make_strand(ex)), options_(std::move(options)) {
   if (options_.workers == 0) {
     options_.workers = 1;
+  }
+  if (options_.queue_capacity == 0) {
+    options_.queue_capacity = 1;
   }
   geometry_ = {options_.workers, round_pow2(options_.ring_bytes), options_.max_payload};
   region_ = mapped_region::create(geometry_.total(), "coproc-pool");
@@ -217,9 +222,21 @@ void pool_core::accept(task_op* op) {
     return;
   }
   ops_.emplace(op->id, op);
-  queue_.push_back(op);
+  // A full queue holds the submit back (its caller stays suspended) instead
+  // of growing: waiting_ is admitted in order as the queue drains.
+  waiting_.push_back(op);
   pump();
   start_listening();
+}
+
+// Accepted tasks (queued or in a worker's ring) stay within queue_capacity
+// plus one running task per worker.
+void pool_core::admit_waiting() {
+  std::size_t limit = options_.queue_capacity + workers_.size();
+  while (!waiting_.empty() && ops_.size() - waiting_.size() < limit) {
+    queue_.push_back(waiting_.front());
+    waiting_.pop_front();
+  }
 }
 
 // The pool listens (doorbell and zygote reports) only while it has work: a
@@ -295,6 +312,7 @@ worker_rec* pool_core::pick(const task_op& op) {
 
 void pool_core::pump() {
   std::vector<worker_rec*> touched;
+  admit_waiting();
   while (!queue_.empty()) {
     task_op* op = queue_.front();
     std::size_t size = op->body_size();
@@ -315,6 +333,7 @@ void pool_core::pump() {
     if (std::find(touched.begin(), touched.end(), w) == touched.end()) {
       touched.push_back(w);
     }
+    admit_waiting();
   }
   header_->parent_cpu.store(::sched_getcpu(), std::memory_order_relaxed);
   for (worker_rec* w : touched) {
@@ -615,7 +634,11 @@ void pool_core::withdraw(std::uint64_t id) {
     auto aborted = std::make_exception_ptr(
         std::system_error(asio::error::operation_aborted, "process_pool: task cancelled"));
     if (op->worker < 0) {
-      self->queue_.erase(std::find(self->queue_.begin(), self->queue_.end(), op));
+      if (auto q = std::find(self->queue_.begin(), self->queue_.end(), op); q != self->queue_.end()) {
+        self->queue_.erase(q);
+      } else {
+        self->waiting_.erase(std::find(self->waiting_.begin(), self->waiting_.end(), op));
+      }
       self->ops_.erase(it);
       ++self->stats_.tasks_cancelled;
       op->fail(aborted);
@@ -695,6 +718,7 @@ void pool_core::fail_all(const std::exception_ptr& e) {
   }
   ops_.clear();
   queue_.clear();
+  waiting_.clear();
   for (auto& w : workers_) {
     if (!w->inflight.empty() && w->st != worker_rec::state::dead) {
       kill(*w, 0);
@@ -768,6 +792,7 @@ void pool_core::close() noexcept {
   }
   ops_.clear();
   queue_.clear();
+  waiting_.clear();
   for (auto& w : workers_) {
     w->inflight.clear();
     if (w->timer) {
@@ -789,6 +814,7 @@ void pool_core::close() noexcept {
 pool_stats pool_core::stats() const {
   pool_stats s = stats_;
   s.tasks_queued = queue_.size();
+  s.tasks_waiting = waiting_.size();
   for (const auto& w : workers_) {
     if (!w->inflight.empty()) {
       ++s.workers_busy;

@@ -9,7 +9,18 @@
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <sys/wait.h>
 #include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+#include <set>
+#include <sstream>
+#include <asio/experimental/deferred.hpp>
+
+#include "coproc/runtime/detail/futex.hpp"
+#include "coproc/runtime/mapped_region.hpp"
+#include "coproc/runtime/pipe_reader.hpp"
 
 #include "async_test.hpp"
 #include "coproc/ipc/remote_error.hpp"
@@ -41,9 +52,18 @@ using coproc::process_pool;
 TEST_CASE("submit returns the value", "[process_pool]") {
   coproc::test::run_async([](asio::io_context& ctx) -> asio::awaitable<void> {
     process_pool pool(ctx.get_executor(), {.workers = 2});
-    CHECK(co_await pool.submit(add, 2, 3) == 5);
-    CHECK(co_await pool.submit(greet, "world") == "hello world");
-    CHECK(co_await pool.submit([](int n) { return n * 2; }, 21) == 42);
+    {
+      auto value = co_await pool.submit(add, 2, 3);
+      CHECK(value == 5);
+    }
+    {
+      auto value = co_await pool.submit(greet, "world");
+      CHECK(value == "hello world");
+    }
+    {
+      auto value = co_await pool.submit([](int n) { return n * 2; }, 21);
+      CHECK(value == 42);
+    }
     co_await pool.submit(nothing);
     int pid = co_await pool.submit(my_pid);
     CHECK(pid != ::getpid());
@@ -60,7 +80,10 @@ TEST_CASE("a task's exception arrives as remote_error", "[process_pool]") {
       CHECK(e.type_name() == "std::out_of_range");
       CHECK(e.message() == "index 7 past the end");
     }
-    CHECK(co_await pool.submit(add, 1, 1) == 2);  // the worker survived
+    {
+      auto value = co_await pool.submit(add, 1, 1);  // the worker survived
+      CHECK(value == 2);
+    }
   });
 }
 
@@ -75,7 +98,10 @@ TEST_CASE("a crashing worker fails only its task and is replaced", "[process_poo
         CHECK(e.code() == coproc::errc::worker_crashed);
         CHECK(std::string(e.what()).find("signal " + std::to_string(sig)) != std::string::npos);
       }
-      CHECK(co_await pool.submit(fib, 20) == 6765);
+      {
+        auto value = co_await pool.submit(fib, 20);
+        CHECK(value == 6765);
+      }
       CHECK(pool.stats().worker_crashes == 1);
       CHECK(pool.stats().respawns == 1);
     });
@@ -92,7 +118,10 @@ TEST_CASE("a worker that calls _exit fails its task with the status", "[process_
       CHECK(e.code() == coproc::errc::worker_crashed);
       CHECK(std::string(e.what()).find("status 7") != std::string::npos);
     }
-    CHECK(co_await pool.submit(add, 2, 2) == 4);
+    {
+      auto value = co_await pool.submit(add, 2, 2);
+      CHECK(value == 4);
+    }
   });
 }
 
@@ -106,7 +135,10 @@ TEST_CASE("a task past task_timeout fails and its worker is replaced", "[process
     } catch (const std::system_error& e) {
       CHECK(e.code() == coproc::errc::task_timeout);
     }
-    CHECK(co_await pool.submit(add, 3, 4) == 7);
+    {
+      auto value = co_await pool.submit(add, 3, 4);
+      CHECK(value == 7);
+    }
   });
 }
 
@@ -117,7 +149,10 @@ TEST_CASE("losing a race against a timer kills the running task", "[process_pool
     asio::steady_timer t(ctx, std::chrono::milliseconds(50));
     auto r = co_await (pool.submit(spin_forever) || t.async_wait(asio::use_awaitable));
     CHECK(r.index() == 1);
-    CHECK(co_await pool.submit(add, 5, 5) == 10);
+    {
+      auto value = co_await pool.submit(add, 5, 5);
+      CHECK(value == 10);
+    }
     CHECK(pool.stats().tasks_cancelled == 1);
   });
 }
@@ -125,7 +160,10 @@ TEST_CASE("losing a race against a timer kills the running task", "[process_pool
 TEST_CASE("submit after shutdown fails with pool_stopped", "[process_pool]") {
   coproc::test::run_async([](asio::io_context& ctx) -> asio::awaitable<void> {
     process_pool pool(ctx.get_executor(), {.workers = 1});
-    CHECK(co_await pool.submit(add, 1, 2) == 3);
+    {
+      auto value = co_await pool.submit(add, 1, 2);
+      CHECK(value == 3);
+    }
     co_await pool.async_shutdown(coproc::shutdown_mode::drain, asio::use_awaitable);
     try {
       co_await pool.submit(add, 1, 2);
@@ -173,4 +211,295 @@ TEST_CASE("use_future works from a plain thread", "[process_pool]") {
   guard.reset();
   ctx.stop();
   loop.join();
+}
+
+namespace {
+int slow_square(int x) {
+  // Later items finish first: completion order differs from input order.
+  volatile long spin = (10 - x) * 2'000'000L;
+  while (spin > 0) {
+    spin = spin - 1;
+  }
+  return x * x;
+}
+/// Shared words a test and its workers see at the same address: the region
+/// is mapped before any pool (and so any zygote) exists.
+struct gate_words {
+  std::atomic<std::uint32_t> open{0};
+  std::atomic<std::uint32_t> arrived{0};
+  std::atomic<std::uint32_t> calls{0};
+};
+gate_words& gate() {
+  static coproc::mapped_region region = coproc::mapped_region::create(4096);
+  static gate_words* words = new (region.data()) gate_words;
+  return *words;
+}
+void reset_gate() {
+  gate().open = 0;
+  gate().arrived = 0;
+  gate().calls = 0;
+}
+/// Runs in a worker: announces itself, then blocks until the test opens the gate.
+int wait_at_gate() {
+  gate().arrived.fetch_add(1);
+  coproc::detail::futex_wake(gate().arrived, 1 << 20);
+  while (gate().open.load() == 0) {
+    coproc::detail::futex_wait(gate().open, 0);
+  }
+  return 1;
+}
+int count_call(int x) {
+  gate().calls.fetch_add(1);
+  return x;
+}
+void open_gate() {
+  gate().open = 1;
+  coproc::detail::futex_wake(gate().open, 1 << 20);
+}
+/// Waits (in the test's loop) until `n` tasks arrived at the gate.
+asio::awaitable<void> until_arrived(asio::io_context& ctx, std::uint32_t n) {
+  asio::steady_timer t(ctx);
+  while (gate().arrived.load() < n) {
+    t.expires_after(std::chrono::milliseconds(1));
+    co_await t.async_wait(asio::use_awaitable);
+  }
+}
+std::size_t count_fds() {
+  std::size_t n = 0;
+  for ([[maybe_unused]] auto& e : std::filesystem::directory_iterator("/proc/self/fd")) {
+    ++n;
+  }
+  return n;
+}
+/// Children of this process, and how many of them are zombies.
+std::pair<int, int> count_children() {
+  int children = 0, zombies = 0;
+  std::string me = std::to_string(::getpid());
+  for (auto& e : std::filesystem::directory_iterator("/proc")) {
+    std::ifstream stat(e.path() / "stat");
+    std::string line;
+    if (!std::getline(stat, line)) {
+      continue;
+    }
+    auto close = line.rfind(')');
+    if (close == std::string::npos) {
+      continue;
+    }
+    std::istringstream rest(line.substr(close + 2));
+    std::string state, ppid;
+    rest >> state >> ppid;
+    if (ppid == me) {
+      ++children;
+      zombies += state == "Z";
+    }
+  }
+  return {children, zombies};
+}
+}  // namespace
+
+TEST_CASE("map_unordered yields every item once, as completed", "[process_pool]") {
+  coproc::test::run_async([](asio::io_context& ctx) -> asio::awaitable<void> {
+    process_pool pool(ctx.get_executor(), {.workers = 2});
+    std::vector<int> in{0, 1, 2, 3, 4, 5, 6, 7, 8, 9};
+    auto stream = pool.map_unordered(slow_square, in, 3);
+    std::vector<int> seen(in.size(), 0);
+    std::vector<std::size_t> order;
+    while (auto r = co_await stream.next()) {
+      CHECK(r->get() == in[r->index] * in[r->index]);
+      ++seen[r->index];
+      order.push_back(r->index);
+    }
+    CHECK(seen == std::vector<int>(in.size(), 1));
+    CHECK(stream.remaining() == 0);
+  });
+}
+
+TEST_CASE("cancelling a queued task drops it without running it", "[process_pool]") {
+  reset_gate();
+  coproc::test::run_async([](asio::io_context& ctx) -> asio::awaitable<void> {
+    process_pool pool(ctx.get_executor(), {.workers = 1});
+    // The only worker blocks at the gate; the second task waits behind it.
+    int first = 0;
+    pool.async_submit(wait_at_gate, [&](std::exception_ptr, int v) { first = v; });
+    co_await until_arrived(ctx, 1);
+    asio::cancellation_signal cancel_second;
+    std::exception_ptr second_error;
+    bool second_done = false;
+    pool.async_submit(count_call, 1,
+                      asio::bind_cancellation_slot(cancel_second.slot(),
+                                                   [&](std::exception_ptr e, int) {
+                                                     second_error = e;
+                                                     second_done = true;
+                                                   }));
+    co_await asio::post(ctx, asio::use_awaitable);  // the pool has accepted it
+    cancel_second.emit(asio::cancellation_type::terminal);
+    asio::steady_timer t(ctx);
+    while (!second_done) {
+      t.expires_after(std::chrono::milliseconds(1));
+      co_await t.async_wait(asio::use_awaitable);
+    }
+    REQUIRE(second_error);
+    try {
+      std::rethrow_exception(second_error);
+    } catch (const std::system_error& e) {
+      CHECK(e.code() == asio::error::operation_aborted);
+    }
+    open_gate();
+    int five = co_await pool.submit(count_call, 5);  // runs after the blocked task
+    CHECK(five == 5);
+    CHECK(first == 1);
+    CHECK(gate().calls.load() == 1);  // the cancelled task never ran
+    CHECK(pool.stats().tasks_cancelled == 1);
+    CHECK(pool.stats().worker_crashes == 0);
+  });
+}
+
+TEST_CASE("a crash fails only its own task among many", "[process_pool]") {
+  coproc::test::run_async([](asio::io_context& ctx) -> asio::awaitable<void> {
+    process_pool pool(ctx.get_executor(), {.workers = 2});
+    int ok = 0, crashed = 0, pending = 0;
+    asio::steady_timer done(ctx, asio::steady_timer::time_point::max());
+    for (int i = 0; i < 200; ++i) {
+      ++pending;
+      auto handler = [&](std::exception_ptr e, int v) {
+        if (!e) {
+          ok += v == fib(15);
+        } else {
+          try {
+            std::rethrow_exception(e);
+          } catch (const std::system_error& se) {
+            crashed += se.code() == coproc::errc::worker_crashed;
+          }
+        }
+        if (--pending == 0) {
+          done.cancel();
+        }
+      };
+      if (i == 100) {
+        pool.async_submit(crash_with, SIGSEGV, handler);
+      } else {
+        pool.async_submit(fib, 15, handler);
+      }
+    }
+    std::error_code ec;
+    co_await done.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    CHECK(ok == 199);
+    CHECK(crashed == 1);
+  });
+}
+
+TEST_CASE("a full queue holds submits back and admits them in order", "[process_pool]") {
+  reset_gate();
+  coproc::test::run_async([](asio::io_context& ctx) -> asio::awaitable<void> {
+    process_pool pool(ctx.get_executor(), {.workers = 1, .queue_capacity = 2});
+    std::vector<int> order;
+    pool.async_submit(wait_at_gate, [&](std::exception_ptr, int) { order.push_back(-1); });
+    co_await until_arrived(ctx, 1);
+    for (int i = 0; i < 40; ++i) {
+      pool.async_submit(count_call, i, [&](std::exception_ptr, int v) { order.push_back(v); });
+    }
+    asio::steady_timer t(ctx);
+    // 1 running + 2 accepted is the limit: the other 38 submits wait.
+    while (pool.stats().tasks_waiting < 38) {
+      t.expires_after(std::chrono::milliseconds(1));
+      co_await t.async_wait(asio::use_awaitable);
+    }
+    co_await t.async_wait(asio::use_awaitable);
+    CHECK(pool.stats().tasks_waiting == 38);
+    open_gate();
+    while (order.size() < 41) {
+      t.expires_after(std::chrono::milliseconds(1));
+      co_await t.async_wait(asio::use_awaitable);
+    }
+    std::vector<int> expected{-1};
+    for (int i = 0; i < 40; ++i) {
+      expected.push_back(i);
+    }
+    CHECK(order == expected);
+    CHECK(pool.stats().tasks_waiting == 0);
+  });
+}
+
+TEST_CASE("workers are recycled after max_tasks_per_worker", "[process_pool]") {
+  coproc::test::run_async([](asio::io_context& ctx) -> asio::awaitable<void> {
+    process_pool pool(ctx.get_executor(), {.workers = 1, .max_tasks_per_worker = 3});
+    std::set<int> pids;
+    for (int i = 0; i < 9; ++i) {
+      pids.insert(co_await pool.submit(my_pid));
+    }
+    CHECK(pids.size() == 3);
+    CHECK(pool.stats().worker_crashes == 0);
+  });
+}
+
+TEST_CASE("the initializer runs once in each worker", "[process_pool]") {
+  coproc::test::run_async([](asio::io_context& ctx) -> asio::awaitable<void> {
+    static int initialized = 0;
+    process_pool pool(ctx.get_executor(),
+                      {.workers = 1, .initializer = [] { initialized = 42; }});
+    int seen = co_await pool.submit([] { return initialized; });
+    CHECK(seen == 42);
+    CHECK(initialized == 0);  // it ran in the worker, not here
+  });
+}
+
+TEST_CASE("destroying the pool leaves no process, zombie or fd behind", "[process_pool]") {
+  std::size_t fds = count_fds();
+  auto [children, zombies] = count_children();
+  for (int round = 0; round < 5; ++round) {
+    coproc::test::run_async([](asio::io_context& ctx) -> asio::awaitable<void> {
+      process_pool pool(ctx.get_executor(), {.workers = 2});
+      {
+        auto value = co_await pool.submit(add, 1, 2);
+        CHECK(value == 3);
+      }
+    });
+  }
+  CHECK(count_fds() == fds);
+  CHECK(count_children() == std::pair{children, zombies});
+}
+
+TEST_CASE("a parent killed by SIGKILL leaves no descendant behind", "[process_pool]") {
+  // A separate process owns a pool, reports its worker pids, and is killed.
+  auto [rd, wr] = coproc::make_pipe();
+  pid_t parent = ::fork();
+  if (parent == 0) {
+    rd.reset();
+    asio::io_context ctx;
+    process_pool pool(ctx.get_executor(), {.workers = 2});
+    asio::co_spawn(ctx, [&]() -> asio::awaitable<void> {
+      co_await pool.submit(add, 1, 1);
+      co_await pool.submit(add, 1, 1);
+      auto pids = pool.stats().worker_pids;
+      pids.push_back(0);
+      [[maybe_unused]] auto n = ::write(wr.get(), pids.data(), pids.size() * sizeof(pid_t));
+      co_await pool.submit(spin_forever);
+    }, asio::detached);
+    ctx.run();
+    ::_exit(0);
+  }
+  wr.reset();
+  std::vector<pid_t> pids(8, -1);
+  ssize_t n = ::read(rd.get(), pids.data(), pids.size() * sizeof(pid_t));
+  REQUIRE(n >= static_cast<ssize_t>(2 * sizeof(pid_t)));
+  pids.resize(static_cast<std::size_t>(n) / sizeof(pid_t) - 1);
+  ::kill(parent, SIGKILL);
+  ::waitpid(parent, nullptr, 0);
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(1);
+  bool all_gone = false;
+  while (!all_gone && std::chrono::steady_clock::now() < deadline) {
+    all_gone = true;
+    for (pid_t p : pids) {
+      // Gone, or a zombie left to init (it runs nothing and holds no memory).
+      std::ifstream stat("/proc/" + std::to_string(p) + "/stat");
+      std::string line;
+      bool exists = static_cast<bool>(std::getline(stat, line));
+      bool zombie = exists && line.substr(line.rfind(')') + 2, 1) == "Z";
+      all_gone = all_gone && (!exists || zombie);
+    }
+    if (!all_gone) {
+      std::this_thread::yield();
+    }
+  }
+  CHECK(all_gone);
 }

@@ -24,6 +24,7 @@
 #include "coproc/executors/detail/task_op.hpp"
 #include "coproc/executors/pool_options.hpp"
 #include "coproc/executors/pool_stats.hpp"
+#include "coproc/executors/result_stream.hpp"
 
 namespace coproc {
 
@@ -139,6 +140,14 @@ class process_pool {
   auto map(F fn, const Range& items, std::size_t chunk_size = 0)
       -> asio::awaitable<std::vector<detail::task_result_t<F, std::ranges::range_value_t<Range>>>>;
 
+  /// Applies `fn` to every element of `items`, one task per element, keeping
+  /// at most `window` tasks in flight (0: twice the worker count), and yields
+  /// results as they complete: Python's imap_unordered.
+  /// `while (auto r = co_await s.next()) { r->index; r->get(); }`
+  template <class F, std::ranges::input_range Range>
+  auto map_unordered(F fn, const Range& items, std::size_t window = 0)
+      -> result_stream<detail::task_result_t<F, std::ranges::range_value_t<Range>>>;
+
   /// Stops accepting work, then drains or cancels what was accepted, then
   /// stops the workers and the zygote.
   /// Completion signature: void(). Later submits fail with errc::pool_stopped.
@@ -244,6 +253,23 @@ auto process_pool::map(F fn, const Range& items, std::size_t chunk_size)
     std::move(chunk.values.begin(), chunk.values.end(), std::back_inserter(out));
   }
   co_return out;
+}
+
+template <class F, std::ranges::input_range Range>
+auto process_pool::map_unordered(F fn, const Range& items, std::size_t window)
+    -> result_stream<detail::task_result_t<F, std::ranges::range_value_t<Range>>> {
+  using T = std::ranges::range_value_t<Range>;
+  using R = detail::task_result_t<F, T>;
+  static_assert(!std::is_void_v<R>, "coproc: map_unordered needs a callable that returns a value");
+  detail::check_callable<F>();
+  auto all = std::make_shared<std::vector<T>>(std::ranges::begin(items), std::ranges::end(items));
+  std::size_t total = all->size();
+  return result_stream<R>(
+      [this, fn, all](std::size_t i, const asio::any_io_executor& ex,
+                      typename result_stream<R>::completion done) {
+        async_submit(fn, (*all)[i], asio::bind_executor(ex, std::move(done)));
+      },
+      total, window == 0 ? 2 * size() : window);
 }
 
 template <class Token>
