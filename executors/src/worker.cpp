@@ -2,6 +2,7 @@
 // result frames, and rings the parent's eventfd only when the parent sleeps.
 
 #include <sched.h>
+#include <sys/resource.h>
 #include <sys/eventfd.h>
 #include <time.h>
 #include <unistd.h>
@@ -44,6 +45,7 @@ class worker final : public result_writer {
     if (header_->anchor != reinterpret_cast<std::intptr_t>(&image_anchor)) {
       ::_exit(worker_exit_bad_image);
     }
+    apply_limits(config_.options->limits);
     if (config_.options->initializer) {
       try {
         config_.options->initializer();
@@ -166,6 +168,21 @@ class worker final : public result_writer {
     int spin = (parent_cpu >= 0 && parent_cpu != ::sched_getcpu()) ? spin_rounds : 0;
     view_.tasks.wait_not_empty(spin);
     view_.shared->worker_cpu.store(::sched_getcpu(), std::memory_order_relaxed);
+  }
+
+  static void apply_limits(const worker_limits& limits) {
+    auto set = [](int resource, std::size_t value) {
+      if (value != 0) {
+        rlimit r{static_cast<rlim_t>(value), static_cast<rlim_t>(value)};
+        if (resource == RLIMIT_CPU) {
+          r.rlim_max = r.rlim_cur + 1;  // SIGXCPU first, SIGKILL one second later
+        }
+        ::setrlimit(resource, &r);
+      }
+    };
+    set(RLIMIT_AS, limits.address_space);
+    set(RLIMIT_CPU, limits.cpu_seconds);
+    set(RLIMIT_NOFILE, limits.open_files);
   }
 
   bool should_retire(std::uint64_t done) const {

@@ -9,6 +9,7 @@
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -502,4 +503,35 @@ TEST_CASE("a parent killed by SIGKILL leaves no descendant behind", "[process_po
     }
   }
   CHECK(all_gone);
+}
+
+namespace {
+std::size_t allocate_mib(std::size_t mib) {
+  std::vector<char> v(mib << 20, 1);
+  return v.size();
+}
+long open_files_limit() {
+  rlimit r{};
+  ::getrlimit(RLIMIT_NOFILE, &r);
+  return static_cast<long>(r.rlim_cur);
+}
+}  // namespace
+
+TEST_CASE("worker limits apply inside workers only", "[process_pool]") {
+  coproc::test::run_async([](asio::io_context& ctx) -> asio::awaitable<void> {
+    process_pool pool(ctx.get_executor(),
+                      {.workers = 1,
+                       .limits = {.address_space = std::size_t{2} << 30, .open_files = 64}});
+    long files = co_await pool.submit(open_files_limit);
+    CHECK(files == 64);
+    CHECK(open_files_limit() != 64);
+    try {
+      co_await pool.submit(allocate_mib, std::size_t{4096});
+      FAIL("a 4 GiB allocation passed a 2 GiB address-space limit");
+    } catch (const coproc::remote_error& e) {
+      CHECK(e.type_name() == "std::bad_alloc");
+    }
+    std::size_t small = co_await pool.submit(allocate_mib, std::size_t{16});
+    CHECK(small == std::size_t{16} << 20);
+  });
 }

@@ -12,6 +12,15 @@ namespace coproc {
 /// from a zygote process that was forked when the pool was created.
 enum class start_method { fork_server };
 
+/// Resource limits (setrlimit) applied inside each worker.
+struct worker_limits {
+  /// RLIMIT_AS, bytes. The pool's shared mapping (2 x (ring_bytes + max_payload)
+  /// per worker, for every worker) counts towards it.
+  std::size_t address_space = 0;
+  std::size_t cpu_seconds = 0;         ///< RLIMIT_CPU: SIGXCPU past it, SIGKILL at +1 s
+  std::size_t open_files = 0;          ///< RLIMIT_NOFILE
+};
+
 /// Options of a process_pool: `process_pool pool(ex, {.workers = 4});`
 struct pool_options {
   /// Worker processes kept alive (default: the hardware concurrency).
@@ -35,6 +44,10 @@ struct pool_options {
   std::size_t max_payload = std::size_t{512} << 20;
   /// How workers are started.
   coproc::start_method start_method = start_method::fork_server;
+  /// Resource limits set in each worker before its first task (0: inherit).
+  /// A worker that passes one dies or fails its allocation; the task then
+  /// fails with errc::worker_crashed (or the task's own std::bad_alloc).
+  worker_limits limits = {};
 };
 
 }  // namespace coproc
