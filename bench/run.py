@@ -89,6 +89,10 @@ def build_groups(build):
     def peer(script, *tail):
         return Contender("peer", os.path.join(PEERS, script), tail, python=True)
 
+    def http_load(kind, *tail):
+        return Contender(kind, os.path.join(BENCH, "http_load.py"), tail, python=True,
+                         label=f"http_load.py {tail[1]}")
+
     pool_peers = [peer("cf_peer.py"), peer("mp_pool_peer.py")]
     ready = [cxx("bench_pool"), limits()]
     for method in ("fork", "forkserver", "spawn"):
@@ -105,6 +109,9 @@ def build_groups(build):
         ("queue", "", [cxx("bench_queue"), limits(), peer("mpq_peer.py")]),
         ("pipe", "", [cxx("bench_pipe"), limits(), peer("mpq_peer.py")]),
         ("lock", "", [cxx("bench_lock"), peer("lock_peer.py")]),
+        # wrk against examples/http_server and bench/peers/http_peer.py (bench/http_load.py).
+        ("http", "", [http_load("coproc", "--server", "coproc", "--build", build),
+                      http_load("peer", "--server", "python")]),
     ]
 
 
@@ -135,6 +142,10 @@ def known_rows(cpus):
         ("pipe_rtt_p50", "pipe round trip p50"),
         ("pipe_rtt_p99", "pipe round trip p99"),
         ("pipe_tput", "pipe messages/s, one way"),
+        ("http_compute_rps", "HTTP compute endpoint requests/s (wrk, loopback)"),
+        ("http_compute_p99", "HTTP compute endpoint p99"),
+        ("http_cheap_p99_saturated", "HTTP cheap endpoint p99, every worker busy"),
+        ("http_cheap_p99_idle", "HTTP cheap endpoint p99, no compute load"),
     ]
     return rows
 

@@ -24,6 +24,7 @@
 #include <getopt.h>
 #include <http_parser.h>
 #include <signal.h>
+#include <sys/resource.h>
 
 #include <algorithm>
 #include <asio.hpp>
@@ -529,8 +530,13 @@ int main(int argc, char** argv) {
   options opt = parse_options(argc, argv);
   asio::io_context ctx(1);
   // First thing: the pool forks its zygote while this process has one thread.
+  // Workers run at a lower CPU priority (nice 10): computations are throughput
+  // work, while the loop answers cheap requests and must get a CPU at once
+  // when one arrives, even when every CPU is busy computing.
   coproc::process_pool pool(ctx.get_executor(),
-                            {.workers = opt.workers, .task_timeout = std::chrono::seconds(30)});
+                            {.workers = opt.workers,
+                             .initializer = [] { ::setpriority(PRIO_PROCESS, 0, 10); },
+                             .task_timeout = std::chrono::seconds(30)});
   server srv(ctx, pool, opt);
   try {
     tcp::endpoint ep(asio::ip::make_address(opt.address), opt.port);
