@@ -1,0 +1,316 @@
+#include <sched.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <asio/error.hpp>
+#include <cerrno>
+#include <cstring>
+
+#include "coproc/ipc/pipe.hpp"
+#include "coproc/runtime/detail/system_error.hpp"
+
+namespace coproc {
+namespace detail {
+namespace {
+
+constexpr std::size_t min_read_space = std::size_t{64} << 10;
+// A buffer grown for a big frame is given back once empty: a connection that
+// once carried 64 MiB must not pin 64 MiB for the rest of its life.
+constexpr std::size_t keep_capacity = std::size_t{1} << 20;
+
+struct header {
+  std::uint32_t magic;
+  std::int32_t cpu;
+  std::uint64_t size;
+};
+static_assert(sizeof(header) == frame_header_size);
+
+std::int32_t current_cpu() noexcept {
+  return ::sched_getcpu();
+}
+
+bool is_end_of_stream(int err) noexcept {
+  return err == EPIPE || err == ECONNRESET || err == ENOTCONN || err == ESHUTDOWN;
+}
+
+}  // namespace
+
+frame_buffer make_frame(std::size_t payload) {
+  frame_buffer f;
+  f.size = frame_header_size + payload;
+  f.data = std::make_unique_for_overwrite<std::byte[]>(f.size);
+  header h{frame_magic, current_cpu(), payload};
+  std::memcpy(f.data.get(), &h, sizeof h);
+  return f;
+}
+
+io_uring_sqe send_impl::prepare() noexcept {
+  io_uring_sqe sqe{};
+  io_uring_prep_send(&sqe, fd, data, len, MSG_NOSIGNAL);
+  return sqe;
+}
+
+connection_core::connection_core(const asio::any_io_executor& ex, unique_fd fd,
+                                 const connection_options& o)
+    : ex_(ex), fd_(std::move(fd)), options_(o) {}
+
+uring_service& connection_core::service() {
+  if (service_ == nullptr) {
+    service_ = &uring_service::of(ex_);
+  }
+  ring_pid_ = ::getpid();
+  return *service_;
+}
+
+void connection_core::cancel() noexcept {
+  if (fd_ && service_ != nullptr && ring_pid_ == ::getpid()) {
+    service_->cancel_fd(fd_.get());
+  }
+}
+
+void connection_core::close() noexcept {
+  cancel();
+  fd_.reset();
+}
+
+unique_fd connection_core::release() noexcept {
+  cancel();
+  return std::move(fd_);
+}
+
+void connection_core::reserve_frame(std::size_t total) {
+  std::size_t have = end_ - begin_;
+  if (cap_ >= total) {
+    std::memmove(buf_.get(), buf_.get() + begin_, have);  // compact
+  } else {
+    std::size_t cap = std::max(total, min_read_space);
+    auto bigger = std::make_unique_for_overwrite<std::byte[]>(cap);
+    if (have > 0) {
+      std::memcpy(bigger.get(), buf_.get() + begin_, have);
+    }
+    buf_ = std::move(bigger);
+    cap_ = cap;
+  }
+  begin_ = 0;
+  end_ = have;
+}
+
+connection_core::parse_result connection_core::parse(std::span<const std::byte>& payload,
+                                                     std::error_code& ec) {
+  std::size_t have = end_ - begin_;
+  if (have < frame_header_size) {
+    return parse_result::need_more;
+  }
+  header h;
+  std::memcpy(&h, buf_.get() + begin_, sizeof h);
+  if (h.magic != frame_magic) {
+    ec = errc::frame_corrupt;
+    return parse_result::error;
+  }
+  if (h.size > options_.max_message_size) {
+    ec = errc::frame_too_large;
+    return parse_result::error;
+  }
+  peer_cpu_ = h.cpu;
+  std::size_t total = frame_header_size + static_cast<std::size_t>(h.size);
+  if (have < total) {
+    return parse_result::need_more;
+  }
+  payload = {buf_.get() + begin_ + frame_header_size, static_cast<std::size_t>(h.size)};
+  frame_total_ = total;
+  return parse_result::ready;
+}
+
+void connection_core::consume() noexcept {
+  begin_ += frame_total_;
+  frame_total_ = 0;
+  if (begin_ == end_) {
+    begin_ = end_ = 0;
+    if (cap_ > keep_capacity) {
+      buf_.reset();
+      cap_ = 0;
+    }
+  }
+}
+
+std::span<std::byte> connection_core::read_space() {
+  std::size_t want = min_read_space;
+  std::size_t have = end_ - begin_;
+  if (have >= frame_header_size) {
+    header h;
+    std::memcpy(&h, buf_.get() + begin_, sizeof h);
+    // parse() already checked magic and size against the maximum.
+    want = std::max(want, frame_header_size + static_cast<std::size_t>(h.size));
+  }
+  if (buf_ == nullptr || cap_ - begin_ < want || (begin_ > 0 && cap_ - end_ < 4096)) {
+    reserve_frame(want);
+  }
+  return {buf_.get() + end_, cap_ - end_};
+}
+
+std::error_code connection_core::map_io_error(std::error_code ec) noexcept {
+  if (ec == asio::error::eof || ec == std::errc::broken_pipe || ec == std::errc::connection_reset ||
+      ec == std::errc::not_connected) {
+    return errc::end_of_stream;
+  }
+  return ec;
+}
+
+std::error_code connection_core::try_read(std::size_t& got) {
+  got = 0;
+  if (!fd_) {
+    return asio::error::bad_descriptor;
+  }
+  std::span<std::byte> space = read_space();
+  for (;;) {
+    ssize_t r = ::recv(fd_.get(), space.data(), space.size(), MSG_DONTWAIT);
+    if (r > 0) {
+      got = static_cast<std::size_t>(r);
+      end_ += got;
+      return {};
+    }
+    if (r == 0) {
+      return errc::end_of_stream;
+    }
+    if (errno == EINTR) {
+      continue;
+    }
+    if (errno == EAGAIN || errno == EWOULDBLOCK) {
+      return asio::error::would_block;
+    }
+    return is_end_of_stream(errno) ? std::error_code(errc::end_of_stream)
+                                   : std::error_code(errno, std::system_category());
+  }
+}
+
+std::error_code connection_core::read_blocking() {
+  if (!fd_) {
+    return asio::error::bad_descriptor;
+  }
+  bool may_spin = options_.spin.count() > 0 && peer_cpu_ >= 0 && peer_cpu_ != current_cpu();
+  if (may_spin && spin_skip_ > 0) {
+    --spin_skip_;
+    may_spin = false;
+  }
+  if (may_spin) {
+    auto deadline = std::chrono::steady_clock::now() + options_.spin;
+    std::size_t got = 0;
+    do {
+      std::error_code ec = try_read(got);
+      if (ec != asio::error::would_block) {
+        spin_failures_ = 0;
+        return ec;
+      }
+    } while (std::chrono::steady_clock::now() < deadline);
+    // The peer answers slower than a wake-up costs: stop spinning for a while.
+    spin_failures_ = std::min(spin_failures_ + 1, 6u);
+    spin_skip_ = 1u << spin_failures_;
+  }
+  std::span<std::byte> space = read_space();
+  for (;;) {
+    ssize_t r = ::recv(fd_.get(), space.data(), space.size(), 0);
+    if (r > 0) {
+      end_ += static_cast<std::size_t>(r);
+      return {};
+    }
+    if (r == 0) {
+      return errc::end_of_stream;
+    }
+    if (errno == EINTR) {
+      continue;
+    }
+    return is_end_of_stream(errno) ? std::error_code(errc::end_of_stream)
+                                   : std::error_code(errno, std::system_category());
+  }
+}
+
+std::error_code connection_core::write_blocking(std::span<const std::byte> bytes) {
+  if (!fd_) {
+    return asio::error::bad_descriptor;
+  }
+  if (write_error_) {
+    return write_error_;
+  }
+  while (!bytes.empty()) {
+    ssize_t r = ::send(fd_.get(), bytes.data(), bytes.size(), MSG_NOSIGNAL);
+    if (r < 0) {
+      if (errno == EINTR) {
+        continue;
+      }
+      return is_end_of_stream(errno) ? std::error_code(errc::end_of_stream)
+                                     : std::error_code(errno, std::system_category());
+    }
+    bytes = bytes.subspan(static_cast<std::size_t>(r));
+  }
+  return {};
+}
+
+std::error_code connection_core::try_write(std::span<const std::byte> bytes, std::size_t& sent) {
+  sent = 0;
+  if (!fd_) {
+    return asio::error::bad_descriptor;
+  }
+  if (write_error_) {
+    return write_error_;
+  }
+  for (;;) {
+    ssize_t r = ::send(fd_.get(), bytes.data(), bytes.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (r >= 0) {
+      sent = static_cast<std::size_t>(r);
+      return {};
+    }
+    if (errno == EINTR) {
+      continue;
+    }
+    if (errno == EAGAIN || errno == EWOULDBLOCK) {
+      return asio::error::would_block;
+    }
+    return is_end_of_stream(errno) ? std::error_code(errc::end_of_stream)
+                                   : std::error_code(errno, std::system_category());
+  }
+}
+
+void connection_core::break_writes() noexcept {
+  write_error_ = errc::end_of_stream;
+  if (fd_) {
+    ::shutdown(fd_.get(), SHUT_WR);
+  }
+}
+
+void connection_core::check_send_size(std::size_t payload) const {
+  if (payload > options_.max_message_size) {
+    throw std::system_error(errc::frame_too_large, "coproc::connection: message to send");
+  }
+}
+
+}  // namespace detail
+
+connection::connection(const executor_type& ex, unique_fd fd, connection_options options)
+    : core_(std::make_shared<detail::connection_core>(ex, std::move(fd), options)) {}
+
+connection::~connection() {
+  if (core_) {
+    core_->close();
+  }
+}
+
+connection& connection::operator=(connection&& other) noexcept {
+  if (this != &other) {
+    if (core_) {
+      core_->close();
+    }
+    core_ = std::move(other.core_);
+  }
+  return *this;
+}
+
+std::pair<connection, connection> make_connection_pair(const asio::any_io_executor& ex,
+                                                       connection_options options) {
+  int fds[2];
+  detail::check_syscall(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds), "socketpair");
+  unique_fd a(fds[0]);
+  unique_fd b(fds[1]);
+  return {connection(ex, std::move(a), options), connection(ex, std::move(b), options)};
+}
+
+}  // namespace coproc

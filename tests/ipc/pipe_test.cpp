@@ -1,0 +1,279 @@
+// Tests of coproc::connection across real processes: typed round trips, large
+// messages both ways at once, peer death, corrupted and oversized frames,
+// cancellation, fork use, fds.
+
+#include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <asio.hpp>
+#include <asio/experimental/as_tuple.hpp>
+#include <asio/experimental/awaitable_operators.hpp>
+#include <catch2/catch_test_macros.hpp>
+#include <coproc/ipc/pipe.hpp>
+#include <coproc/runtime/child_process.hpp>
+#include <cstring>
+#include <filesystem>
+#include <map>
+#include <optional>
+#include <string>
+#include <tuple>
+#include <variant>
+#include <vector>
+
+#include "async_test.hpp"
+
+namespace {
+
+using coproc::connection;
+using coproc::errc;
+
+std::size_t count_fds() {
+  std::size_t n = 0;
+  for ([[maybe_unused]] auto& e : std::filesystem::directory_iterator("/proc/self/fd")) {
+    ++n;
+  }
+  return n;
+}
+
+// Forks a child that runs `fn(child_end)` with the parent's end closed, and
+// leaves with _exit (0, or 1 when fn threw). The parent's end is returned
+// untouched; the child's end is closed in the parent.
+template <class Fn>
+coproc::child_process fork_peer(connection& parent_end, connection& child_end, Fn fn) {
+  return coproc::child_process::fork_child([&]() -> int {
+    parent_end.close();
+    try {
+      fn(child_end);
+    } catch (...) {
+      ::_exit(1);
+    }
+    ::_exit(0);
+  });
+}
+
+std::error_code error_of(auto&& body) {
+  try {
+    body();
+  } catch (const std::system_error& e) {
+    return e.code();
+  }
+  return {};
+}
+
+using record = std::tuple<int, std::string, std::vector<double>, std::map<std::string, int>,
+                          std::optional<std::string>, std::variant<int, std::string>, bool>;
+
+}  // namespace
+
+TEST_CASE("messages of many types round trip through a child", "[pipe]") {
+  coproc::test::run_async([](asio::io_context& ctx) -> asio::awaitable<void> {
+    auto [a, b] = coproc::make_connection_pair(ctx.get_executor());
+    auto child = fork_peer(a, b, [](connection& c) {
+      c.send(c.receive<int>() + 1);
+      c.send(c.receive<std::string>() + "!");
+      c.send(c.receive<record>());
+      auto v = c.receive<std::vector<int>>();
+      c.send(v.size());
+      c.send(std::string());  // an empty message
+    });
+    b.close();
+    co_await a.async_send(41, asio::use_awaitable);
+    auto got1 = co_await a.async_receive<int>(asio::use_awaitable);
+    CHECK(got1 == 42);
+    co_await a.async_send(std::string("hello"), asio::use_awaitable);
+    auto got2 = co_await a.async_receive<std::string>(asio::use_awaitable);
+    CHECK(got2 == "hello!");
+    record r{7,   "seven", {1.5, 2.5}, {{"k", 1}, {"l", 2}}, std::string("x"), std::string("v"),
+             true};
+    co_await a.async_send(r, asio::use_awaitable);
+    auto got3 = co_await a.async_receive<record>(asio::use_awaitable);
+    CHECK(got3 == r);
+    co_await a.async_send(std::vector<int>(100'000, 3), asio::use_awaitable);
+    auto got4 = co_await a.async_receive<std::size_t>(asio::use_awaitable);
+    CHECK(got4 == 100'000);
+    auto got5 = co_await a.async_receive<std::string>(asio::use_awaitable);
+    CHECK(got5.empty());
+    auto st = co_await child.async_wait_exit(ctx.get_executor(), asio::use_awaitable);
+    CHECK(st.success());
+  });
+}
+
+TEST_CASE("64 MiB messages cross both ways at once without deadlock", "[pipe]") {
+  coproc::test::run_async(
+      [](asio::io_context& ctx) -> asio::awaitable<void> {
+        using namespace asio::experimental::awaitable_operators;
+        auto [a, b] = coproc::make_connection_pair(ctx.get_executor());
+        constexpr std::size_t n = (std::size_t{64} << 20) / sizeof(std::uint64_t);
+        auto child = fork_peer(a, b, [](connection& c) {
+          std::vector<std::uint64_t> mine(n);
+          for (std::size_t i = 0; i < n; ++i) {
+            mine[i] = i * 3;
+          }
+          // Blocking send first: it completes only because the parent reads while
+          // it sends its own 64 MiB.
+          c.send(mine);
+          auto theirs = c.receive<std::vector<std::uint64_t>>();
+          bool ok = theirs.size() == n;
+          for (std::size_t i = 0; ok && i < n; i += 4097) {
+            ok = theirs[i] == i * 7;
+          }
+          c.send(ok);
+        });
+        b.close();
+        std::vector<std::uint64_t> mine(n);
+        for (std::size_t i = 0; i < n; ++i) {
+          mine[i] = i * 7;
+        }
+        auto theirs = co_await (a.async_send(mine, asio::use_awaitable) &&
+                                a.async_receive<std::vector<std::uint64_t>>(asio::use_awaitable));
+        REQUIRE(theirs.size() == n);
+        bool ok = true;
+        for (std::size_t i = 0; ok && i < n; i += 4097) {
+          ok = theirs[i] == i * 3;
+        }
+        CHECK(ok);
+        auto got6 = co_await a.async_receive<bool>(asio::use_awaitable);
+        CHECK(got6);
+        auto got7 = co_await child.async_wait_exit(ctx.get_executor(), asio::use_awaitable);
+        CHECK(got7.success());
+      },
+      std::chrono::seconds(60));
+}
+
+TEST_CASE("a dead or closed peer gives end_of_stream", "[pipe]") {
+  coproc::test::run_async([](asio::io_context& ctx) -> asio::awaitable<void> {
+    auto [a, b] = coproc::make_connection_pair(ctx.get_executor());
+    auto child = fork_peer(a, b, [](connection& c) {
+      c.send(1);
+      ::raise(SIGKILL);
+    });
+    b.close();
+    auto got8 = co_await a.async_receive<int>(asio::use_awaitable);
+    CHECK(got8 == 1);
+    auto [ec, v] = co_await a.async_receive<int>(asio::experimental::as_tuple(asio::use_awaitable));
+    CHECK(ec == errc::end_of_stream);
+    (void)v;
+    auto [sec] = co_await a.async_send(5, asio::experimental::as_tuple(asio::use_awaitable));
+    CHECK(sec == errc::end_of_stream);
+    CHECK(error_of([&] { a.send(std::string(1 << 20, 'x')); }) == errc::end_of_stream);
+    CHECK(error_of([&] { (void)a.receive<int>(); }) == errc::end_of_stream);
+    auto st = co_await child.async_wait_exit(ctx.get_executor(), asio::use_awaitable);
+    CHECK(st.signal == SIGKILL);
+  });
+}
+
+TEST_CASE("garbage bytes and bad payloads give frame_corrupt", "[pipe]") {
+  coproc::test::run_async([](asio::io_context& ctx) -> asio::awaitable<void> {
+    {
+      auto [a, b] = coproc::make_connection_pair(ctx.get_executor());
+      const char garbage[] = "this is not a frame, just bytes";
+      REQUIRE(::write(b.native_handle(), garbage, sizeof garbage) == sizeof garbage);
+      auto [ec, v] =
+          co_await a.async_receive<int>(asio::experimental::as_tuple(asio::use_awaitable));
+      CHECK(ec == errc::frame_corrupt);
+      (void)v;
+    }
+    {
+      // A valid frame whose payload is a bool byte of 7, then a good frame:
+      // the bad payload is consumed and the stream stays usable.
+      auto [a, b] = coproc::make_connection_pair(ctx.get_executor());
+      b.send(std::uint8_t{7});
+      b.send(std::string("after"));
+      CHECK(error_of([&] { (void)a.receive<bool>(); }) == errc::frame_corrupt);
+      auto got9 = co_await a.async_receive<std::string>(asio::use_awaitable);
+      CHECK(got9 == "after");
+      // A payload longer than the type wants (trailing bytes) is corrupt too.
+      b.send(std::uint64_t{1});
+      auto [ec, v] = co_await a.async_receive<std::uint32_t>(
+          asio::experimental::as_tuple(asio::use_awaitable));
+      CHECK(ec == errc::frame_corrupt);
+      (void)v;
+    }
+  });
+}
+
+TEST_CASE("frames above the maximum are refused without allocating", "[pipe]") {
+  coproc::test::run_async([](asio::io_context& ctx) -> asio::awaitable<void> {
+    auto [a, b] = coproc::make_connection_pair(ctx.get_executor(), {.max_message_size = 1024});
+    // The sender refuses before writing anything.
+    CHECK(error_of([&] { b.send(std::string(2000, 'x')); }) == errc::frame_too_large);
+    auto [sec] = co_await b.async_send(std::string(2000, 'x'),
+                                       asio::experimental::as_tuple(asio::use_awaitable));
+    CHECK(sec == errc::frame_too_large);
+    b.send(std::string(10, 'y'));
+    CHECK(a.receive<std::string>() == std::string(10, 'y'));
+    // A forged header announcing 2^62 bytes: refused, nothing allocated.
+    struct {
+      std::uint32_t magic;
+      std::int32_t cpu;
+      std::uint64_t size;
+    } h{coproc::detail::frame_magic, 0, std::uint64_t{1} << 62};
+    REQUIRE(::write(b.native_handle(), &h, sizeof h) == sizeof h);
+    auto [ec, v] =
+        co_await a.async_receive<std::string>(asio::experimental::as_tuple(asio::use_awaitable));
+    CHECK(ec == errc::frame_too_large);
+    (void)v;
+  });
+}
+
+TEST_CASE("a writer killed mid-message leaves the reader with a clean error", "[pipe]") {
+  coproc::test::run_async([](asio::io_context& ctx) -> asio::awaitable<void> {
+    auto [a, b] = coproc::make_connection_pair(ctx.get_executor());
+    auto child = fork_peer(a, b, [](connection& c) {
+      c.send(std::vector<char>(std::size_t{64} << 20, 'z'));  // blocks: nobody reads yet
+    });
+    b.close();
+    // Once bytes arrived the child is inside its 64 MiB send: kill it there.
+    pollfd p{a.native_handle(), POLLIN, 0};
+    REQUIRE(::poll(&p, 1, 10'000) == 1);
+    child.send_signal(SIGKILL);
+    co_await child.async_wait_exit(ctx.get_executor(), asio::use_awaitable);
+    auto [ec, v] = co_await a.async_receive<std::vector<char>>(
+        asio::experimental::as_tuple(asio::use_awaitable));
+    CHECK((ec == errc::end_of_stream || ec == errc::frame_corrupt));
+    CHECK(v.empty());
+  });
+}
+
+TEST_CASE("a cancelled receive resumes the same message later", "[pipe]") {
+  coproc::test::run_async([](asio::io_context& ctx) -> asio::awaitable<void> {
+    using namespace asio::experimental::awaitable_operators;
+    auto [a, b] = coproc::make_connection_pair(ctx.get_executor());
+    asio::steady_timer t(ctx, std::chrono::milliseconds(20));
+    auto r = co_await (a.async_receive<std::string>(asio::use_awaitable) ||
+                       t.async_wait(asio::use_awaitable));
+    CHECK(r.index() == 1);  // the timer won; the receive was withdrawn
+    b.send(std::string("late"));
+    auto got10 = co_await a.async_receive<std::string>(asio::use_awaitable);
+    CHECK(got10 == "late");
+  });
+}
+
+TEST_CASE("fds are close-on-exec and none leak", "[pipe]") {
+  std::size_t before = count_fds();
+  coproc::test::run_async([](asio::io_context& ctx) -> asio::awaitable<void> {
+    asio::post(ctx, [] {});
+    auto [a, b] = coproc::make_connection_pair(ctx.get_executor());
+    CHECK((::fcntl(a.native_handle(), F_GETFD) & FD_CLOEXEC) != 0);
+    CHECK((::fcntl(b.native_handle(), F_GETFD) & FD_CLOEXEC) != 0);
+    co_await a.async_send(1, asio::use_awaitable);
+    auto got11 = co_await b.async_receive<int>(asio::use_awaitable);
+    CHECK(got11 == 1);
+    // A receive pending when its connection is closed completes with
+    // operation_aborted; nothing leaks.
+    std::error_code pending_ec;
+    a.async_receive<int>([&](std::error_code ec, int) { pending_ec = ec; });
+    a.close();
+    asio::steady_timer t(ctx, std::chrono::milliseconds(1));
+    while (!pending_ec) {
+      t.expires_after(std::chrono::milliseconds(1));
+      co_await t.async_wait(asio::use_awaitable);
+    }
+    CHECK(pending_ec == asio::error::operation_aborted);
+    co_return;
+  });
+  CHECK(count_fds() == before);
+}
