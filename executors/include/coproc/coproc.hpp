@@ -16,3 +16,4 @@
 #include "coproc/ipc/codec.hpp"
 #include "coproc/ipc/remote_error.hpp"
 #include "coproc/ipc/shm_ring.hpp"
+#include "coproc/ipc/queue.hpp"
