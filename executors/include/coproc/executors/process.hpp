@@ -1,0 +1,142 @@
+#pragma once
+/// coproc::process: one forked child running one function (Python's
+/// multiprocessing.Process), with an async join.
+
+#include <sys/types.h>
+
+#include <asio/any_io_executor.hpp>
+#include <memory>
+#include <optional>
+#include <stdexcept>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+
+#include "coproc/executors/detail/callable.hpp"
+#include "coproc/ipc/codec.hpp"
+#include "coproc/runtime/child_process.hpp"
+#include "coproc/runtime/exit_status.hpp"
+
+namespace coproc {
+namespace detail {
+
+/// What a started child runs; type-erased so process is not a template.
+struct process_body {
+  virtual ~process_body() = default;
+  virtual void run() = 0;
+};
+
+template <class F, class... Args>
+struct process_body_impl final : process_body {
+  template <class G, class... A>
+  explicit process_body_impl(G&& g, A&&... a)
+      : fn(std::forward<G>(g)), args(std::forward<A>(a)...) {}
+  void run() override { std::apply(fn, std::move(args)); }
+
+  F fn;
+  std::tuple<Args...> args;
+};
+
+/// Forks; the child dies with this thread (PR_SET_PDEATHSIG + getppid check),
+/// runs body.run() and leaves with _exit(0), or _exit(1) after printing an
+/// uncaught exception to stderr.
+child_process fork_process(process_body& body);
+
+}  // namespace detail
+
+/// A child process running `fn(args...)` (Python's multiprocessing.Process
+/// with the fork start method): construct, then start().
+///
+/// The callable follows the pool's rules (a function, a captureless lambda, a
+/// stateless or trivially copyable function object) and the arguments must be
+/// codable: the same code could run in a spawned (exec) child later. With fork
+/// the child shares the parent's memory image, so it calls fn(args...) on its
+/// own copy of the arguments directly (nothing is encoded); a return value is
+/// ignored (Python's shape: the exit code says how it went).
+///
+/// The child:
+/// - dies with the thread that called start() (PR_SET_PDEATHSIG(SIGKILL), then
+///   a getppid() check that closes the race with a parent dying first): start
+///   from a long-lived thread (main or the loop thread), not a short-lived one;
+/// - leaves with _exit: exit code 0 when fn returns, 1 when it throws (the
+///   exception's type and message, as coproc::remote_error shows them, go to
+///   stderr like Python's traceback); fn may call _exit(n) to choose a code.
+///   stdio buffers are flushed before fork and before _exit; atexit handlers
+///   and destructors of static objects do not run in the child;
+/// - starts with the default action for every signal the host handles (the
+///   host's handlers would act on the parent's behalf; ignored signals stay
+///   ignored) and an empty signal mask, so terminate() works;
+/// - is reaped through its pidfd (no SIGCHLD handler).
+///
+/// Forking from a process that has other threads: only the calling thread
+/// exists in the child; a lock another thread held at fork() stays locked
+/// there. glibc's malloc and stdio are safe; other libraries' locks may not
+/// be, so a child of a threaded host should stick to its own data (or use a
+/// process_pool, whose zygote forks before threads exist). The child must not
+/// use the parent's io_context (it shares the parent's io_uring ring).
+///
+/// Destroying a started process that was not joined kills it (SIGKILL) and
+/// reaps it: no child outlives its owner, no zombie is left.
+/// Thread safety: distinct objects: safe; shared objects: unsafe.
+class process {
+ public:
+  using executor_type = asio::any_io_executor;
+
+  /// Prepares (does not start) a child that will run `fn(args...)`.
+  /// @param ex the executor whose io_context runs async_join.
+  template <class F, class... Args>
+  process(const executor_type& ex, F fn, Args&&... args) : ex_(ex) {
+    detail::check_callable<F>();
+    (detail::check_codable<detail::wire_t<Args>>(), ...);
+    body_ = std::make_unique<detail::process_body_impl<F, detail::wire_t<Args>...>>(
+        std::move(fn), std::forward<Args>(args)...);
+  }
+  process(process&&) noexcept = default;
+  process& operator=(process&&) noexcept = default;
+  process(const process&) = delete;
+  process& operator=(const process&) = delete;
+  ~process() = default;  // child_process kills and reaps an unjoined child
+
+  executor_type get_executor() const noexcept { return ex_; }
+
+  /// Forks the child. Throws std::logic_error when already started,
+  /// std::system_error naming fork or pidfd_open.
+  void start();
+
+  /// Waits for the child to end and reaps it.
+  ///
+  /// Completion signature: void(std::error_code, coproc::exit_status).
+  /// Cancellation: terminal, partial, total; the child keeps running and may
+  /// be joined again.
+  /// Throws std::logic_error when not started.
+  template <class Token>
+  auto async_join(Token&& token) {
+    if (!child_) {
+      throw std::logic_error("coproc::process::async_join before start()");
+    }
+    return child_.async_wait_exit(ex_, std::forward<Token>(token));
+  }
+
+  /// Sends SIGTERM (Python's terminate()). No-op once the child was reaped.
+  void terminate();
+  /// Sends SIGKILL (Python's kill()). No-op once the child was reaped.
+  void kill();
+
+  /// The child's pid, or -1 before start().
+  pid_t pid() const noexcept { return child_.pid(); }
+  /// True between start() and the child's end (checked with waitid(WNOHANG |
+  /// WNOWAIT): does not reap).
+  bool is_alive() const;
+  /// Python's exitcode: nullopt while running (or before start), the exit
+  /// status when it exited, minus the signal number when a signal killed it.
+  std::optional<int> exit_code() const;
+  /// The full status once the child was reaped (by async_join).
+  std::optional<exit_status> status() const { return child_ ? child_.status() : std::nullopt; }
+
+ private:
+  executor_type ex_;
+  std::unique_ptr<detail::process_body> body_;
+  child_process child_;
+};
+
+}  // namespace coproc
