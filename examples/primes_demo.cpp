@@ -10,6 +10,7 @@
 
 #include <getopt.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -41,6 +42,18 @@ std::uint64_t count_primes(std::uint64_t lo, std::uint64_t hi) {
     count += prime ? 1 : 0;
   }
   return count;
+}
+
+// What a worker runs: count_primes, with the thread's name set to "primes-chunk"
+// while it counts (visible in ps and top, and in /proc/PID/comm). The demo reads
+// it to pick a worker that is inside a chunk for its SIGKILL.
+std::uint64_t count_chunk(std::uint64_t lo, std::uint64_t hi) {
+  char name[16] = {};
+  ::prctl(PR_GET_NAME, name);
+  ::prctl(PR_SET_NAME, "primes-chunk");
+  std::uint64_t n = count_primes(lo, hi);
+  ::prctl(PR_SET_NAME, name);
+  return n;
 }
 
 struct options {
@@ -189,14 +202,13 @@ run_result run_serial(const std::vector<std::uint64_t>& bounds) {
   return r;
 }
 
-// A worker that is running a task is in state R (or D) in /proc; an idle one
-// sleeps on its futex. Killing a running one is what shows crash isolation.
-bool is_running(pid_t pid) {
-  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
-  std::string line;
-  std::getline(stat, line);
-  auto paren = line.rfind(')');
-  return paren != std::string::npos && paren + 2 < line.size() && line[paren + 2] == 'R';
+// A worker inside count_chunk carries its name (a name is set before the
+// count starts and reset only after it ended, so a SIGKILL now costs a chunk).
+bool in_chunk(pid_t pid) {
+  std::ifstream comm("/proc/" + std::to_string(pid) + "/comm");
+  std::string name;
+  std::getline(comm, name);
+  return name == "primes-chunk";
 }
 
 // What the chunks of one parallel pass share. It lives in run_parallel's frame,
@@ -215,7 +227,7 @@ struct pass_state {
 asio::awaitable<void> run_chunk(coproc::process_pool& pool, pass_state& st, std::size_t k) {
   for (int attempt = 1;; ++attempt) {
     try {
-      st.counts[k] = co_await pool.submit(count_primes, (*st.bounds)[k], (*st.bounds)[k + 1]);
+      st.counts[k] = co_await pool.submit(count_chunk, (*st.bounds)[k], (*st.bounds)[k + 1]);
       break;
     } catch (const std::system_error& e) {
       if (e.code() != coproc::errc::worker_crashed || attempt == 3) {
@@ -229,17 +241,12 @@ asio::awaitable<void> run_chunk(coproc::process_pool& pool, pass_state& st, std:
   ++st.done;
 }
 
-// Kills one worker that is running a chunk now, when every worker has one in
-// flight (from the pool's side) and its process is on a CPU. A worker that has
-// just finished may spin for its next task (also state R); killing it would
-// cost no chunk, which would be correct but a dull demo. Returns false to be
-// asked again at the next tick.
+// Kills one worker that is inside a chunk now. Returns false (asked again at
+// the next tick) when none is: right after a completion, a worker may be
+// between chunks, and killing it would cost nothing: correct, but no demo.
 bool kill_busy_worker(coproc::process_pool& pool, pass_state& st) {
   coproc::pool_stats s = pool.stats();
-  if (s.workers_busy < s.workers_alive || s.worker_pids.empty()) {
-    return false;
-  }
-  auto busy = std::find_if(s.worker_pids.begin(), s.worker_pids.end(), is_running);
+  auto busy = std::find_if(s.worker_pids.begin(), s.worker_pids.end(), in_chunk);
   if (busy == s.worker_pids.end()) {
     return false;
   }
