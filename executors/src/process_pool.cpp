@@ -1,6 +1,8 @@
 // The parent side of a process_pool: queue, dispatch into worker rings,
-// completion drain, worker deaths, cancellation, timeouts and shutdown. All
-// of it runs on one strand of the pool's executor.
+// completion drain, worker deaths, cancellation, timeouts and shutdown. A
+// submit is handled on the caller's thread under the pool's mutex (no post
+// on the hot path); I/O handlers run on the pool's executor under the same
+// mutex. Only completions are posted, to each handler's own executor.
 
 #include "coproc/executors/process_pool.hpp"
 
@@ -16,9 +18,9 @@
 
 #include <asio/posix/stream_descriptor.hpp>
 #include <asio/read.hpp>
-#include <asio/strand.hpp>
 #include <atomic>
 #include <deque>
+#include <mutex>
 #include <string>
 #include <unordered_map>
 
@@ -128,7 +130,10 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
   bool any_results() const;
 
   asio::any_io_executor ex_;
-  asio::any_io_executor strand_;  // a strand of ex_, type-erased
+  // Guards every member below: entry points run on callers' threads, handlers
+  // on the io_context's threads. Recursive, because a handler's destructor
+  // run under the lock may submit again.
+  mutable std::recursive_mutex mutex_;
   pool_options options_;
   pool_geometry geometry_;
   mapped_region region_;
@@ -144,12 +149,12 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
   std::deque<task_op*> queue_;    // accepted, not yet sent (at most queue_capacity)
   std::deque<task_op*> waiting_;  // submitted while the queue was full
   std::unordered_map<std::uint64_t, task_op*> ops_;
-  std::atomic<std::uint64_t> next_id_{1};
+  std::uint64_t next_id_ = 1;
   bool doorbell_armed_ = false;
   bool drain_posted_ = false;
   bool reports_armed_ = false;
   bool listening_ = false;
-  asio::steady_timer rest_timer_{strand_};
+  asio::steady_timer rest_timer_{ex_};
   bool stopping_ = false;
   bool closed_ = false;
   bool broken_ = false;
@@ -158,7 +163,7 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
 };
 
 pool_core::pool_core(const asio::any_io_executor& ex, pool_options options)
-    : ex_(ex), strand_(asio::make_strand(ex)), options_(std::move(options)) {
+    : ex_(ex), options_(std::move(options)) {
   if (options_.workers == 0) {
     options_.workers = 1;
   }
@@ -188,15 +193,14 @@ pool_core::pool_core(const asio::any_io_executor& ex, pool_options options)
   zygote_cmd_ = std::move(cmd_write);
   check_syscall(::fcntl(zygote_cmd_.get(), F_SETFL, O_NONBLOCK), "fcntl");
   reports_ = std::make_unique<pipe_reader>(ex_, std::move(report_read));
-  doorbell_ = std::make_unique<asio::posix::stream_descriptor>(strand_, ::dup(doorbell_fd_.get()));
+  doorbell_ = std::make_unique<asio::posix::stream_descriptor>(ex_, ::dup(doorbell_fd_.get()));
 }
 
 void pool_core::open() {
-  asio::dispatch(strand_, [self = shared_from_this()] {
-    for (auto& w : self->workers_) {
-      self->spawn(*w);
-    }
-  });
+  std::lock_guard lock(mutex_);
+  for (auto& w : workers_) {
+    spawn(*w);
+  }
 }
 
 void pool_core::spawn(worker_rec& w) {
@@ -210,9 +214,10 @@ void pool_core::spawn(worker_rec& w) {
 }
 
 void pool_core::start(task_op* op) {
-  op->id = next_id_.fetch_add(1, std::memory_order_relaxed);
+  std::lock_guard lock(mutex_);
+  op->id = next_id_++;
   op->bind_cancellation(this);
-  asio::post(strand_, [self = shared_from_this(), op] { self->accept(op); });
+  accept(op);
 }
 
 void pool_core::accept(task_op* op) {
@@ -225,8 +230,16 @@ void pool_core::accept(task_op* op) {
   // A full queue holds the submit back (its caller stays suspended) instead
   // of growing: waiting_ is admitted in order as the queue drains.
   waiting_.push_back(op);
+  // While the parent is busy here it does not need the eventfd: a worker that
+  // finishes meanwhile (on this very CPU, it runs as soon as it is woken)
+  // leaves its result for the check in wait_doorbell, saving two syscalls.
+  header_->parent_sleeping.store(0, std::memory_order_relaxed);
   pump();
-  start_listening();
+  if (listening_) {
+    wait_doorbell();
+  } else {
+    start_listening();
+  }
 }
 
 // Accepted tasks (queued or in a worker's ring) stay within queue_capacity
@@ -261,6 +274,7 @@ void pool_core::start_listening() {
   rest_timer_.expires_after(rest_interval);
   rest_timer_.async_wait([self = shared_from_this()](std::error_code ec) {
     if (!ec) {
+      std::lock_guard lock(self->mutex_);
       self->on_rest_check();
     }
   });
@@ -274,6 +288,7 @@ void pool_core::on_rest_check() {
     rest_timer_.expires_after(rest_interval);
     rest_timer_.async_wait([self = shared_from_this()](std::error_code ec) {
       if (!ec) {
+        std::lock_guard lock(self->mutex_);
         self->on_rest_check();
       }
     });
@@ -464,7 +479,8 @@ void pool_core::wait_doorbell() {
     header_->parent_sleeping.store(0, std::memory_order_relaxed);
     if (!drain_posted_) {
       drain_posted_ = true;
-      asio::post(strand_, [self = shared_from_this()] {
+      asio::post(ex_, [self = shared_from_this()] {
+        std::lock_guard lock(self->mutex_);
         self->drain_posted_ = false;
         self->on_doorbell();
       });
@@ -477,6 +493,7 @@ void pool_core::wait_doorbell() {
   doorbell_armed_ = true;
   doorbell_->async_wait(asio::posix::stream_descriptor::wait_read,
                         [self = shared_from_this()](std::error_code ec) {
+                          std::lock_guard lock(self->mutex_);
                           self->doorbell_armed_ = false;
                           if (ec || self->closed_) {
                             self->listen_or_rest();
@@ -506,8 +523,8 @@ void pool_core::read_reports() {
   }
   reports_armed_ = true;
   asio::async_read(*reports_, asio::buffer(&report_, sizeof report_),
-                   asio::bind_executor(strand_, [self = shared_from_this()](std::error_code ec,
-                                                                            std::size_t) {
+                   [self = shared_from_this()](std::error_code ec, std::size_t) {
+                     std::lock_guard lock(self->mutex_);
                      self->reports_armed_ = false;
                      if (self->closed_) {
                        return;
@@ -526,7 +543,7 @@ void pool_core::read_reports() {
                      }
                      self->on_report(self->report_);
                      self->listen_or_rest();
-                   }));
+                   });
 }
 
 void pool_core::on_report(const zygote_report& r) {
@@ -617,10 +634,9 @@ void pool_core::kill(worker_rec& w, std::uint64_t target) {
 }
 
 void pool_core::cancel(std::uint64_t id) {
-  asio::dispatch(strand_, [self = shared_from_this(), id] {
-    self->withdraw(id);
-    self->listen_or_rest();
-  });
+  std::lock_guard lock(mutex_);
+  withdraw(id);
+  listen_or_rest();
 }
 
 void pool_core::withdraw(std::uint64_t id) {
@@ -674,7 +690,7 @@ void pool_core::arm_timeout(worker_rec& w) {
     return;
   }
   if (!w.timer) {
-    w.timer = std::make_unique<asio::steady_timer>(strand_);
+    w.timer = std::make_unique<asio::steady_timer>(ex_);
   }
   std::int64_t started = w.view.shared->started_ns.load(std::memory_order_relaxed);
   bool running = w.view.shared->running_id.load(std::memory_order_relaxed) != 0;
@@ -683,6 +699,7 @@ void pool_core::arm_timeout(worker_rec& w) {
   w.timer->expires_after(left);
   w.timer_armed = true;
   w.timer->async_wait([self = shared_from_this(), &w](std::error_code ec) {
+    std::lock_guard lock(self->mutex_);
     w.timer_armed = false;
     if (!ec && !self->closed_) {
       self->on_timeout(w);
@@ -732,19 +749,18 @@ void pool_core::fail_all(const std::exception_ptr& e) {
 }
 
 void pool_core::shutdown(shutdown_mode mode, std::function<void()> done) {
-  asio::dispatch(strand_, [self = shared_from_this(), mode, done = std::move(done)]() mutable {
-    if (self->closed_ || (self->stopping_ && self->shutdown_done_)) {
-      done();
-      return;
-    }
-    self->stopping_ = true;
-    self->shutdown_done_ = std::move(done);
-    self->start_listening();
-    if (mode == shutdown_mode::cancel) {
-      self->fail_all(error(coproc::errc::pool_stopped, "process_pool: shut down"));
-    }
-    self->maybe_finish_shutdown();
-  });
+  std::lock_guard lock(mutex_);
+  if (closed_ || (stopping_ && shutdown_done_)) {
+    done();
+    return;
+  }
+  stopping_ = true;
+  shutdown_done_ = std::move(done);
+  start_listening();
+  if (mode == shutdown_mode::cancel) {
+    fail_all(error(coproc::errc::pool_stopped, "process_pool: shut down"));
+  }
+  maybe_finish_shutdown();
 }
 
 void pool_core::maybe_finish_shutdown() {
@@ -754,15 +770,17 @@ void pool_core::maybe_finish_shutdown() {
   zygote_command c{zygote_stop, 0};
   [[maybe_unused]] ssize_t n = ::write(zygote_cmd_.get(), &c, sizeof c);
   zygote_cmd_.reset();
-  zygote_.async_wait_exit(ex_, asio::bind_executor(strand_, [self = shared_from_this()](std::error_code, exit_status) {
+  zygote_.async_wait_exit(ex_, [self = shared_from_this()](std::error_code, exit_status) {
+    std::lock_guard lock(self->mutex_);
     self->close();
     if (auto done = std::move(self->shutdown_done_)) {
       done();
     }
-  }));
+  });
 }
 
 void pool_core::close() noexcept {
+  std::lock_guard lock(mutex_);
   if (closed_) {
     return;
   }
@@ -812,6 +830,7 @@ void pool_core::close() noexcept {
 }
 
 pool_stats pool_core::stats() const {
+  std::lock_guard lock(mutex_);
   pool_stats s = stats_;
   s.tasks_queued = queue_.size();
   s.tasks_waiting = waiting_.size();

@@ -84,10 +84,9 @@ enum class shutdown_mode {
 /// locked in the zygote). Workers are forked from the single-threaded zygote,
 /// so respawns stay safe later.
 ///
-/// Thread safety: async_submit and async_shutdown may be called from any
-/// thread (they go through the pool's strand); stats() from the loop's thread. The pool must outlive every operation it started and must not be
-/// destroyed from inside one of its own completion handlers' call stacks while
-/// the io_context runs other pool work (it is safe after async_shutdown).
+/// Thread safety: every member function may be called from any thread (the
+/// pool serialises them with a mutex). The pool must outlive the operations it
+/// started; destroying it completes them with asio::error::operation_aborted.
 class process_pool {
  public:
   using executor_type = asio::any_io_executor;
@@ -154,8 +153,7 @@ class process_pool {
   template <class Token>
   auto async_shutdown(shutdown_mode mode, Token&& token);
 
-  /// A snapshot of the pool's counters. Call it from the thread that runs the
-  /// pool's executor (the counters belong to the pool's strand).
+  /// A snapshot of the pool's counters.
   pool_stats stats() const;
 
   /// The number of worker processes the pool keeps alive.
