@@ -1,0 +1,181 @@
+#include "coproc/executors/manager.hpp"
+
+#include <fcntl.h>
+#include <poll.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <asio/io_context.hpp>
+#include <cerrno>
+#include <cstring>
+#include <list>
+
+#include "coproc/runtime/detail/system_error.hpp"
+
+namespace coproc::detail {
+namespace {
+
+// The server keeps only stdio and its connect socket: an inherited copy of
+// some other socket (another manager's client, a pool's pipe) would keep that
+// peer from ever seeing end of stream.
+int keep_only(int fd) {
+  constexpr int target = 3;
+  if (fd != target) {
+    if (::dup3(fd, target, O_CLOEXEC) < 0) {
+      ::_exit(1);
+    }
+  }
+  ::close_range(target + 1, ~0U, 0);
+  return target;
+}
+
+unique_fd receive_fd(int sock, bool& closed) {
+  closed = false;
+  char byte = 0;
+  iovec iov{&byte, 1};
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))];
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control;
+  msg.msg_controllen = sizeof control;
+  ssize_t r;
+  do {
+    r = ::recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
+  } while (r < 0 && errno == EINTR);
+  if (r == 0) {
+    closed = true;
+    return {};
+  }
+  if (r < 0) {
+    closed = errno != EAGAIN;
+    return {};
+  }
+  for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
+    if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
+      int fd;
+      std::memcpy(&fd, CMSG_DATA(c), sizeof fd);
+      return unique_fd(fd);
+    }
+  }
+  return {};
+}
+
+}  // namespace
+
+std::pair<unique_fd, unique_fd> make_manager_socket() {
+  int fds[2];
+  check_syscall(::socketpair(AF_UNIX, SOCK_SEQPACKET | SOCK_CLOEXEC, 0, fds), "socketpair");
+  return {unique_fd(fds[0]), unique_fd(fds[1])};
+}
+
+void run_manager_server(int connect_fd, serve_fn serve, void* state) {
+  int listen_fd = keep_only(connect_fd);
+  asio::io_context unused;  // connections want an executor; only blocking calls run here
+  std::list<connection> clients;
+  std::vector<pollfd> fds;
+  std::vector<std::list<connection>::iterator> order;
+  bool listening = true;
+  for (;;) {
+    fds.clear();
+    order.clear();
+    if (listening) {
+      fds.push_back({listen_fd, POLLIN, 0});
+    }
+    for (auto it = clients.begin(); it != clients.end(); ++it) {
+      fds.push_back({it->native_handle(), POLLIN, 0});
+      order.push_back(it);
+    }
+    if (fds.empty()) {
+      return;  // no client can ever reach us again
+    }
+    if (::poll(fds.data(), fds.size(), -1) < 0) {
+      if (errno == EINTR) {
+        continue;
+      }
+      return;
+    }
+    std::size_t first_client = listening ? 1 : 0;
+    if (listening && fds[0].revents != 0) {
+      bool closed = false;
+      unique_fd fd = receive_fd(listen_fd, closed);
+      if (fd) {
+        clients.emplace_back(unused.get_executor(), std::move(fd),
+                             connection_options{.spin = std::chrono::microseconds(0)});
+      }
+      if (closed) {
+        listening = false;  // every process holding the client end is gone
+      }
+    }
+    for (std::size_t i = first_client; i < fds.size(); ++i) {
+      if (fds[i].revents != 0 && !serve(*order[i - first_client], state)) {
+        clients.erase(order[i - first_client]);
+      }
+    }
+  }
+}
+
+unique_fd manager_connect(int connect_fd) {
+  int fds[2];
+  check_syscall(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds), "socketpair");
+  unique_fd mine(fds[0]);
+  unique_fd theirs(fds[1]);
+  char byte = 'c';
+  iovec iov{&byte, 1};
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control;
+  msg.msg_controllen = sizeof control;
+  cmsghdr* c = CMSG_FIRSTHDR(&msg);
+  c->cmsg_level = SOL_SOCKET;
+  c->cmsg_type = SCM_RIGHTS;
+  c->cmsg_len = CMSG_LEN(sizeof(int));
+  int fd = theirs.get();
+  std::memcpy(CMSG_DATA(c), &fd, sizeof fd);
+  ssize_t r;
+  do {
+    r = ::sendmsg(connect_fd, &msg, MSG_NOSIGNAL);
+  } while (r < 0 && errno == EINTR);
+  if (r < 0) {
+    if (errno == EPIPE || errno == ECONNRESET || errno == ECONNREFUSED || errno == ENOTCONN) {
+      throw std::system_error(errc::peer_died, "coproc::manager: connect");
+    }
+    throw_errno("sendmsg");
+  }
+  return mine;
+}
+
+connection& manager_client::ensure() {
+  pid_t self = ::getpid();
+  if (conn_ && conn_pid_ == self) {
+    return *conn_;
+  }
+  if (conn_) {
+    // Inherited from the process that forked us: its stream is not ours.
+    // close() from another process only closes the fd (never the ring).
+    conn_->close();
+    conn_.reset();
+  }
+  conn_.emplace(ex_, manager_connect(connect_fd_.get()));
+  conn_pid_ = self;
+  return *conn_;
+}
+
+void manager_client::drop() noexcept {
+  if (conn_) {
+    conn_->close();
+    conn_.reset();
+  }
+  conn_pid_ = -1;
+}
+
+void manager_client::throw_peer_died(const std::system_error& e) {
+  if (e.code() == errc::end_of_stream || e.code() == errc::peer_died) {
+    throw std::system_error(errc::peer_died, "coproc::manager: the server process died");
+  }
+  throw e;
+}
+
+}  // namespace coproc::detail
