@@ -1,0 +1,179 @@
+// bench_pipe: coproc::connection round trips between two processes, in the
+// JSON-lines protocol of bench/run.py (`bench_pipe pipe [--quick]`).
+// Rows: pipe_rtt_p50/p99 (8 B, as multiprocessing.Pipe's rows), pipe_rtt_4KiB_p50,
+// with blocking calls on both sides (as Python's peer does) and with the
+// parent awaiting through the io_uring loop; pipe_tput (one way, 8 B).
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <asio.hpp>
+#include <chrono>
+#include <coproc/ipc/pipe.hpp>
+#include <cstdio>
+#include <cstring>
+#include <string>
+#include <vector>
+
+namespace {
+
+using clock_type = std::chrono::steady_clock;
+
+void emit(const char* metric, const std::string& contender, double value, const char* unit,
+          const char* better) {
+  std::printf(
+      "{\"metric\": \"%s\", \"contender\": \"%s\", \"value\": %.3f, \"unit\": \"%s\", "
+      "\"better\": \"%s\"}\n",
+      metric, contender.c_str(), value, unit, better);
+  std::fflush(stdout);
+}
+
+double percentile(const std::vector<double>& sorted, double q) {
+  if (sorted.empty()) {
+    return 0;
+  }
+  auto i = static_cast<std::size_t>(q * static_cast<double>(sorted.size() - 1) + 0.5);
+  return sorted[std::min(i, sorted.size() - 1)];
+}
+
+// Forks an echo peer that answers `n` messages of type T with blocking calls.
+template <class T>
+pid_t fork_echo(coproc::connection& mine, coproc::connection& theirs, int n) {
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    mine.close();
+    try {
+      for (int i = 0; i < n; ++i) {
+        theirs.send(theirs.receive<T>());
+      }
+    } catch (...) {
+      ::_exit(1);
+    }
+    ::_exit(0);
+  }
+  theirs.close();
+  return pid;
+}
+
+template <class T>
+std::vector<double> blocking_rtt(const T& msg, int n) {
+  asio::io_context ctx;
+  auto [a, b] = coproc::make_connection_pair(ctx.get_executor());
+  const int warm = 200;
+  pid_t pid = fork_echo<T>(a, b, n + warm);
+  std::vector<double> us;
+  us.reserve(static_cast<std::size_t>(n));
+  for (int i = 0; i < n + warm; ++i) {
+    auto t0 = clock_type::now();
+    a.send(msg);
+    T back = a.receive<T>();
+    auto dt = std::chrono::duration<double, std::micro>(clock_type::now() - t0).count();
+    if (i >= warm) {
+      us.push_back(dt);
+    }
+    (void)back;
+  }
+  ::waitpid(pid, nullptr, 0);
+  std::sort(us.begin(), us.end());
+  return us;
+}
+
+template <class T>
+asio::awaitable<void> async_rtt_body(coproc::connection* a, T msg, int n, int warm,
+                                     std::vector<double>* us) {
+  for (int i = 0; i < n + warm; ++i) {
+    auto t0 = clock_type::now();
+    co_await a->async_send(msg, asio::use_awaitable);
+    T back = co_await a->async_receive<T>(asio::use_awaitable);
+    auto dt = std::chrono::duration<double, std::micro>(clock_type::now() - t0).count();
+    if (i >= warm) {
+      us->push_back(dt);
+    }
+    (void)back;
+  }
+}
+
+template <class T>
+std::vector<double> async_rtt(const T& msg, int n) {
+  asio::io_context ctx;
+  auto [a, b] = coproc::make_connection_pair(ctx.get_executor());
+  const int warm = 200;
+  pid_t pid = fork_echo<T>(a, b, n + warm);
+  std::vector<double> us;
+  us.reserve(static_cast<std::size_t>(n));
+  asio::co_spawn(ctx, async_rtt_body<T>(&a, msg, n, warm, &us), asio::detached);
+  ctx.run();
+  ::waitpid(pid, nullptr, 0);
+  std::sort(us.begin(), us.end());
+  return us;
+}
+
+double one_way_rate(int n) {
+  asio::io_context ctx;
+  auto [a, b] = coproc::make_connection_pair(ctx.get_executor());
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    a.close();
+    try {
+      for (int i = 0; i < n; ++i) {
+        b.send(std::uint64_t(i));
+      }
+    } catch (...) {
+      ::_exit(1);
+    }
+    ::_exit(0);
+  }
+  b.close();
+  auto t0 = clock_type::now();
+  for (int i = 0; i < n; ++i) {
+    (void)a.receive<std::uint64_t>();
+  }
+  double secs = std::chrono::duration<double>(clock_type::now() - t0).count();
+  ::waitpid(pid, nullptr, 0);
+  return n / secs;
+}
+
+void group_pipe(bool quick) {
+  const int n = quick ? 500 : 5000;
+  const std::uint64_t small = 42;
+  const std::string page(4096, 'p');
+  {
+    auto us = blocking_rtt(small, n);
+    emit("pipe_rtt_p50", "coproc::connection (blocking, 8 B)", percentile(us, 0.5), "us", "lower");
+    emit("pipe_rtt_p99", "coproc::connection (blocking, 8 B)", percentile(us, 0.99), "us", "lower");
+  }
+  {
+    auto us = async_rtt(small, n);
+    emit("pipe_rtt_p50", "coproc::connection (async parent, 8 B)", percentile(us, 0.5), "us",
+         "lower");
+    emit("pipe_rtt_p99", "coproc::connection (async parent, 8 B)", percentile(us, 0.99), "us",
+         "lower");
+  }
+  {
+    auto us = blocking_rtt(page, n);
+    emit("pipe_rtt_4KiB_p50", "coproc::connection (blocking)", percentile(us, 0.5), "us", "lower");
+  }
+  {
+    auto us = async_rtt(page, n);
+    emit("pipe_rtt_4KiB_p50", "coproc::connection (async parent)", percentile(us, 0.5), "us",
+         "lower");
+  }
+  emit("pipe_tput", "coproc::connection (one way, 8 B)", one_way_rate(quick ? 20'000 : 200'000),
+       "msgs/s", "higher");
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 2) {
+    std::fprintf(stderr, "usage: %s pipe [--quick]\n", argv[0]);
+    return 2;
+  }
+  bool quick = argc > 2 && std::strcmp(argv[2], "--quick") == 0;
+  if (std::strcmp(argv[1], "pipe") == 0) {
+    group_pipe(quick);
+    return 0;
+  }
+  return 0;  // other groups: nothing to say
+}
