@@ -352,6 +352,41 @@ TEST_CASE("async_get in the loop receives from a producer process; the loop stay
   CHECK(wait_child(pid) == ok);
 }
 
+TEST_CASE("get_some and async_get_some take batches in FIFO order", "[queue]") {
+  coproc::queue<std::uint64_t> q({.max_items = 100});
+  constexpr std::uint64_t n = 20'000;
+  pid_t pid = fork_child([&] {
+    for (std::uint64_t i = 0; i < n; ++i) {
+      q.put(i);
+    }
+    return ok;
+  });
+  std::uint64_t next = 0, bad = 0;
+  std::size_t largest = 0;
+  while (next < n / 2) {
+    for (std::uint64_t v : q.get_some(64)) {
+      bad += v != next++ ? 1 : 0;
+    }
+  }
+  coproc::test::run_async([&](asio::io_context&) -> asio::awaitable<void> {
+    while (next < n) {
+      std::vector<std::uint64_t> batch = co_await q.async_get_some(64, asio::use_awaitable);
+      largest = std::max(largest, batch.size());
+      for (std::uint64_t v : batch) {
+        bad += v != next++ ? 1 : 0;
+      }
+    }
+  });
+  CHECK(bad == 0);
+  CHECK(next == n);
+  CHECK(largest <= 64);
+  CHECK(wait_child(pid) == ok);
+  q.put(1);
+  q.close();
+  CHECK(q.get_some(10) == std::vector<std::uint64_t>{1});
+  CHECK_THROWS_AS(q.get_some(10), std::system_error);
+}
+
 TEST_CASE("async_put in the loop feeds a consumer process through a tiny queue", "[queue]") {
   coproc::queue<std::uint64_t> q({.max_items = 2});
   constexpr std::uint64_t n = 5000;

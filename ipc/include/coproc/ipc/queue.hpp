@@ -12,7 +12,9 @@
 #include <span>
 #include <stdexcept>
 #include <system_error>
+#include <type_traits>
 #include <utility>
+#include <vector>
 
 #include "coproc/ipc/codec.hpp"
 #include "coproc/ipc/detail/futex_async_loop.hpp"
@@ -125,6 +127,13 @@ class queue {
   /// decoding throws (a cereal load()) propagates after dropping the item.
   T get() { return *get_until(nullptr); }
 
+  /// Removes up to `max` (>= 1) items at once (FIFO order), blocking only
+  /// while the queue is empty. Throws as get(); an item that fails to decode
+  /// ends the batch before it and fails the next call.
+  std::vector<T> get_some(std::size_t max) {
+    return get_until<std::vector<T>>(nullptr, max < 1 ? 1 : max);
+  }
+
   /// The oldest item if there is one now (it may wait for another consumer
   /// to finish copying an item out, never for an item to arrive).
   /// Returns std::nullopt when empty. Throws as get() (queue_closed when
@@ -178,7 +187,22 @@ class queue {
   template <class Token>
   requires std::default_initializable<T>
   auto async_get(Token&& token) {
-    return detail::async_futex_loop(get_machine{this, std::nullopt}, std::forward<Token>(token));
+    return detail::async_futex_loop(get_machine<std::optional<T>>{this, 1},
+                                    std::forward<Token>(token));
+  }
+
+  /// Removes up to `max` (>= 1) items at once, waiting only while the queue
+  /// is empty: one completion (one trip through the loop) per batch, the
+  /// way to drain a busy queue from an event loop.
+  ///
+  /// Completion signature: void(std::error_code, std::vector<T>): empty and
+  /// 1..max items in FIFO order; otherwise as async_get (no items). An item
+  /// that fails to decode ends the batch before it and fails the next call.
+  /// Executor and cancellation as async_put.
+  template <class Token>
+  auto async_get_some(std::size_t max, Token&& token) {
+    return detail::async_futex_loop(get_machine<std::vector<T>>{this, max < 1 ? 1 : max},
+                                    std::forward<Token>(token));
   }
 
   // ---- state ----
@@ -294,7 +318,9 @@ class queue {
     return put_outcome::done;
   }
 
-  get_outcome get_locked(std::optional<T>& out) {
+  // `drop_bad`: an item that fails to decode is released (and the error
+  // thrown); false leaves it in place (a batch returns what it has first).
+  get_outcome get_locked(std::optional<T>& out, bool drop_bad = true) {
     detail::queue_state& s = *s_;
     const std::uint64_t cap = s.capacity;
     std::uint64_t tail = s.tail.load(std::memory_order_relaxed);
@@ -338,10 +364,34 @@ class queue {
       out.emplace(decode_from<T>(std::span<const std::byte>(
           data_ + pos + detail::queue_frame_overhead, static_cast<std::size_t>(len))));
     } catch (...) {
-      release();  // an item that cannot decode would fail every consumer
+      if (drop_bad) {
+        release();  // an item that cannot decode would fail every consumer
+      }
       throw;
     }
     release();
+    return get_outcome::done;
+  }
+
+  // Up to `max` items into `out` (appended); `done` when at least one was taken.
+  get_outcome get_many_locked(std::vector<T>& out, std::size_t max) {
+    std::optional<T> one;
+    get_outcome r = get_locked(one);
+    if (r != get_outcome::done) {
+      return r;
+    }
+    out.push_back(std::move(*one));
+    while (out.size() < max) {
+      one.reset();
+      try {
+        if (get_locked(one, false) != get_outcome::done) {
+          break;
+        }
+      } catch (...) {
+        break;  // the bad item stays first in line for the next call
+      }
+      out.push_back(std::move(*one));
+    }
     return get_outcome::done;
   }
 
@@ -365,20 +415,24 @@ class queue {
     return r;
   }
 
-  get_outcome get_once(std::optional<T>& out, const time_point* deadline) {
+  template <class Out>
+  get_outcome get_once(Out& out, const time_point* deadline, std::size_t max = 1) {
     if (detail::lock_acquire(s_->get_lock, deadline) == detail::acquire_result::busy) {
       return get_outcome::timeout;
     }
     get_outcome r;
     {
       detail::lock_hold hold(s_->get_lock);
-      r = get_locked(out);
+      r = locked_get(out, max);
     }
     if (r == get_outcome::done) {
       detail::bell_ring(s_->not_full);
     }
     return r;
   }
+
+  get_outcome locked_get(std::optional<T>& out, std::size_t) { return get_locked(out); }
+  get_outcome locked_get(std::vector<T>& out, std::size_t max) { return get_many_locked(out, max); }
 
   // Lock-free hints for the spin and the re-check before sleeping.
   bool readable() const noexcept {
@@ -444,16 +498,17 @@ class queue {
     }
   }
 
-  std::optional<T> get_until(const time_point* deadline) {
-    std::optional<T> out;
+  template <class Out = std::optional<T>>
+  Out get_until(const time_point* deadline, std::size_t max = 1) {
+    Out out;
     for (;;) {
-      switch (get_once(out, deadline)) {
+      switch (get_once(out, deadline, max)) {
         case get_outcome::done:
           return out;
         case get_outcome::closed:
           throw std::system_error(make_error_code(errc::queue_closed), "coproc::queue::get");
         case get_outcome::timeout:
-          return std::nullopt;
+          return Out{};
         case get_outcome::empty:
           break;
       }
@@ -465,7 +520,7 @@ class queue {
         continue;
       }
       if (!sleep(s_->not_empty, v, deadline)) {
-        return std::nullopt;
+        return Out{};
       }
     }
   }
@@ -561,9 +616,11 @@ class queue {
     }
   };
 
+  template <class Out>
   struct get_machine : machine_base {
-    get_machine(queue* q, std::optional<T> o) : machine_base{q}, out(std::move(o)) {}
-    std::optional<T> out;
+    get_machine(queue* q, std::size_t m) : machine_base{q}, max(m) {}
+    Out out;
+    std::size_t max;
 
     detail::futex_step step() {
       queue& qu = *this->q;
@@ -577,7 +634,7 @@ class queue {
           get_outcome r;
           {
             detail::lock_hold hold(qu.s_->get_lock);
-            r = qu.get_locked(out);
+            r = qu.locked_get(out, max);
           }
           if (r == get_outcome::done) {
             detail::bell_ring(qu.s_->not_full);
@@ -595,7 +652,13 @@ class queue {
         return detail::futex_step::finish(code_of_current_exception());
       }
     }
-    T value() { return out ? std::move(*out) : T{}; }
+    auto value() {
+      if constexpr (std::is_same_v<Out, std::vector<T>>) {
+        return std::move(out);
+      } else {
+        return out ? std::move(*out) : T{};
+      }
+    }
   };
 
   mapped_region region_;
