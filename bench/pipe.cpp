@@ -57,9 +57,9 @@ pid_t fork_echo(coproc::connection& mine, coproc::connection& theirs, int n) {
 }
 
 template <class T>
-std::vector<double> blocking_rtt(const T& msg, int n) {
+std::vector<double> blocking_rtt(const T& msg, int n, coproc::connection_options o = {}) {
   asio::io_context ctx;
-  auto [a, b] = coproc::make_connection_pair(ctx.get_executor());
+  auto [a, b] = coproc::make_connection_pair(ctx.get_executor(), o);
   const int warm = 200;
   pid_t pid = fork_echo<T>(a, b, n + warm);
   std::vector<double> us;
@@ -142,6 +142,11 @@ void group_pipe(bool quick) {
     auto us = blocking_rtt(small, n);
     emit("pipe_rtt_p50", "coproc::connection (blocking, 8 B)", percentile(us, 0.5), "us", "lower");
     emit("pipe_rtt_p99", "coproc::connection (blocking, 8 B)", percentile(us, 0.99), "us", "lower");
+  }
+  {
+    auto us = blocking_rtt(small, n, {.spin = std::chrono::microseconds(0)});
+    emit("pipe_rtt_p50", "coproc::connection (blocking, no spin, 8 B)", percentile(us, 0.5), "us",
+         "lower");
   }
   {
     auto us = async_rtt(small, n);
