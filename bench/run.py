@@ -141,6 +141,7 @@ def known_rows(cpus):
         ("queue_rtt_p50", "queue round trip p50"),
         ("pipe_rtt_p50", "pipe round trip p50"),
         ("pipe_rtt_p99", "pipe round trip p99"),
+        ("pipe_rtt_4KiB_p50", "pipe round trip p50, 4 KiB"),
         ("pipe_tput", "pipe messages/s, one way"),
         ("http_compute_rps", "HTTP compute endpoint requests/s (wrk, loopback)"),
         ("http_compute_p99", "HTTP compute endpoint p99"),

@@ -17,3 +17,6 @@
 #include "coproc/ipc/remote_error.hpp"
 #include "coproc/ipc/shm_ring.hpp"
 #include "coproc/ipc/queue.hpp"
+#include "coproc/ipc/pipe.hpp"
+#include "coproc/executors/process.hpp"
+#include "coproc/executors/manager.hpp"
