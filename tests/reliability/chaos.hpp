@@ -1,0 +1,264 @@
+#pragma once
+// The chaos run shared by tests/reliability/chaos_test.cpp (short) and
+// tests/reliability/chaos_run.cpp (`./x chaos`, full): many small tasks
+// through a process_pool while workers die from outside (signals sent to
+// pids from pool.stats().worker_pids) and from inside (tasks that crash on
+// purpose: SIGSEGV, abort, _exit, SIGKILL). Every task must complete exactly
+// once, with its value or with errc::worker_crashed, and a final batch with
+// no faults must all succeed.
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <asio.hpp>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <exception>
+#include <memory>
+#include <random>
+#include <set>
+#include <string>
+#include <system_error>
+#include <vector>
+
+#include "coproc/executors/process_pool.hpp"
+#include "coproc/runtime/errc.hpp"
+
+namespace coproc::test::chaos {
+
+/// The ordinary task: a value the parent can check, after a few microseconds
+/// of work so that outside kills often land on a running task.
+inline std::int64_t work(std::int64_t x) {
+  volatile std::int64_t spin = 4000;
+  while (spin > 0) {
+    spin = spin - 1;
+  }
+  return x * 3 + 1;
+}
+
+enum crash_kind : int { by_segv, by_abort, by_exit, by_sigkill, crash_kinds };
+
+/// A task that kills its own worker.
+inline std::int64_t crash(int kind) {
+  switch (kind) {
+    case by_segv:
+      ::raise(SIGSEGV);
+      break;
+    case by_abort:
+      std::abort();
+    case by_exit:
+      ::_exit(3);
+    default:
+      ::raise(SIGKILL);
+      break;
+  }
+  return -1;
+}
+
+struct config {
+  std::size_t tasks = 5000;
+  std::size_t window = 32;        ///< tasks in flight at most
+  std::size_t fault_every = 100;  ///< one fault (outside kill or crashing task) per this many tasks
+  std::size_t final_batch = 200;  ///< tasks run after the faults, all of which must succeed
+  std::uint64_t seed = 1;
+  std::chrono::seconds deadline{
+      60};  ///< for the whole run: tasks still pending then are "unfinished"
+};
+
+struct result {
+  std::size_t submitted = 0;
+  std::size_t succeeded = 0;
+  std::size_t crashed = 0;          ///< failed with errc::worker_crashed
+  std::size_t other_errors = 0;     ///< failed with anything else
+  std::size_t wrong_values = 0;     ///< succeeded with a value that is not work(i)
+  std::size_t crash_succeeded = 0;  ///< a crashing task that reported a value
+  std::size_t duplicates = 0;       ///< completions past the first for one task
+  std::size_t unfinished = 0;       ///< never completed before the deadline
+  std::size_t outside_kills = 0;    ///< signals sent to worker pids
+  std::size_t inside_crashes = 0;   ///< crashing tasks submitted
+  std::uint64_t respawns = 0;
+  std::uint64_t worker_crashes = 0;
+  std::size_t final_ok = 0;
+  std::size_t final_total = 0;
+  double seconds = 0;
+  std::string first_error;
+
+  bool ok() const {
+    return succeeded + crashed == submitted && other_errors == 0 && wrong_values == 0 &&
+           crash_succeeded == 0 && duplicates == 0 && unfinished == 0 && final_ok == final_total;
+  }
+
+  void print(std::FILE* out) const {
+    std::fprintf(out,
+                 "chaos: submitted %zu, succeeded %zu, crashed %zu, other errors %zu, wrong values "
+                 "%zu, duplicates %zu, unfinished %zu\n"
+                 "chaos: faults: outside kills %zu, crashing tasks %zu; pool: worker_crashes %llu, "
+                 "respawns %llu\n"
+                 "chaos: final batch %zu/%zu succeeded; %.2f s%s%s\n",
+                 submitted, succeeded, crashed, other_errors, wrong_values, duplicates, unfinished,
+                 outside_kills, inside_crashes, static_cast<unsigned long long>(worker_crashes),
+                 static_cast<unsigned long long>(respawns), final_ok, final_total, seconds,
+                 first_error.empty() ? "" : "; first unexpected error: ", first_error.c_str());
+  }
+};
+
+namespace detail {
+
+struct run_state {
+  explicit run_state(const asio::any_io_executor& ex, std::size_t n) : wake(ex), seen(n, 0) {}
+  asio::steady_timer wake;
+  std::vector<std::uint8_t> seen;
+  std::size_t inflight = 0;
+  result r;
+};
+
+/// Waits until `ready()` or the deadline; false at the deadline.
+/// Completion handlers cancel `st.wake`; with `poll` set, the condition is
+/// also re-read at that interval (for state no handler announces).
+template <class Ready>
+asio::awaitable<bool> wait_until(run_state& st, std::chrono::steady_clock::time_point deadline,
+                                 Ready ready,
+                                 std::chrono::milliseconds poll = std::chrono::milliseconds(0)) {
+  while (!ready()) {
+    auto now = std::chrono::steady_clock::now();
+    if (now >= deadline) {
+      co_return false;
+    }
+    st.wake.expires_at(poll.count() != 0 ? std::min(deadline, now + poll) : deadline);
+    std::error_code ec;
+    co_await st.wake.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+  }
+  co_return true;
+}
+
+inline std::string describe(std::exception_ptr e) {
+  try {
+    std::rethrow_exception(e);
+  } catch (const std::system_error& se) {
+    return std::string("system_error ") + se.code().category().name() + ":" +
+           std::to_string(se.code().value()) + " " + se.what();
+  } catch (const std::exception& ex) {
+    return std::string("exception ") + ex.what();
+  } catch (...) {
+    return "unknown exception";
+  }
+}
+
+inline bool is_worker_crashed(std::exception_ptr e) {
+  try {
+    std::rethrow_exception(e);
+  } catch (const std::system_error& se) {
+    return se.code() == coproc::errc::worker_crashed;
+  } catch (...) {
+    return false;
+  }
+}
+
+}  // namespace detail
+
+/// Runs the chaos schedule on `pool` (whose executor runs this coroutine).
+inline asio::awaitable<result> run(process_pool& pool, config cfg) {
+  auto ex = co_await asio::this_coro::executor;
+  auto st = std::make_shared<detail::run_state>(ex, cfg.tasks);
+  auto start = std::chrono::steady_clock::now();
+  auto deadline = start + cfg.deadline;
+  std::mt19937_64 rng(cfg.seed);
+  std::set<pid_t> killed;
+  const int outside_signals[] = {SIGKILL, SIGSEGV, SIGABRT, SIGTERM, SIGBUS};
+
+  for (std::size_t i = 0; i < cfg.tasks; ++i) {
+    if (!co_await detail::wait_until(*st, deadline, [&] { return st->inflight < cfg.window; })) {
+      break;
+    }
+    bool fault = cfg.fault_every != 0 && i % cfg.fault_every == cfg.fault_every / 2;
+    bool inside = fault && (rng() & 1) != 0;
+    if (fault && !inside) {
+      std::vector<pid_t> pids = pool.stats().worker_pids;
+      if (!pids.empty()) {
+        pid_t victim = pids[rng() % pids.size()];
+        int sig = outside_signals[rng() % std::size(outside_signals)];
+        if (::kill(victim, sig) == 0) {
+          ++st->r.outside_kills;
+          killed.insert(victim);
+        }
+      }
+    }
+    ++st->inflight;
+    ++st->r.submitted;
+    auto handler = [st, i, inside](std::exception_ptr e, std::int64_t v) {
+      auto& r = st->r;
+      if (st->seen[i]++ != 0) {
+        ++r.duplicates;
+        return;
+      }
+      --st->inflight;
+      st->wake.cancel();
+      if (!e) {
+        if (inside) {
+          ++r.crash_succeeded;
+        } else if (v != work(static_cast<std::int64_t>(i))) {
+          ++r.wrong_values;
+        } else {
+          ++r.succeeded;
+        }
+      } else if (detail::is_worker_crashed(e)) {
+        ++r.crashed;
+      } else {
+        ++r.other_errors;
+        if (r.first_error.empty()) {
+          r.first_error = detail::describe(e);
+        }
+      }
+    };
+    if (inside) {
+      ++st->r.inside_crashes;
+      pool.async_submit(crash, static_cast<int>(rng() % crash_kinds),
+                        asio::bind_executor(ex, handler));
+    } else {
+      pool.async_submit(work, static_cast<std::int64_t>(i), asio::bind_executor(ex, handler));
+    }
+  }
+  co_await detail::wait_until(*st, deadline, [&] { return st->inflight == 0; });
+  st->r.unfinished = st->inflight;
+
+  // Health: once every killed worker has been seen dead and replaced, a
+  // batch with no faults must all succeed.
+  co_await detail::wait_until(
+      *st, std::min(deadline, std::chrono::steady_clock::now() + std::chrono::seconds(5)),
+      [&] {
+        auto s = pool.stats();
+        for (pid_t p : s.worker_pids) {
+          if (killed.count(p) != 0) {
+            return false;
+          }
+        }
+        return s.workers_alive == pool.size();
+      },
+      std::chrono::milliseconds(1));
+  auto final_state = std::make_shared<detail::run_state>(ex, cfg.final_batch);
+  for (std::size_t i = 0; i < cfg.final_batch; ++i) {
+    ++final_state->inflight;
+    pool.async_submit(
+        work, static_cast<std::int64_t>(i),
+        asio::bind_executor(ex, [final_state, i](std::exception_ptr e, std::int64_t v) {
+          --final_state->inflight;
+          final_state->r.succeeded += !e && v == work(static_cast<std::int64_t>(i));
+          final_state->wake.cancel();
+        }));
+  }
+  co_await detail::wait_until(*final_state, deadline + std::chrono::seconds(10),
+                              [&] { return final_state->inflight == 0; });
+  result r = st->r;
+  r.final_total = cfg.final_batch;
+  r.final_ok = final_state->r.succeeded;
+  auto s = pool.stats();
+  r.respawns = s.respawns;
+  r.worker_crashes = s.worker_crashes;
+  r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  co_return r;
+}
+
+}  // namespace coproc::test::chaos
