@@ -171,8 +171,8 @@ void group_queue() {
        "items/s", "higher");
   emit("queue_tput_4KiB", "coproc::queue async_get (4 KiB)", tput_async<std::string>(n4k, page),
        "items/s", "higher");
-  emit("queue_tput_4KiB", "coproc::queue async_get_some(256) (4 KiB)",
-       tput_async<std::string>(n4k, page, 256), "items/s", "higher");
+  emit("queue_tput_4KiB", "coproc::queue async_get_some(32) (4 KiB)",
+       tput_async<std::string>(n4k, page, 32), "items/s", "higher");
   emit("queue_rtt_p50", "coproc::queue (2 queues)", rtt_p50(quick ? 2'000 : 20'000), "us", "lower");
 }
 

@@ -381,7 +381,16 @@ class queue {
       return r;
     }
     out.push_back(std::move(*one));
+    std::uint64_t rung_at = s_->tail.load(std::memory_order_relaxed);
     while (out.size() < max) {
+      // A producer waiting for room should not wait for the whole batch, nor
+      // be woken for every item (it would sleep again at once): ring once a
+      // quarter of the ring is free again.
+      const std::uint64_t tail = s_->tail.load(std::memory_order_relaxed);
+      if (detail::cursor_bytes(rung_at, tail) >= s_->capacity / 4) {
+        detail::bell_ring(s_->not_full);
+        rung_at = tail;
+      }
       one.reset();
       try {
         if (get_locked(one, false) != get_outcome::done) {
