@@ -5,6 +5,7 @@
 
 #include <fcntl.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -24,6 +25,8 @@ pid_t fork_child(F f) {
     throw std::runtime_error("fork failed");
   }
   if (pid == 0) {
+    // Never outlive a test process that failed or was killed.
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
     int code = 98;
     try {
       code = f();

@@ -27,7 +27,8 @@ struct alignas(64) barrier_state {
 
 // Arrives and returns the arrival index. The last party starts the next
 // generation, unless the barrier broke meanwhile (then `broken` is set).
-inline std::uint32_t barrier_arrive(barrier_state& s, std::uint32_t gen_seen, bool& broken) noexcept {
+inline std::uint32_t barrier_arrive(barrier_state& s, std::uint32_t gen_seen,
+                                    bool& broken) noexcept {
   std::uint32_t idx = s.arrived.fetch_add(1, std::memory_order_acq_rel);
   broken = false;
   if (idx + 1 == s.parties) {
@@ -153,8 +154,9 @@ class barrier {
       if (v == seen) {
         return detail::futex_step::wait(s->gen, seen);
       }
-      return (v & detail::barrier_broken_bit) != 0 ? detail::futex_step::finish(errc::barrier_broken)
-                                                   : detail::futex_step::finish();
+      return (v & detail::barrier_broken_bit) != 0
+                 ? detail::futex_step::finish(errc::barrier_broken)
+                 : detail::futex_step::finish();
     }
     void after_wait() noexcept {}
     bool abandon() noexcept {

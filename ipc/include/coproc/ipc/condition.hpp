@@ -167,11 +167,14 @@ class condition {
       relock.abandon();
       return true;
     }
-    bool cancellable() const noexcept { return phase < 2 || (phase == 2 && !aborted && !relock.contended); }
+    bool cancellable() const noexcept {
+      return phase < 2 || (phase == 2 && !aborted && !relock.contended);
+    }
   };
 
   // {notified in time, re-acquisition status}
-  std::pair<bool, std::error_code> wait_until(const std::chrono::steady_clock::time_point* deadline) {
+  std::pair<bool, std::error_code> wait_until(
+      const std::chrono::steady_clock::time_point* deadline) {
     check_held();
     detail::condition_state& s = *state_;
     std::uint32_t seen = s.seq.load(std::memory_order_seq_cst);

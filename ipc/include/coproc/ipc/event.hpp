@@ -51,8 +51,8 @@ class event {
       if ((v & 1) != 0) {
         return;
       }
-    } while (!s.word.compare_exchange_weak(v, (((v >> 1) + 1) << 1) | 1,
-                                           std::memory_order_seq_cst));
+    } while (
+        !s.word.compare_exchange_weak(v, (((v >> 1) + 1) << 1) | 1, std::memory_order_seq_cst));
     if (s.waiters.load(std::memory_order_seq_cst) != 0) {
       detail::futex_wake(s.word, INT_MAX);
     }
@@ -60,6 +60,12 @@ class event {
 
   /// Clears the flag.
   void clear() noexcept { state_->word.fetch_and(~std::uint32_t{1}, std::memory_order_seq_cst); }
+
+  /// Waiters currently asleep or about to sleep (a snapshot, for diagnostics
+  /// and tests).
+  std::uint32_t n_waiting() const noexcept {
+    return state_->waiters.load(std::memory_order_relaxed);
+  }
 
   bool is_set() const noexcept { return (state_->word.load(std::memory_order_acquire) & 1) != 0; }
 

@@ -122,8 +122,7 @@ class process_lock {
   /// The holder is the thread that runs the completion: unlock there.
   template <class Token>
   auto async_lock(Token&& token) {
-    return detail::async_futex_loop(detail::lock_machine{state_.get()},
-                                    std::forward<Token>(token));
+    return detail::async_futex_loop(detail::lock_machine{state_.get()}, std::forward<Token>(token));
   }
 
   /// The state's address (for primitives built on this lock).

@@ -88,17 +88,12 @@ class shared_array {
 
   /// Runs `f(std::span<T>)` under the lock and returns its result.
   template <class F>
-    requires(!std::is_same_v<Lock, no_lock>)
-  decltype(auto) update(F&& f) {
+  requires(!std::is_same_v<Lock, no_lock>) decltype(auto) update(F&& f) {
     std::lock_guard g(lock_.lock);
     return std::forward<F>(f)(std::span<T>(data_, size_));
   }
 
-  Lock& get_lock() const noexcept
-    requires(!std::is_same_v<Lock, no_lock>)
-  {
-    return lock_.lock;
-  }
+  Lock& get_lock() const noexcept requires(!std::is_same_v<Lock, no_lock>) { return lock_.lock; }
 
   /// Raw access (no lock taken).
   T& operator[](std::size_t i) const noexcept { return data_[i]; }

@@ -68,4 +68,3 @@ class shared_memory {
 };
 
 }  // namespace coproc
-

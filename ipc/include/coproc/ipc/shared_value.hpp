@@ -25,9 +25,18 @@ constexpr bool shareable_v = std::is_trivially_copyable_v<T> && !std::is_pointer
                              !std::is_member_pointer_v<T> && !std::is_reference_v<T>;
 
 /// Region layout: [lock state (64 bytes) unless no_lock][padding][elements].
+template <class Lock>
+constexpr std::size_t lock_bytes() {
+  if constexpr (std::is_same_v<Lock, no_lock>) {
+    return 0;
+  } else {
+    return Lock::shared_size;
+  }
+}
+
 template <class T, class Lock>
 struct shared_layout {
-  static constexpr std::size_t lock_bytes = std::is_same_v<Lock, no_lock> ? 0 : Lock::shared_size;
+  static constexpr std::size_t lock_bytes = detail::lock_bytes<Lock>();
   static constexpr std::size_t offset = (lock_bytes + alignof(T) - 1) / alignof(T) * alignof(T);
 };
 
@@ -123,18 +132,13 @@ class shared_value {
   /// Runs `f(T&)` under the lock and returns its result: the read-modify-write
   /// that `v.value += 1` is not in Python.
   template <class F>
-    requires(!std::is_same_v<Lock, no_lock>)
-  decltype(auto) update(F&& f) {
+  requires(!std::is_same_v<Lock, no_lock>) decltype(auto) update(F&& f) {
     std::lock_guard g(lock_.lock);
     return std::forward<F>(f)(*value_);
   }
 
   /// The lock guarding the value (Python's get_lock()).
-  Lock& get_lock() const noexcept
-    requires(!std::is_same_v<Lock, no_lock>)
-  {
-    return lock_.lock;
-  }
+  Lock& get_lock() const noexcept requires(!std::is_same_v<Lock, no_lock>) { return lock_.lock; }
 
   /// The raw shared object (Python's get_obj()): take get_lock() around use.
   T& get_obj() const noexcept { return *value_; }

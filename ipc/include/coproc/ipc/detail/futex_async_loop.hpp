@@ -3,9 +3,8 @@
 // on shared atomics; if it cannot finish, wait (without blocking the loop
 // thread) until a futex word changes, then try again.
 //
-// The wait is coproc::async_futex_wait (io_uring FUTEX_WAIT, runtime module).
-// While that header is absent from the tree, a bounded polling wait on an
-// asio::steady_timer stands in for it (never blocking the loop either).
+// The wait is coproc::async_futex_wait (io_uring FUTEX_WAIT on the runtime's
+// uring_service, or its timer-polling fallback where the kernel lacks it).
 
 #include <asio/associated_cancellation_slot.hpp>
 #include <asio/bind_cancellation_slot.hpp>
@@ -13,7 +12,6 @@
 #include <asio/compose.hpp>
 #include <asio/error.hpp>
 #include <asio/post.hpp>
-#include <asio/steady_timer.hpp>
 #include <atomic>
 #include <chrono>
 #include <cstdint>
@@ -21,56 +19,17 @@
 #include <system_error>
 #include <utility>
 
-#if __has_include("coproc/runtime/futex_waiter.hpp") && !defined(COPROC_IPC_POLL_FUTEX)
 #include "coproc/runtime/futex_waiter.hpp"
-#define COPROC_IPC_HAVE_ASYNC_FUTEX 1
-#else
-#define COPROC_IPC_HAVE_ASYNC_FUTEX 0
-#endif
 
 namespace coproc::detail {
-
-#if !COPROC_IPC_HAVE_ASYNC_FUTEX
-/// Stand-in for coproc::async_futex_wait: polls the word on a timer with
-/// exponential back-off (20 us up to 2 ms). Completes with success once the
-/// word differs from `expected`; honours cancellation through the timer.
-struct poll_word_op {
-  std::atomic<std::uint32_t>* word;
-  std::uint32_t expected;
-  std::unique_ptr<asio::steady_timer> timer;
-  std::chrono::microseconds delay{20};
-
-  template <class Self>
-  void operator()(Self& self, std::error_code ec = {}) {
-    if (ec) {
-      self.complete(ec);
-      return;
-    }
-    if (!timer) {
-      timer = std::make_unique<asio::steady_timer>(self.get_executor());
-    } else if (word->load(std::memory_order_acquire) != expected) {
-      self.complete(std::error_code{});
-      return;
-    } else {
-      delay = std::min(delay * 2, std::chrono::microseconds(2000));
-    }
-    timer->expires_after(delay);
-    timer->async_wait(std::move(self));
-  }
-};
-#endif
 
 /// Completes with void(std::error_code) once `word` may differ from `expected`
 /// (spurious completions allowed), or with operation_aborted on cancellation.
 template <class Executor, class Token>
 auto async_word_wait(const Executor& ex, std::atomic<std::uint32_t>& word, std::uint32_t expected,
                      Token&& token) {
-#if COPROC_IPC_HAVE_ASYNC_FUTEX
-  return coproc::async_futex_wait(ex, word, expected, std::forward<Token>(token));
-#else
-  return asio::async_compose<Token, void(std::error_code)>(
-      poll_word_op{&word, expected, nullptr}, token, ex);
-#endif
+  return coproc::async_futex_wait(asio::any_io_executor(ex), word, expected,
+                                  std::forward<Token>(token));
 }
 
 /// What a machine's step() decided: finished with `ec`, or wait on `word`
@@ -82,7 +41,9 @@ struct futex_step {
   std::uint32_t expected = 0;
 
   static futex_step finish(std::error_code e = {}) { return {true, e, nullptr, 0}; }
-  static futex_step wait(std::atomic<std::uint32_t>& w, std::uint32_t v) { return {false, {}, &w, v}; }
+  static futex_step wait(std::atomic<std::uint32_t>& w, std::uint32_t v) {
+    return {false, {}, &w, v};
+  }
 };
 
 /// Drives a Machine { futex_step step(); void after_wait(); bool abandon();
@@ -191,7 +152,9 @@ struct futex_loop_signature {
   using type = void(std::error_code);
 };
 template <class Machine>
-  requires requires(Machine& m) { m.value(); }
+requires requires(Machine& m) {
+  m.value();
+}
 struct futex_loop_signature<Machine> {
   using type = void(std::error_code, decltype(std::declval<Machine&>().value()));
 };

@@ -45,9 +45,8 @@ inline thread_local robust_thread robust_thread_cache;
 
 inline void robust_thread_init(robust_thread& t) noexcept {
   // The child of fork() has a new TID but inherits this thread_local.
-  static const int registered = ::pthread_atfork(nullptr, nullptr, [] {
-    robust_thread_cache.tid = 0;
-  });
+  static const int registered =
+      ::pthread_atfork(nullptr, nullptr, [] { robust_thread_cache.tid = 0; });
   (void)registered;
   t.tid = static_cast<std::uint32_t>(::syscall(SYS_gettid));
   robust_list_head* head = nullptr;

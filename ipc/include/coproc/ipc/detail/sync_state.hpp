@@ -3,6 +3,7 @@
 // protocol they share. Everything here is trivially copyable data at fixed
 // offsets: no pointers other processes would follow, no vtables.
 
+#include <time.h>
 #include <chrono>
 #include <climits>
 #include <cstddef>
@@ -10,7 +11,6 @@
 #include <new>
 #include <stdexcept>
 #include <system_error>
-#include <time.h>
 
 #include "coproc/ipc/detail/futex_async_loop.hpp"
 #include "coproc/ipc/detail/robust_futex.hpp"
