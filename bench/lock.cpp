@@ -1,0 +1,214 @@
+// bench_lock: coproc::lock against Python's multiprocessing.Lock.
+//
+//   bench_lock lock [--quick]                 one repetition, JSON lines (bench/run.py protocol)
+//   bench_lock lock [--quick] --reps 5 [--peer bench/peers/lock_peer.py]
+//                                             repetitions interleaved with the Python peer,
+//                                             then a table: median, spread, ratio
+//
+// Metrics (Mops/s = million acquire+release pairs per second, higher is better):
+//   lock_uncontended        one process, blocking lock()/unlock()
+//   lock_async_uncontended  one process, co_await async_lock() + unlock() on an io_context
+//   lock_contended          2 processes hammering one lock, a shared counter
+//                           incremented inside, pairs summed over both processes
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <asio.hpp>
+#include <chrono>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <string>
+#include <vector>
+
+#include "coproc/ipc/barrier.hpp"
+#include "coproc/ipc/lock.hpp"
+#include "coproc/ipc/shared_memory.hpp"
+
+namespace {
+
+using clock_type = std::chrono::steady_clock;
+
+double seconds_since(clock_type::time_point t0) {
+  return std::chrono::duration<double>(clock_type::now() - t0).count();
+}
+
+double uncontended(long n) {
+  coproc::lock l;
+  auto t0 = clock_type::now();
+  for (long i = 0; i < n; ++i) {
+    l.lock();
+    l.unlock();
+  }
+  return n / seconds_since(t0) / 1e6;
+}
+
+double async_uncontended(long n) {
+  coproc::lock l;
+  asio::io_context ctx;
+  double rate = 0;
+  asio::co_spawn(
+      ctx,
+      [&]() -> asio::awaitable<void> {
+        auto t0 = clock_type::now();
+        for (long i = 0; i < n; ++i) {
+          co_await l.async_lock(asio::use_awaitable);
+          l.unlock();
+        }
+        rate = n / seconds_since(t0) / 1e6;
+      },
+      asio::detached);
+  ctx.run();
+  return rate;
+}
+
+double contended(long n) {
+  coproc::shared_memory seg(4096);
+  coproc::lock l(seg, 0);
+  coproc::barrier start(3);
+  auto* counter = reinterpret_cast<volatile std::uint64_t*>(seg.data() + 128);
+  std::vector<pid_t> kids;
+  for (int k = 0; k < 2; ++k) {
+    pid_t pid = ::fork();
+    if (pid == 0) {
+      start.wait();
+      for (long i = 0; i < n; ++i) {
+        l.lock();
+        *counter = *counter + 1;
+        l.unlock();
+      }
+      ::_exit(0);
+    }
+    kids.push_back(pid);
+  }
+  start.wait();
+  auto t0 = clock_type::now();
+  for (pid_t pid : kids) {
+    int status = 0;
+    ::waitpid(pid, &status, 0);
+  }
+  double s = seconds_since(t0);
+  if (*counter != static_cast<std::uint64_t>(2 * n)) {
+    std::fprintf(stderr, "bench_lock: lost increments: %llu\n",
+                 static_cast<unsigned long long>(*counter));
+    std::exit(1);
+  }
+  return 2.0 * n / s / 1e6;
+}
+
+void emit(const char* metric, const char* contender, double value) {
+  std::printf(
+      "{\"metric\": \"%s\", \"contender\": \"%s\", \"value\": %.3f, \"unit\": \"Mops/s\", "
+      "\"better\": \"higher\"}\n",
+      metric, contender, value);
+  std::fflush(stdout);
+}
+
+using results = std::map<std::string, std::vector<double>>;
+
+void run_coproc(bool quick, results* out) {
+  long n = quick ? 1'000'000 : 10'000'000;
+  double u = uncontended(n);
+  double a = async_uncontended(n / 10);
+  double c = contended(n / 10);
+  emit("lock_uncontended", "coproc::lock", u);
+  emit("lock_async_uncontended", "coproc::lock", a);
+  emit("lock_contended", "coproc::lock", c);
+  if (out) {
+    (*out)["lock_uncontended"].push_back(u);
+    (*out)["lock_async_uncontended"].push_back(a);
+    (*out)["lock_contended"].push_back(c);
+  }
+}
+
+// Runs the Python peer once and collects its "metric"/"value" pairs.
+void run_peer(const std::string& peer, bool quick, results* out) {
+  std::string cmd = "python3 " + peer + " lock" + (quick ? " --quick" : "");
+  FILE* p = ::popen(cmd.c_str(), "r");
+  if (!p) {
+    return;
+  }
+  char line[1024];
+  while (std::fgets(line, sizeof line, p)) {
+    const char* m = std::strstr(line, "\"metric\": \"");
+    const char* v = std::strstr(line, "\"value\": ");
+    if (!m || !v) {
+      continue;
+    }
+    m += std::strlen("\"metric\": \"");
+    std::string metric(m, std::strcspn(m, "\""));
+    (*out)[metric].push_back(std::strtod(v + std::strlen("\"value\": "), nullptr));
+  }
+  ::pclose(p);
+}
+
+struct stats {
+  double median, spread;
+};
+
+stats summarise(std::vector<double> v) {
+  if (v.empty()) {
+    return {0, 0};
+  }
+  std::sort(v.begin(), v.end());
+  double med = v.size() % 2 ? v[v.size() / 2] : (v[v.size() / 2 - 1] + v[v.size() / 2]) / 2;
+  return {med, (v.back() - v.front()) / med};
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  bool quick = false;
+  int reps = 0;
+  std::string peer = "bench/peers/lock_peer.py";
+  std::string group = "lock";
+  for (int i = 1; i < argc; ++i) {
+    std::string a = argv[i];
+    if (a == "--quick") {
+      quick = true;
+    } else if (a == "--reps" && i + 1 < argc) {
+      reps = std::atoi(argv[++i]);
+    } else if (a == "--peer" && i + 1 < argc) {
+      peer = argv[++i];
+    } else {
+      group = a;
+    }
+  }
+  if (group != "lock") {
+    return 0;  // bench/run.py protocol: other groups are not ours
+  }
+  if (reps <= 0) {
+    run_coproc(quick, nullptr);
+    return 0;
+  }
+  results mine, theirs;
+  for (int r = 0; r < reps; ++r) {
+    // Alternate the order so slow drift of the machine spreads over both.
+    if (r % 2 == 0) {
+      run_coproc(quick, &mine);
+      run_peer(peer, quick, &theirs);
+    } else {
+      run_peer(peer, quick, &theirs);
+      run_coproc(quick, &mine);
+    }
+  }
+  std::printf("\n%-24s %22s %22s %8s\n", "metric (Mops/s)", "coproc::lock", "multiprocessing.Lock",
+              "ratio");
+  for (const auto& [metric, values] : mine) {
+    stats a = summarise(values);
+    auto it = theirs.find(metric);
+    if (it == theirs.end() || it->second.empty()) {
+      std::printf("%-24s %12.2f (+-%4.1f%%) %22s %8s\n", metric.c_str(), a.median, a.spread * 100,
+                  "not measured", "-");
+      continue;
+    }
+    stats b = summarise(it->second);
+    std::printf("%-24s %12.2f (+-%4.1f%%) %12.2f (+-%4.1f%%) %7.1fx\n", metric.c_str(), a.median,
+                a.spread * 100, b.median, b.spread * 100, a.median / b.median);
+  }
+  std::printf("(median of %d runs; spread = (max-min)/median; ratio = coproc / Python)\n", reps);
+  return 0;
+}
