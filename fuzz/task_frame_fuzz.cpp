@@ -45,7 +45,10 @@ class buffer_writer final : public coproc::detail::result_writer {
 struct scaled {
   std::int32_t factor;
   std::int64_t operator()(std::int64_t x, const std::string& s) const {
-    return x * factor + static_cast<std::int64_t>(s.size());
+    // Unsigned: the fuzzer picks x and factor, and signed overflow is UB.
+    return static_cast<std::int64_t>(static_cast<std::uint64_t>(x) *
+                                         static_cast<std::uint64_t>(factor) +
+                                     s.size());
   }
 };
 
