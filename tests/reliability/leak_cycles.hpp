@@ -93,7 +93,22 @@ inline leak_report respawn_cycles(std::size_t n, std::size_t workers = 2) {
     // Respawns are asynchronous: wait until the pool is whole again.
     asio::steady_timer t(ctx);
     auto until = std::chrono::steady_clock::now() + std::chrono::seconds(5);
-    while (pool.stats().workers_alive != workers && std::chrono::steady_clock::now() < until) {
+    // Whole: every worker alive and running (not a retired one whose exit the
+    // pool has not seen yet), the zygote and the workers the only descendants.
+    auto whole = [&] {
+      auto s = pool.stats();
+      if (s.workers_alive != workers || s.worker_pids.size() != workers) {
+        return false;
+      }
+      for (pid_t p : s.worker_pids) {
+        if (!alive(p)) {
+          return false;
+        }
+      }
+      auto d = count_descendants();
+      return d.children == static_cast<int>(workers) + 1 && d.zombies == 0;
+    };
+    while (!whole() && std::chrono::steady_clock::now() < until) {
       t.expires_after(std::chrono::milliseconds(1));
       co_await t.async_wait(asio::use_awaitable);
     }
