@@ -72,6 +72,12 @@ struct futex_poll_op {
       self.complete(std::error_code());
       return;
     }
+    // A cancellation that arrived while the timer's completion was already
+    // queued did not abort that wait: honour it here, or polling goes on.
+    if (self.get_cancellation_state().cancelled() != asio::cancellation_type::none) {
+      self.complete(asio::error::operation_aborted);
+      return;
+    }
     timer->expires_after(interval);
     interval = std::min<std::chrono::microseconds>(interval * 2, std::chrono::milliseconds(1));
     timer->async_wait(std::move(self));

@@ -45,6 +45,9 @@ class uring_handler_op final : public uring_op {
 
  private:
   struct cancel_handler {
+    // A constructor, not an aggregate: clang 14 cannot build an aggregate
+    // from the parenthesised arguments that slot.emplace passes.
+    cancel_handler(uring_service& s, uring_op* o) noexcept : service(s), op(o) {}
     uring_service& service;
     uring_op* op;
     void operator()(asio::cancellation_type type) const noexcept {
