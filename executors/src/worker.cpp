@@ -7,7 +7,10 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <malloc.h>
+
 #include <cstdio>
+#include <limits>
 
 #include "coproc/executors/detail/callable.hpp"
 #include "coproc/ipc/remote_error.hpp"
@@ -46,6 +49,11 @@ class worker final : public result_writer {
       ::_exit(worker_exit_bad_image);
     }
     apply_limits(config_.options->limits);
+    // Large payloads come from the heap rather than fresh mappings, so a
+    // worker that decodes big arguments again and again reuses warm pages
+    // instead of paying page faults and kernel zeroing every time.
+    ::mallopt(M_MMAP_MAX, 0);
+    ::mallopt(M_TRIM_THRESHOLD, std::numeric_limits<int>::max());
     if (config_.options->initializer) {
       try {
         config_.options->initializer();
@@ -134,6 +142,7 @@ class worker final : public result_writer {
     view_.tasks.pop();
     shared.running_id.store(0, std::memory_order_relaxed);
     notify_parent();
+    trim_pending_ = true;
     return true;
   }
 
@@ -166,6 +175,16 @@ class worker final : public result_writer {
   void wait_for_task() {
     int parent_cpu = header_->parent_cpu.load(std::memory_order_relaxed);
     int spin = (parent_cpu >= 0 && parent_cpu != ::sched_getcpu()) ? spin_rounds : 0;
+    if (trim_pending_) {
+      // Keep the freed heap for the next task unless the worker stays idle:
+      // then give it back, so an idle worker holds little memory.
+      timespec idle{0, 100'000'000};
+      if (view_.tasks.wait_not_empty(spin, &idle)) {
+        return;
+      }
+      ::malloc_trim(0);
+      trim_pending_ = false;
+    }
     view_.tasks.wait_not_empty(spin);
     view_.shared->worker_cpu.store(::sched_getcpu(), std::memory_order_relaxed);
   }
@@ -205,6 +224,7 @@ class worker final : public result_writer {
   std::uint32_t status_ = result_value;
   bool out_in_arena_ = false;
   std::byte* out_frame_ = nullptr;
+  bool trim_pending_ = false;  // the heap may hold memory freed by a task
 };
 
 }  // namespace

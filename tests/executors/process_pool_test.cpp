@@ -9,6 +9,8 @@
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <poll.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -465,6 +467,7 @@ TEST_CASE("a parent killed by SIGKILL leaves no descendant behind", "[process_po
   auto [rd, wr] = coproc::make_pipe();
   pid_t parent = ::fork();
   if (parent == 0) {
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);  // never outlive a test run that was killed
     rd.reset();
     asio::io_context ctx;
     process_pool pool(ctx.get_executor(), {.workers = 2});
@@ -481,6 +484,12 @@ TEST_CASE("a parent killed by SIGKILL leaves no descendant behind", "[process_po
   }
   wr.reset();
   std::vector<pid_t> pids(8, -1);
+  pollfd ready{rd.get(), POLLIN, 0};
+  if (::poll(&ready, 1, 20'000) != 1) {
+    ::kill(parent, SIGKILL);
+    ::waitpid(parent, nullptr, 0);
+    FAIL("the pool's owner did not report its workers within 20 s");
+  }
   ssize_t n = ::read(rd.get(), pids.data(), pids.size() * sizeof(pid_t));
   REQUIRE(n >= static_cast<ssize_t>(2 * sizeof(pid_t)));
   pids.resize(static_cast<std::size_t>(n) / sizeof(pid_t) - 1);

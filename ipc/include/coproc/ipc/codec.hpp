@@ -305,6 +305,13 @@ class unaligned_iterator {
   const std::byte* p_ = nullptr;
 };
 
+/// Blocks from this size up are decoded into memory advised for huge pages.
+inline constexpr std::size_t huge_block_bytes = std::size_t{4} << 20;
+
+/// madvise(MADV_HUGEPAGE) over the 2 MiB-aligned interior of [p, p + n): a hint,
+/// failures are ignored.
+void advise_huge_pages(const void* p, std::size_t n) noexcept;
+
 /// Builds a contiguous container of n block-copied elements from bytes: one memmove when
 /// the bytes are aligned for E (the usual case), else one unaligned pass.
 template <class Container, class E>
@@ -316,6 +323,15 @@ Container make_block(std::span<const std::byte> bytes, std::size_t n) {
     // The frame's bytes were written by memcpy/read, which implicitly create objects of
     // implicit-lifetime types, so viewing them as E is sound; the library copies with memmove.
     const auto* first = reinterpret_cast<const E*>(bytes.data());
+    if (n * sizeof(E) >= huge_block_bytes) {
+      // A large block gets fresh pages: ask for transparent huge pages before
+      // the first touch, so the copy takes 512x fewer page faults.
+      Container c;
+      c.reserve(n);
+      advise_huge_pages(c.data(), n * sizeof(E));
+      c.insert(c.end(), first, first + n);
+      return c;
+    }
     return Container(first, first + n);
   }
   unaligned_iterator<E> first(bytes.data());

@@ -163,10 +163,11 @@ class shm_ring {
 
   /// Blocks the consumer until the ring is not empty (blocking code only:
   /// workers, never the event loop). `spin` polls that many times first.
-  void wait_not_empty(int spin = 0) noexcept {
+  /// With a `timeout`, returns false when it passed with the ring still empty.
+  bool wait_not_empty(int spin = 0, const timespec* timeout = nullptr) noexcept {
     for (int i = 0; i < spin; ++i) {
       if (!empty()) {
-        return;
+        return true;
       }
       cpu_relax();
     }
@@ -174,11 +175,13 @@ class shm_ring {
       std::uint32_t seen = h_->doorbell.load(std::memory_order_relaxed);
       h_->consumer_sleeping.store(1, std::memory_order_relaxed);
       std::atomic_thread_fence(std::memory_order_seq_cst);
-      if (empty()) {
-        detail::futex_wait(h_->doorbell, seen);
-      }
+      int err = empty() ? detail::futex_wait(h_->doorbell, seen, timeout) : 0;
       h_->consumer_sleeping.store(0, std::memory_order_relaxed);
+      if (err == ETIMEDOUT && empty()) {
+        return false;
+      }
     }
+    return true;
   }
 
   shm_ring_header* header() const noexcept { return h_; }
