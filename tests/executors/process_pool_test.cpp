@@ -544,3 +544,18 @@ TEST_CASE("worker limits apply inside workers only", "[process_pool]") {
     CHECK(small == std::size_t{16} << 20);
   });
 }
+
+TEST_CASE("submit_for fails a task past its deadline with task_timeout", "[process_pool]") {
+  coproc::test::run_async([](asio::io_context& ctx) -> asio::awaitable<void> {
+    process_pool pool(ctx.get_executor(), {.workers = 1});
+    try {
+      co_await pool.submit_for(std::chrono::milliseconds(50), spin_forever);
+      FAIL("no exception");
+    } catch (const std::system_error& e) {
+      CHECK(e.code() == coproc::errc::task_timeout);
+    }
+    int v = co_await pool.submit_for(std::chrono::seconds(10), add, 2, 40);
+    CHECK(v == 42);
+    co_await pool.submit_for(std::chrono::seconds(10), nothing);
+  });
+}

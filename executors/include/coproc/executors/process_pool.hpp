@@ -5,10 +5,12 @@
 #include <asio/async_result.hpp>
 #include <asio/awaitable.hpp>
 #include <asio/bind_executor.hpp>
+#include <asio/experimental/awaitable_operators.hpp>
 #include <asio/redirect_error.hpp>
 #include <asio/steady_timer.hpp>
 #include <asio/this_coro.hpp>
 #include <asio/use_awaitable.hpp>
+#include <chrono>
 #include <cstddef>
 #include <exception>
 #include <functional>
@@ -131,6 +133,15 @@ class process_pool {
     return async_submit(std::move(fn), std::forward<Args>(args)..., asio::use_awaitable);
   }
 
+  /// Like submit(), with a per-call deadline: when the task has not finished
+  /// `timeout` after the call, it fails with std::system_error of
+  /// errc::task_timeout, and a running task's worker is killed and replaced.
+  template <class F, class... Args>
+  auto submit_for(std::chrono::steady_clock::duration timeout, F fn, Args&&... args) {
+    return submit_for_values<F, detail::wire_t<Args>...>(timeout, std::move(fn),
+                                                        std::forward<Args>(args)...);
+  }
+
   /// Applies `fn` to every element of `items` in the workers and returns the
   /// results in input order. Items travel in chunks (automatic size, or
   /// `chunk_size` when not zero) so that per-task costs are amortised.
@@ -162,6 +173,10 @@ class process_pool {
  private:
   template <class F, class Args, class Token>
   auto async_submit_tuple(F fn, Args args, Token&& token);
+
+  template <class F, class... W>
+  auto submit_for_values(std::chrono::steady_clock::duration timeout, F fn, W... args)
+      -> asio::awaitable<detail::task_result_t<F, W...>>;
 
   void start(detail::task_op* op);
   void start_shutdown(shutdown_mode mode, std::function<void()> done);
@@ -195,6 +210,22 @@ auto process_pool::async_submit_tuple(F fn, Args args, Token&& token) {
         }(static_cast<tuple_t*>(nullptr));
       },
       std::move(args));
+}
+
+template <class F, class... W>
+auto process_pool::submit_for_values(std::chrono::steady_clock::duration timeout, F fn, W... args)
+    -> asio::awaitable<detail::task_result_t<F, W...>> {
+  using namespace asio::experimental::awaitable_operators;
+  asio::steady_timer deadline(co_await asio::this_coro::executor, timeout);
+  // The loser of the race is cancelled: a running task's worker is killed.
+  auto r = co_await (async_submit(std::move(fn), std::move(args)..., asio::use_awaitable) ||
+                     deadline.async_wait(asio::use_awaitable));
+  if (r.index() == 1) {
+    throw std::system_error(coproc::errc::task_timeout, "process_pool: per-call deadline passed");
+  }
+  if constexpr (!std::is_void_v<detail::task_result_t<F, W...>>) {
+    co_return std::get<0>(std::move(r));
+  }
 }
 
 template <class F, std::ranges::input_range Range>
