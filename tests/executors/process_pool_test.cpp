@@ -559,3 +559,18 @@ TEST_CASE("submit_for fails a task past its deadline with task_timeout", "[proce
     co_await pool.submit_for(std::chrono::seconds(10), nothing);
   });
 }
+
+TEST_CASE("a worker whose RSS passed max_worker_rss is recycled", "[process_pool]") {
+  coproc::test::run_async([](asio::io_context& ctx) -> asio::awaitable<void> {
+    process_pool pool(ctx.get_executor(),
+                      {.workers = 1, .max_worker_rss = std::size_t{48} << 20});
+    int small_a = co_await pool.submit(my_pid);
+    int small_b = co_await pool.submit(my_pid);
+    CHECK(small_a == small_b);  // a small worker stays
+    std::size_t big = co_await pool.submit(allocate_mib, std::size_t{96});
+    CHECK(big == std::size_t{96} << 20);
+    int after = co_await pool.submit(my_pid);
+    CHECK(after != small_b);  // the grown worker retired after its task
+    CHECK(pool.stats().worker_crashes == 0);
+  });
+}
