@@ -34,12 +34,6 @@
 namespace coproc::detail {
 namespace {
 
-std::int64_t monotonic_ns() {
-  timespec ts;
-  ::clock_gettime(CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec * 1'000'000'000LL + ts.tv_nsec;
-}
-
 std::size_t round_pow2(std::size_t n) {
   std::size_t p = 4096;
   while (p < n) {
@@ -116,6 +110,7 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
   bool idle() const { return ops_.empty() && !stopping_; }
   void listen_or_rest();
   void start_listening();
+  void arm_rest_check();
   void on_rest_check();
   void on_report(const zygote_report& r);
   void on_worker_exit(worker_rec& w, const exit_status& status);
@@ -271,6 +266,10 @@ void pool_core::start_listening() {
   }
   listening_ = true;
   listen_or_rest();
+  arm_rest_check();
+}
+
+void pool_core::arm_rest_check() {
   rest_timer_.expires_after(rest_interval);
   rest_timer_.async_wait([self = shared_from_this()](std::error_code ec) {
     if (!ec) {
@@ -285,13 +284,7 @@ void pool_core::on_rest_check() {
     return;
   }
   if (!idle()) {
-    rest_timer_.expires_after(rest_interval);
-    rest_timer_.async_wait([self = shared_from_this()](std::error_code ec) {
-      if (!ec) {
-        std::lock_guard lock(self->mutex_);
-        self->on_rest_check();
-      }
-    });
+    arm_rest_check();
     return;
   }
   listening_ = false;

@@ -19,12 +19,6 @@
 namespace coproc::detail {
 namespace {
 
-std::int64_t monotonic_ns() {
-  timespec ts;
-  ::clock_gettime(CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec * 1'000'000'000LL + ts.tv_nsec;
-}
-
 /// Resident set of this process in bytes (from /proc/self/statm).
 std::size_t resident_bytes() {
   std::FILE* f = std::fopen("/proc/self/statm", "r");

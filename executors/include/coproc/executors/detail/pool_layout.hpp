@@ -7,9 +7,12 @@
 //
 // Only trivially copyable words and offsets live here: no pointers.
 
+#include <time.h>
+
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <new>
 
 #include "coproc/ipc/shm_ring.hpp"
 #include "coproc/runtime/mapped_region.hpp"
@@ -21,6 +24,14 @@ struct pool_header {
   std::atomic<std::int32_t> parent_cpu;                     // where the parent last ran
   std::int64_t anchor;  // the parent's image_anchor address: workers check it
 };
+
+/// CLOCK_MONOTONIC in nanoseconds: the clock of slot_shared::started_ns, the
+/// same in every process of the machine.
+inline std::int64_t monotonic_ns() noexcept {
+  timespec ts;
+  ::clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec * 1'000'000'000LL + ts.tv_nsec;
+}
 
 /// Heads every task frame in a worker's task ring.
 struct task_header {
