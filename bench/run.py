@@ -39,6 +39,7 @@ import datetime
 import json
 import os
 import platform
+import re
 import shlex
 import shutil
 import statistics
@@ -59,11 +60,14 @@ def nproc():
 
 
 class Contender:
-    def __init__(self, kind, program, argv_tail=(), label=None, python=False):
+    def __init__(self, kind, program, argv_tail=(), label=None, python=False, text=None):
         self.kind = kind  # coproc | peer | limit
         self.program = program  # path of an executable or of a Python script
         self.argv_tail = list(argv_tail)
         self.python = python
+        # A program that predates the protocol: text = (argv(quick) -> arguments,
+        # parse(stdout) -> JSON-line dicts). It gets no group argument.
+        self.text = text
         self.label = label or os.path.basename(program) + (
             " " + " ".join(argv_tail) if argv_tail else "")
 
@@ -72,7 +76,47 @@ class Contender:
 
     def argv(self, group, quick):
         head = [sys.executable, self.program] if self.python else [self.program]
+        if self.text:
+            return head + self.text[0](quick)
         return head + [group] + (["--quick"] if quick else []) + self.argv_tail
+
+
+def _line(metric, contender, value, unit, better, kind):
+    return {"metric": metric, "contender": contender, "value": value, "unit": unit,
+            "better": better, "kind": kind}
+
+
+def parse_codec(out):
+    """bench_codec: "NAME  X ms  Y GB/s  Zx memcpy" lines -> a 64 MiB round trip
+    through the codec (encode + decode) against two warm memcpys."""
+    ms = {}
+    for raw in out.splitlines():
+        m = re.match(r"(.+?)\s+([0-9.]+) ms\s+[0-9.]+ GB/s", raw)
+        if m:
+            ms[m.group(1).strip()] = float(m.group(2))
+    lines = []
+    if "encode + decode" in ms:
+        lines.append(_line("codec_64MiB", "encode + decode vector<double>",
+                           ms["encode + decode"], "ms", "lower", "coproc"))
+    if "memcpy into a warm buffer" in ms:
+        lines.append(_line("codec_64MiB", "2 x memcpy (warm)",
+                           2 * ms["memcpy into a warm buffer"], "ms", "lower", "limit"))
+    return lines
+
+
+def parse_pipe_pingpong(out):
+    """bench_pipe_pingpong: per placement, "blocking median X us ... ring median Y us"."""
+    lines = []
+    for raw in out.splitlines():
+        m = re.match(r"(cpu0|free)\s+blocking median\s+([0-9.]+) us.*ring median\s+([0-9.]+) us",
+                     raw)
+        if m:
+            place = m.group(1)
+            lines.append(_line(f"ring_pipe_rtt_{place}", "pipe_reader/pipe_writer (ring, 8 B)",
+                               float(m.group(3)), "us", "lower", "coproc"))
+            lines.append(_line(f"ring_pipe_rtt_{place}", "blocking read/write (8 B)",
+                               float(m.group(2)), "us", "lower", "limit"))
+    return lines
 
 
 # Each group: (name the programs see, placement, contenders). The placement
@@ -109,6 +153,14 @@ def build_groups(build):
         ("queue", "", [cxx("bench_queue"), limits(), peer("mpq_peer.py")]),
         ("pipe", "", [cxx("bench_pipe"), limits(), peer("mpq_peer.py")]),
         ("lock", "", [cxx("bench_lock"), peer("lock_peer.py")]),
+        # Parent loop's doorbell: eventfd vs futex on the ring (both placements in one run).
+        ("doorbell", "", [cxx("bench_doorbell")]),
+        # Programs that print text, not JSON lines: parsed here.
+        ("codec", "", [Contender("coproc", os.path.join(b, "bench_codec"),
+                                 text=(lambda quick: [], parse_codec))]),
+        ("ringpipe", "", [Contender("coproc", os.path.join(b, "bench_pipe_pingpong"),
+                                    text=(lambda quick: ["2000", "2"] if quick else [],
+                                          parse_pipe_pingpong))]),
         # wrk against examples/http_server and bench/peers/http_peer.py (bench/http_load.py).
         ("http", "", [http_load("coproc", "--server", "coproc", "--build", build),
                       http_load("peer", "--server", "python")]),
@@ -147,11 +199,22 @@ def known_rows(cpus):
         ("http_compute_p99", "HTTP compute endpoint p99"),
         ("http_cheap_p99_saturated", "HTTP cheap endpoint p99, every worker busy"),
         ("http_cheap_p99_idle", "HTTP cheap endpoint p99, no compute load"),
+        ("queue_tput_4KiB", "queue items/s, 4 KiB items, one producer process"),
+        ("lock_uncontended", "lock+unlock pairs/s, one process"),
+        ("lock_async_uncontended", "async_lock+unlock pairs/s, one process"),
+        ("lock_contended", "lock+unlock pairs/s, 2 processes on one lock"),
+        ("doorbell_rtt_cpu0", "loop doorbell round trip, one core"),
+        ("doorbell_rtt_free", "loop doorbell round trip, free placement"),
+        ("codec_64MiB", "codec encode+decode 64 MiB vector<double>"),
+        ("ring_pipe_rtt_cpu0", "pipe ping-pong through the ring, one core"),
+        ("ring_pipe_rtt_free", "pipe ping-pong through the ring, free placement"),
     ]
     return rows
 
 
-LOCK_PLACEHOLDER = ("lock", "lock rows (bench_lock, lock_peer.py)")
+# Rows where higher is better when nothing was measured to say so.
+def higher_is_better(key):
+    return any(w in key for w in ("tput", "speedup", "memcpy", "rps", "lock_"))
 
 # ---------------------------------------------------------------------------
 # Running.
@@ -173,7 +236,9 @@ def run_one(contender, group, placement, quick, timeout, log):
         log.append(f"{shlex.join(argv)}: timed out after {timeout} s")
         return []
     lines = []
-    for raw in proc.stdout.splitlines():
+    raws = [json.dumps(o) for o in contender.text[1](proc.stdout)] if contender.text else \
+        proc.stdout.splitlines()
+    for raw in raws:
         try:
             obj = json.loads(raw)
         except ValueError:
@@ -245,17 +310,12 @@ def summarise(results, cpus):
     rows = []
     for key in order + extra:
         recs = by_row.get(key, [])
-        better = recs[0]["better"] if recs else ("higher" if "tput" in key or "speedup" in key
-                                                 or "memcpy" in key else "lower")
+        better = recs[0]["better"] if recs else ("higher" if higher_is_better(key) else "lower")
         row = {"row": key, "title": titles.get(key, key), "better": better,
                "unit": recs[0]["unit"] if recs else ""}
         for kind in ("coproc", "peer", "limit"):
             row[kind] = best([r for r in recs if r["kind"] == kind], better)
         rows.append(row)
-    if not any(r["row"].startswith("lock") for r in rows):
-        rows.append({"row": LOCK_PLACEHOLDER[0], "title": LOCK_PLACEHOLDER[1],
-                     "better": "lower", "unit": "", "coproc": None, "peer": None,
-                     "limit": None})
     return rows
 
 
@@ -462,7 +522,8 @@ def make_plots(data_path, out_dir):
         ax.set_xlabel("round trip (us, log)")
         ax.set_title("one core (cpu 0)" if placement == "cpu0" else "free placement")
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=7)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=7)
     axes[0].set_ylabel("fraction of round trips (CDF)")
     fig.tight_layout()
     fig.savefig(os.path.join(out_dir, "latency.png"), dpi=110)
@@ -486,7 +547,8 @@ def make_plots(data_path, out_dir):
     ax.set_xlabel("payload bytes (log)")
     ax.set_ylabel("GB/s moved (2 x payload / round trip)")
     ax.grid(True, which="both", alpha=0.3)
-    ax.legend(fontsize=7)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(os.path.join(out_dir, "payload.png"), dpi=110)
     plt.close(fig)
@@ -507,7 +569,8 @@ def make_plots(data_path, out_dir):
     ax.set_ylabel("speedup over serial in-process (x)")
     ax.set_xticks(sorted({p[0] for pts in series.values() for p in pts}) or [1])
     ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=7)
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(os.path.join(out_dir, "speedup.png"), dpi=110)
     plt.close(fig)
