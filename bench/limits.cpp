@@ -530,8 +530,10 @@ void group_payload() {
 
 // ---- CPU-bound speedup -----------------------------------------------------
 
-// A loop the optimiser cannot remove or vectorise away.
-std::uint64_t burn(std::uint64_t iters) {
+// A loop the optimiser cannot remove or vectorise away. Never inlined, and
+// called through burn_ptr (read at run time) in the serial reference and in
+// the forked processes alike, so both run the very same code.
+[[gnu::noinline]] std::uint64_t burn(std::uint64_t iters) {
   std::uint64_t x = 88172645463325252ull;
   for (std::uint64_t i = 0; i < iters; ++i) {
     x ^= x << 13;
@@ -541,52 +543,97 @@ std::uint64_t burn(std::uint64_t iters) {
   return x;
 }
 
+using burn_fn = std::uint64_t (*)(std::uint64_t);
+burn_fn volatile burn_ptr = burn;
+
+// Runs tasks first..tasks step `step` through fn; returns a value that
+// depends on every call.
+std::uint64_t burn_tasks(burn_fn fn, int first, int tasks, int step, std::uint64_t iters) {
+  std::uint64_t acc = 0;
+  for (int t = first; t < tasks; t += step) {
+    acc ^= fn(iters);
+  }
+  return acc;
+}
+
+double serial_seconds(burn_fn fn, int tasks, std::uint64_t iters) {
+  const auto t0 = clock_type::now();
+  volatile std::uint64_t sink = burn_tasks(fn, 0, tasks, 1, iters);
+  (void)sink;
+  return seconds_since(t0);
+}
+
+// The tasks spread over w forked processes (task k, k+w, ...), from the
+// first fork to the last reap.
+double forked_seconds(burn_fn fn, int w, int tasks, std::uint64_t iters) {
+  const auto t0 = clock_type::now();
+  std::vector<pid_t> pids;
+  for (int k = 0; k < w; ++k) {
+    const pid_t pid = fork();
+    if (pid < 0) {
+      die("fork");
+    }
+    if (pid == 0) {
+      volatile std::uint64_t sink = burn_tasks(fn, k, tasks, w, iters);
+      (void)sink;
+      _exit(0);
+    }
+    pids.push_back(pid);
+  }
+  for (const pid_t pid : pids) {
+    waitpid(pid, nullptr, 0);
+  }
+  return seconds_since(t0);
+}
+
+// Serial and forked runs back to back in each repetition (order
+// alternating), so load from other processes hits both sides of each ratio
+// alike; the value is the median of the per-repetition ratios.
 void group_speedup() {
   const int cpus = allowed_cpus();
   const int tasks = 4 * cpus;
-  // Calibrate one task to about 10 ms (2 ms quick).
-  const double target = quick ? 0.002 : 0.010;
+  const int reps = quick ? 3 : 7;
+  // One run (all tasks) takes about 80 ms serially (20 ms quick).
+  const double task_s = (quick ? 0.020 : 0.080) / tasks;
+  const burn_fn fn = burn_ptr;
   std::uint64_t iters = 1 << 16;
   for (;;) {
-    const auto t0 = clock_type::now();
-    volatile std::uint64_t sink = burn(iters);
-    (void)sink;
-    const double s = seconds_since(t0);
-    if (s > target / 4) {
-      iters = static_cast<std::uint64_t>(static_cast<double>(iters) * target / s);
+    double s = serial_seconds(fn, 1, iters);
+    if (s > task_s / 4) {
+      // The fastest of a few samples: one slowed by other load would make
+      // the tasks far shorter than asked.
+      for (int k = 0; k < 3; ++k) {
+        s = std::min(s, serial_seconds(fn, 1, iters));
+      }
+      iters = static_cast<std::uint64_t>(static_cast<double>(iters) * task_s / s);
       break;
     }
     iters *= 2;
   }
-  const auto t0 = clock_type::now();
-  for (int t = 0; t < tasks; ++t) {
-    volatile std::uint64_t sink = burn(iters);
-    (void)sink;
-  }
-  const double serial = seconds_since(t0);
   for (int w = 1; w <= cpus; ++w) {
-    const auto t1 = clock_type::now();
-    std::vector<pid_t> pids;
-    for (int k = 0; k < w; ++k) {
-      const pid_t pid = fork();
-      if (pid < 0) {
-        die("fork");
+    std::vector<double> ratio;
+    std::vector<double> serial;
+    std::vector<double> parallel;
+    for (int r = 0; r < reps; ++r) {
+      double s = r % 2 == 0 ? serial_seconds(fn, tasks, iters) : 0;
+      const double p = forked_seconds(fn, w, tasks, iters);
+      if (r % 2 == 1) {
+        s = serial_seconds(fn, tasks, iters);
       }
-      if (pid == 0) {
-        for (int t = k; t < tasks; t += w) {
-          volatile std::uint64_t sink = burn(iters);
-          (void)sink;
-        }
-        _exit(0);
-      }
-      pids.push_back(pid);
+      ratio.push_back(s / p);
+      serial.push_back(s);
+      parallel.push_back(p);
     }
-    for (const pid_t pid : pids) {
-      waitpid(pid, nullptr, 0);
-    }
-    const double parallel = seconds_since(t1);
-    emit("speedup_w" + std::to_string(w), "fork w processes (C++)", serial / parallel, "x",
-         "higher", ", \"tasks\": " + std::to_string(tasks));
+    auto med = [](std::vector<double> v) {
+      std::sort(v.begin(), v.end());
+      return v[v.size() / 2];
+    };
+    const auto [lo, hi] = std::minmax_element(ratio.begin(), ratio.end());
+    emit("speedup_w" + std::to_string(w), "fork w processes (C++)", med(ratio), "x", "higher",
+         ", \"tasks\": " + std::to_string(tasks) + ", \"inner_reps\": " + std::to_string(reps) +
+             ", \"ratio_min\": " + fmt_double(*lo) + ", \"ratio_max\": " + fmt_double(*hi) +
+             ", \"serial_ms\": " + fmt_double(med(serial) * 1e3) +
+             ", \"parallel_ms\": " + fmt_double(med(parallel) * 1e3));
   }
 }
 

@@ -96,8 +96,9 @@ std::vector<double> echo_doubles(std::vector<double> v) {
   return v;
 }
 
-// The same loop as bench_limits' CPU task.
-std::uint64_t burn(std::uint64_t iters) {
+// The same loop as bench_limits' CPU task. Never inlined: the serial
+// reference and the workers run this very code (see group_speedup).
+[[gnu::noinline]] std::uint64_t burn(std::uint64_t iters) {
   std::uint64_t x = 88172645463325252ull;
   for (std::uint64_t i = 0; i < iters; ++i) {
     x ^= x << 13;
@@ -106,6 +107,12 @@ std::uint64_t burn(std::uint64_t iters) {
   }
   return x;
 }
+
+using burn_fn = std::uint64_t (*)(std::uint64_t);
+
+// Read at run time, so the compiler can neither inline burn into the serial
+// loop nor hoist the (pure, loop-invariant) call out of it.
+burn_fn volatile burn_ptr = burn;
 
 int sleep_ms(int ms) {
   usleep(static_cast<useconds_t>(ms) * 1000);
@@ -295,41 +302,90 @@ void group_payload() {
   });
 }
 
+// Serial reference: the tasks one after another in this process, through
+// the same function pointer the pool is handed.
+double serial_seconds(burn_fn fn, std::size_t tasks, std::uint64_t iters) {
+  const auto t0 = clock_type::now();
+  std::uint64_t acc = 0;
+  for (std::size_t t = 0; t < tasks; ++t) {
+    acc ^= fn(iters);
+  }
+  const double s = seconds_since(t0);
+  volatile std::uint64_t sink = acc;
+  (void)sink;
+  return s;
+}
+
+// Speedup of map(burn) over w workers against the serial loop. Each
+// repetition runs serial and pool back to back (order alternating), so load
+// from other processes hits both sides of each ratio alike; the value is the
+// median of the per-repetition ratios, with their min and max.
 void group_speedup() {
   const std::size_t cpus = allowed_cpus();
   const std::size_t tasks = 4 * cpus;
-  const double target = quick ? 0.002 : 0.010;
+  const int reps = quick ? 3 : 7;
+  // One run (all tasks) takes about 80 ms serially (20 ms quick).
+  const double task_s = (quick ? 0.020 : 0.080) / static_cast<double>(tasks);
+  const burn_fn fn = burn_ptr;
   std::uint64_t iters = 1 << 16;
   for (;;) {
-    const auto t0 = clock_type::now();
-    volatile std::uint64_t sink = burn(iters);
-    (void)sink;
-    const double s = seconds_since(t0);
-    if (s > target / 4) {
-      iters = static_cast<std::uint64_t>(static_cast<double>(iters) * target / s);
+    double s = serial_seconds(fn, 1, iters);
+    if (s > task_s / 4) {
+      // The fastest of a few samples: one slowed by other load would make
+      // the tasks far shorter than asked.
+      for (int k = 0; k < 3; ++k) {
+        s = std::min(s, serial_seconds(fn, 1, iters));
+      }
+      iters = static_cast<std::uint64_t>(static_cast<double>(iters) * task_s / s);
       break;
     }
     iters *= 2;
   }
-  const auto t0 = clock_type::now();
-  for (std::size_t t = 0; t < tasks; ++t) {
-    volatile std::uint64_t sink = burn(iters);
-    (void)sink;
-  }
-  const double serial = seconds_since(t0);
-  for (std::size_t w = 1; w <= cpus; ++w) {
-    run([&](asio::io_context& ctx) -> asio::awaitable<void> {
-      coproc::process_pool pool(ctx.get_executor(), {.workers = w});
-      co_await warm(pool);
-      const std::vector<std::uint64_t> in(tasks, iters);
-      const auto t1 = clock_type::now();
-      co_await pool.map(burn, in, 1);
-      const double parallel = seconds_since(t1);
-      emit("speedup_w" + std::to_string(w), "coproc map", serial / parallel, "x", "higher",
-           ", \"tasks\": " + std::to_string(tasks));
-      co_await pool.async_shutdown(coproc::shutdown_mode::drain, asio::use_awaitable);
-    });
-  }
+  run([&](asio::io_context& ctx) -> asio::awaitable<void> {
+    std::vector<std::unique_ptr<coproc::process_pool>> pools;
+    for (std::size_t w = 1; w <= cpus; ++w) {
+      pools.push_back(std::make_unique<coproc::process_pool>(ctx.get_executor(),
+                                                             coproc::pool_options{.workers = w}));
+      co_await warm(*pools.back());
+    }
+    const std::vector<std::uint64_t> in(tasks, iters);
+    std::vector<std::vector<double>> ratio(cpus), serial(cpus), parallel(cpus);
+    for (int r = 0; r < reps; ++r) {
+      for (std::size_t w = 1; w <= cpus; ++w) {
+        double s = 0;
+        if (r % 2 == 0) {
+          s = serial_seconds(fn, tasks, iters);
+        }
+        const auto t1 = clock_type::now();
+        auto out = co_await pools[w - 1]->map(fn, in, 1);
+        const double p = seconds_since(t1);
+        if (out.size() != tasks) {
+          throw std::runtime_error("bench_pool speedup: map returned the wrong count");
+        }
+        if (r % 2 == 1) {
+          s = serial_seconds(fn, tasks, iters);
+        }
+        ratio[w - 1].push_back(s / p);
+        serial[w - 1].push_back(s);
+        parallel[w - 1].push_back(p);
+      }
+    }
+    for (std::size_t w = 1; w <= cpus; ++w) {
+      auto med = [](std::vector<double> v) {
+        std::sort(v.begin(), v.end());
+        return v[v.size() / 2];
+      };
+      const auto [lo, hi] = std::minmax_element(ratio[w - 1].begin(), ratio[w - 1].end());
+      emit("speedup_w" + std::to_string(w), "coproc map", med(ratio[w - 1]), "x", "higher",
+           ", \"tasks\": " + std::to_string(tasks) + ", \"inner_reps\": " + std::to_string(reps) +
+               ", \"ratio_min\": " + fmt_double(*lo) + ", \"ratio_max\": " + fmt_double(*hi) +
+               ", \"serial_ms\": " + fmt_double(med(serial[w - 1]) * 1e3) +
+               ", \"parallel_ms\": " + fmt_double(med(parallel[w - 1]) * 1e3));
+    }
+    for (auto& pool : pools) {
+      co_await pool->async_shutdown(coproc::shutdown_mode::drain, asio::use_awaitable);
+    }
+  });
 }
 
 void group_ready() {

@@ -66,20 +66,18 @@ def group_payload(args):
 
 
 def group_speedup(args):
-    cpus = pc.nproc()
-    tasks = 4 * cpus
-    n = pc.calibrate_burn(0.003 if args.quick else 0.020)
-    t0 = time.perf_counter()
-    for _ in range(tasks):
-        pc.burn(n)
-    serial = time.perf_counter() - t0
-    for w in range(1, cpus + 1):
+    tasks, n, reps = pc.speedup_setup(args.quick)
+
+    def serial():
+        for _ in range(tasks):
+            pc.burn(n)
+
+    for w in range(1, pc.nproc() + 1):
         with ProcessPoolExecutor(w) as ex:
             warm(ex, w)
-            t0 = time.perf_counter()
-            list(ex.map(pc.burn, [n] * tasks, chunksize=1))
-            parallel = time.perf_counter() - t0
-        pc.emit(f"speedup_w{w}", NAME + ".map", serial / parallel, "x", "higher", tasks=tasks)
+            ratio, extra = pc.paired_speedup(
+                serial, lambda: list(ex.map(pc.burn, [n] * tasks, chunksize=1)), reps)
+        pc.emit(f"speedup_w{w}", NAME + ".map", ratio, "x", "higher", tasks=tasks, **extra)
 
 
 def group_ready(args):

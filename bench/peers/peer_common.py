@@ -9,6 +9,7 @@ import argparse
 import json
 import os
 import sys
+import statistics
 import time
 
 # Task functions live here, in an importable module, so that the forkserver
@@ -46,8 +47,43 @@ def calibrate_burn(target_s):
         burn(n)
         s = time.perf_counter() - t0
         if s > target_s / 4:
+            # The fastest of a few samples: one slowed by other load would
+            # make the tasks far shorter than asked.
+            for _ in range(3):
+                t0 = time.perf_counter()
+                burn(n)
+                s = min(s, time.perf_counter() - t0)
             return max(1, int(n * target_s / s))
         n *= 2
+
+
+def paired_speedup(serial_fn, parallel_fn, reps):
+    """Speedup of parallel_fn over serial_fn, both timed back to back in each
+    repetition (order alternating) so that load from other processes hits
+    both sides of each ratio alike. Returns the median ratio and extra fields
+    (min, max, median serial and parallel ms)."""
+    ratios, serial, parallel = [], [], []
+    for r in range(reps):
+        runs = [serial_fn, parallel_fn] if r % 2 == 0 else [parallel_fn, serial_fn]
+        times = {}
+        for fn in runs:
+            t0 = time.perf_counter()
+            fn()
+            times[fn] = time.perf_counter() - t0
+        serial.append(times[serial_fn])
+        parallel.append(times[parallel_fn])
+        ratios.append(times[serial_fn] / times[parallel_fn])
+    med = statistics.median
+    return med(ratios), {"inner_reps": reps, "ratio_min": min(ratios), "ratio_max": max(ratios),
+                         "serial_ms": med(serial) * 1e3, "parallel_ms": med(parallel) * 1e3}
+
+
+def speedup_setup(quick):
+    """(tasks, n, reps): 4 tasks per CPU, one run of all tasks about 80 ms
+    serially (20 ms quick), as bench_pool and bench_limits."""
+    tasks = 4 * nproc()
+    n = calibrate_burn((0.020 if quick else 0.080) / tasks)
+    return tasks, n, 3 if quick else 5
 
 
 def nproc():
