@@ -60,6 +60,9 @@ exit_status to_exit_status(const zygote_report& r) {
 /// parent wake-ups, few enough that a slow task delays little else.
 constexpr std::size_t pipeline_depth = 32;
 
+/// The longest the loop thread polls for a result before it sleeps.
+constexpr std::int64_t spin_budget_ns = 20'000;
+
 /// How long an idle pool keeps listening before it lets io_context::run() return.
 constexpr std::chrono::milliseconds rest_interval{20};
 
@@ -105,6 +108,7 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
   void drain(worker_rec& w);
   void finish(worker_rec& w, task_op* op, const result_header& h, std::span<const std::byte> body);
   void wait_doorbell();
+  bool spin_for_results(int cpu);
   void on_doorbell();
   void read_reports();
   bool idle() const { return ops_.empty() && !stopping_; }
@@ -147,6 +151,7 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
   std::uint64_t next_id_ = 1;
   bool doorbell_armed_ = false;
   bool drain_posted_ = false;
+  std::int64_t recent_latency_ns_ = 0;
   bool reports_armed_ = false;
   bool listening_ = false;
   asio::steady_timer rest_timer_{ex_};
@@ -367,6 +372,7 @@ bool pool_core::send(worker_rec& w, task_op* op) {
   h->in_arena = op->in_arena ? 1 : 0;
   h->body_size = size;
   op->state = &h->state;
+  op->sent_ns = monotonic_ns();
   op->worker = static_cast<int>(w.index);
   op->seq = w.sent++;
   if (op->in_arena) {
@@ -446,6 +452,9 @@ void pool_core::remove_inflight(worker_rec& w, task_op* op) {
 
 void pool_core::finish(worker_rec&, task_op* op, const result_header& h,
                        std::span<const std::byte> body) {
+  // An average of recent send-to-result times decides whether spinning pays.
+  std::int64_t latency = monotonic_ns() - op->sent_ns;
+  recent_latency_ns_ += (latency - recent_latency_ns_) / 8;
   if (h.status == result_value) {
     ++stats_.tasks_completed;
     op->complete(body);
@@ -465,10 +474,12 @@ void pool_core::wait_doorbell() {
   if (closed_) {
     return;
   }
-  header_->parent_cpu.store(::sched_getcpu(), std::memory_order_relaxed);
+  int cpu = ::sched_getcpu();
+  header_->parent_cpu.store(cpu, std::memory_order_relaxed);
+  bool ready = spin_for_results(cpu);
   header_->parent_sleeping.store(1, std::memory_order_relaxed);
   std::atomic_thread_fence(std::memory_order_seq_cst);
-  if (any_results()) {
+  if (ready || any_results()) {
     header_->parent_sleeping.store(0, std::memory_order_relaxed);
     if (!drain_posted_) {
       drain_posted_ = true;
@@ -497,6 +508,35 @@ void pool_core::wait_doorbell() {
                               ::read(self->doorbell_fd_.get(), &count, sizeof count);
                           self->on_doorbell();
                         });
+}
+
+// Waking a sleeping loop from another CPU costs tens of microseconds here,
+// far more than a short task. So when a task is running on another CPU and
+// recent tasks came back within the spin budget, poll the result rings for
+// at most that long before sleeping. Never when the worker shares this CPU:
+// spinning would only keep it from running.
+bool pool_core::spin_for_results(int cpu) {
+  if (recent_latency_ns_ > spin_budget_ns) {
+    return false;
+  }
+  bool remote_busy = false;
+  for (const auto& w : workers_) {
+    remote_busy = remote_busy || (!w->inflight.empty() &&
+                                  w->view.shared->worker_cpu.load(std::memory_order_relaxed) != cpu);
+  }
+  if (!remote_busy) {
+    return false;
+  }
+  std::int64_t deadline = monotonic_ns() + spin_budget_ns;
+  do {
+    for (int i = 0; i < 64; ++i) {
+      if (any_results()) {
+        return true;
+      }
+      shm_ring::cpu_relax();
+    }
+  } while (monotonic_ns() < deadline);
+  return false;
 }
 
 void pool_core::on_doorbell() {
