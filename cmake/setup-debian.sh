@@ -5,7 +5,7 @@
 set -euo pipefail
 
 need=(g++ cmake ninja-build pkg-config libasio-dev liburing-dev libcereal-dev
-      libcatch2-dev python3 procps util-linux libhttp-parser-dev)
+      libcatch2-dev python3 procps util-linux libhttp-parser-dev openmpi-bin libopenmpi-dev)
 [ $# -gt 0 ] && need+=("$@")
 
 missing=()

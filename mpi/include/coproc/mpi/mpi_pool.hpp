@@ -1,0 +1,365 @@
+#pragma once
+/// coproc::mpi_pool: the process_pool interface over the ranks of an MPI job.
+///
+/// Rank 0 runs the program's event loop and submits; every other rank runs
+/// the worker loop of the same binary. Tasks name their code by its offset
+/// from detail::image_anchor, checked at start-up against the GNU build id of
+/// each rank's executable, so separate execs (ASLR) of one build agree.
+
+#include <asio/any_io_executor.hpp>
+#include <asio/associated_cancellation_slot.hpp>
+#include <asio/associated_executor.hpp>
+#include <asio/async_result.hpp>
+#include <asio/awaitable.hpp>
+#include <asio/bind_executor.hpp>
+#include <asio/cancellation_type.hpp>
+#include <asio/executor_work_guard.hpp>
+#include <asio/post.hpp>
+#include <asio/redirect_error.hpp>
+#include <asio/steady_timer.hpp>
+#include <asio/this_coro.hpp>
+#include <asio/use_awaitable.hpp>
+#include <cstddef>
+#include <cstdint>
+#include <exception>
+#include <functional>
+#include <iterator>
+#include <memory>
+#include <ranges>
+#include <string>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "coproc/executors/detail/callable.hpp"
+#include "coproc/executors/detail/task_op.hpp"
+#include "coproc/executors/pool_stats.hpp"
+#include "coproc/executors/process_pool.hpp"
+#include "coproc/executors/result_stream.hpp"
+#include "coproc/mpi/mpi_options.hpp"
+
+namespace coproc {
+
+namespace detail {
+
+/// A fresh task id (process-wide, never reused, so a late result of a task
+/// from an earlier pool can never be taken for another task).
+std::uint64_t mpi_next_id() noexcept;
+/// Cancels task `id` of the open mpi_pool (no effect when it already finished).
+void mpi_cancel(std::uint64_t id);
+/// Whether `p` lies in an executable segment of the main program: only such
+/// code has the same offset from image_anchor in every rank.
+bool mpi_code_in_image(const void* p) noexcept;
+/// image_anchor's offset from the start of the main program's first code segment.
+std::int64_t mpi_anchor_offset() noexcept;
+/// Test hook: the build id rank 0 announces (empty: the real one).
+void mpi_set_build_id_for_testing(std::string id);
+/// The GNU build id of this process's executable, as hex.
+const std::string& mpi_build_id();
+
+/// Wraps a submit handler so that the pool, not submit_op, owns its
+/// cancellation slot: the slot is cleared on the handler's executor just
+/// before the handler runs.
+template <class H>
+class mpi_handler {
+ public:
+  using executor_type = asio::associated_executor_t<H, asio::any_io_executor>;
+
+  mpi_handler(H h, const asio::any_io_executor& ex)
+      : ex_(asio::get_associated_executor(h, ex)),
+        slot_(asio::get_associated_cancellation_slot(h)),
+        h_(std::move(h)) {}
+
+  executor_type get_executor() const noexcept { return ex_; }
+
+  template <class... A>
+  void operator()(A&&... a) {
+    if (slot_.is_connected()) {
+      slot_.clear();
+    }
+    std::move(h_)(std::forward<A>(a)...);
+  }
+
+ private:
+  executor_type ex_;
+  asio::associated_cancellation_slot_t<H> slot_;
+  H h_;
+};
+
+/// map's chunk task when the callable is a function pointer: the pointer
+/// travels as its offset from image_anchor (detail::map_chunk would copy the
+/// raw address, which means nothing in another exec).
+template <class F, class T>
+struct mpi_map_chunk {
+  std::int64_t offset;
+  auto operator()(const std::vector<T>& items) const {
+    const void* code = code_address(offset);
+    if (!mpi_code_in_image(code)) {
+      throw std::system_error(coproc::errc::function_mismatch,
+                              "mpi_pool: map's function is outside the executable");
+    }
+    return map_chunk<F, T>{reinterpret_cast<F>(const_cast<void*>(code))}(items);
+  }
+};
+
+template <class F, class T>
+auto mpi_chunk_task(F fn) {
+  if constexpr (function_pointer<F>) {
+    return mpi_map_chunk<F, T>{code_offset(reinterpret_cast<const void*>(fn))};
+  } else {
+    return map_chunk<F, T>{fn};
+  }
+}
+
+}  // namespace detail
+
+/// The process_pool interface (submit, async_submit, map, map_unordered,
+/// async_shutdown, stats) over the ranks of an MPI job: rank 0 submits, ranks
+/// 1..N-1 run the tasks. See docs/SCALE_OUT.md.
+///
+/// Start-up. MPI is initialised by run_workers_if_not_root(argc, argv) or, if
+/// the program did not call it, by the first mpi_pool constructor. On every
+/// rank but 0 that call never returns: the rank serves tasks until rank 0
+/// exits, then finalises MPI and leaves with std::exit(0). Everything the
+/// program did before it ran on every rank, so call it first thing in main().
+/// All MPI calls of rank 0 are made by one progress thread (MPI_THREAD_FUNNELED
+/// is enough); MPI is finalised when rank 0 exits (std::atexit).
+///
+/// One mpi_pool may be open at a time (the worker ranks serve one session);
+/// pools may follow one another.
+///
+/// Callables: as for process_pool, but a function pointer must point into
+/// the main executable (not a shared library): its offset is what travels.
+/// A trivially copyable functor travels byte for byte, so it must not hold
+/// pointers (a captured function pointer would be a raw address of rank 0).
+///
+/// Thread safety: every member function may be called from any thread.
+/// The pool must outlive the operations it started; destroying it completes
+/// them with asio::error::operation_aborted.
+class mpi_pool {
+ public:
+  using executor_type = asio::any_io_executor;
+
+  /// Initialises MPI (if not yet done). On rank 0 returns; on the other
+  /// ranks runs the worker loop and leaves the process with std::exit(0)
+  /// once rank 0 finishes (or with a non-zero status on a fatal MPI error).
+  /// Throws std::system_error if MPI cannot be initialised.
+  static void run_workers_if_not_root(int& argc, char**& argv);
+  /// This process's rank in MPI_COMM_WORLD (initialises MPI if needed; a
+  /// worker rank never returns from that initialisation).
+  static int rank();
+
+  /// Opens a session with every worker rank: sends the build id and waits
+  /// for each rank to confirm it runs the same build.
+  /// Throws std::system_error: errc::function_mismatch when a rank runs
+  /// another build (that rank then refuses every task), errc::pool_stopped
+  /// when the job has a single rank or another mpi_pool is open.
+  explicit mpi_pool(const executor_type& ex, mpi_options options = {});
+  mpi_pool(const mpi_pool&) = delete;
+  mpi_pool& operator=(const mpi_pool&) = delete;
+  /// Closes the session: pending operations complete with
+  /// asio::error::operation_aborted; tasks running on ranks finish there and
+  /// their results are discarded.
+  ~mpi_pool();
+
+  executor_type get_executor() const noexcept { return ex_; }
+
+  /// Runs `fn(args...)` on a worker rank: `async_submit(fn, args..., token)`.
+  ///
+  /// Completion signature: void(std::exception_ptr, R), or void(std::exception_ptr)
+  /// when R is void. The exception is the task's own as coproc::remote_error
+  /// (or std::system_error with its code when the task threw one), or a
+  /// std::system_error with errc::pool_stopped, errc::payload_too_large (above
+  /// 2 GiB, MPI's count limit), errc::function_mismatch, errc::frame_corrupt,
+  /// errc::worker_crashed (an MPI error towards the rank).
+  /// Cancellation: terminal, partial and total. A task not yet sent to a rank
+  /// is dropped; a task already sent keeps running on its rank (a rank cannot
+  /// be killed and replaced) and its result is discarded. Either way the
+  /// handler gets asio::error::operation_aborted at once.
+  template <class F, class... Ts>
+  auto async_submit(F fn, Ts&&... args_and_token) {
+    static_assert(sizeof...(Ts) >= 1, "coproc: async_submit takes a completion token last");
+    return async_submit_tuple(
+        std::move(fn),
+        detail::all_but_last(std::make_index_sequence<sizeof...(Ts) - 1>{},
+                             std::forward<Ts>(args_and_token)...),
+        std::forward<decltype(detail::last_of(std::forward<Ts>(args_and_token)...))>(
+            detail::last_of(std::forward<Ts>(args_and_token)...)));
+  }
+
+  /// `co_await pool.submit(fn, args...)`: the coroutine form of async_submit.
+  template <class F, class... Args>
+  auto submit(F fn, Args&&... args) {
+    return async_submit(std::move(fn), std::forward<Args>(args)..., asio::use_awaitable);
+  }
+
+  /// Applies `fn` to every element of `items` on the ranks and returns the
+  /// results in input order, in chunks (automatic size, or `chunk_size`).
+  /// Throws the first failing chunk's exception.
+  template <class F, std::ranges::input_range Range>
+  auto map(F fn, const Range& items, std::size_t chunk_size = 0)
+      -> asio::awaitable<std::vector<detail::task_result_t<F, std::ranges::range_value_t<Range>>>>;
+
+  /// One task per element, at most `window` in flight (0: twice the rank
+  /// count), results as they complete: see process_pool::map_unordered.
+  template <class F, std::ranges::input_range Range>
+  auto map_unordered(F fn, const Range& items, std::size_t window = 0)
+      -> result_stream<detail::task_result_t<F, std::ranges::range_value_t<Range>>>;
+
+  /// Stops accepting work, then drains or cancels (shutdown_mode::cancel:
+  /// queued and sent tasks fail with errc::pool_stopped; ranks finish what
+  /// they run and the results are discarded). Completion signature: void().
+  /// The worker ranks stay up for a later pool until rank 0 exits.
+  template <class Token>
+  auto async_shutdown(shutdown_mode mode, Token&& token);
+
+  /// A snapshot of the counters. worker_pids are the ranks' pids on their
+  /// own hosts; workers_alive is the number of worker ranks.
+  pool_stats stats() const;
+
+  /// The number of worker ranks (MPI_COMM_WORLD size - 1).
+  std::size_t size() const noexcept { return workers_; }
+
+ private:
+  template <class F, class Args, class Token>
+  auto async_submit_tuple(F fn, Args args, Token&& token);
+
+  void start(detail::task_op* op);
+  void start_shutdown(shutdown_mode mode, std::function<void()> done);
+
+  executor_type ex_;
+  std::size_t workers_ = 0;
+};
+
+template <class F, class Args, class Token>
+auto mpi_pool::async_submit_tuple(F fn, Args args, Token&& token) {
+  return std::apply(
+      [&]<class... A>(A&&... a) {
+        using tuple_t = std::tuple<std::decay_t<A>...>;
+        return [&]<class... W>(std::tuple<W...>*) {
+          detail::check_callable<F>();
+          static_assert((coproc::codable<W> && ...),
+                        "coproc: every argument must be codable (see coproc/ipc/codec.hpp)");
+          using R = detail::task_result_t<F, W...>;
+          static_assert(std::is_void_v<R> || coproc::codable<R>,
+                        "coproc: the callable's result must be codable");
+          static_assert(std::is_void_v<R> || std::is_default_constructible_v<R>,
+                        "coproc: the result type must be default-constructible");
+          return asio::async_initiate<Token, detail::submit_signature<F, W...>>(
+              [this](auto handler, F f, tuple_t a) {
+                using handler_t = std::decay_t<decltype(handler)>;
+                using op_t = detail::submit_op<F, detail::mpi_handler<handler_t>, W...>;
+                auto slot = asio::get_associated_cancellation_slot(handler);
+                bool code_ok = true;
+                if constexpr (detail::function_pointer<F>) {
+                  code_ok = detail::mpi_code_in_image(reinterpret_cast<const void*>(f));
+                }
+                auto* op = new op_t(ex_, std::move(f), std::move(a),
+                                    detail::mpi_handler<handler_t>(std::move(handler), ex_));
+                op->id = detail::mpi_next_id();
+                if (!code_ok) {
+                  op->fail(std::make_exception_ptr(
+                      std::system_error(coproc::errc::function_mismatch,
+                                        "mpi_pool: the function is not in the main executable")));
+                  return;
+                }
+                if (slot.is_connected()) {
+                  slot.assign([id = op->id](asio::cancellation_type) { detail::mpi_cancel(id); });
+                }
+                start(op);
+              },
+              token, std::move(fn), tuple_t(std::forward<A>(a)...));
+        }(static_cast<tuple_t*>(nullptr));
+      },
+      std::move(args));
+}
+
+// map and map_unordered mirror process_pool's (same chunking and window).
+template <class F, std::ranges::input_range Range>
+auto mpi_pool::map(F fn, const Range& items, std::size_t chunk_size)
+    -> asio::awaitable<std::vector<detail::task_result_t<F, std::ranges::range_value_t<Range>>>> {
+  using T = std::ranges::range_value_t<Range>;
+  using R = detail::task_result_t<F, T>;
+  detail::check_callable<F>();
+  std::vector<T> all(std::ranges::begin(items), std::ranges::end(items));
+  std::size_t n = all.size();
+  if (chunk_size == 0) {
+    std::size_t target = 4 * size();
+    chunk_size = std::max<std::size_t>(1, (n + target - 1) / target);
+  }
+  struct chunk_state {
+    std::vector<R> values;
+    std::exception_ptr error;
+  };
+  struct map_state {
+    explicit map_state(const asio::any_io_executor& ex)
+        : ready(ex, asio::steady_timer::time_point::max()) {}
+    std::vector<chunk_state> chunks;
+    std::size_t outstanding = 0;
+    asio::steady_timer ready;
+  };
+  auto here = co_await asio::this_coro::executor;
+  auto state = std::make_shared<map_state>(here);
+  state->chunks.resize((n + chunk_size - 1) / chunk_size);
+  state->outstanding = state->chunks.size();
+  for (std::size_t c = 0; c < state->chunks.size(); ++c) {
+    auto first = all.begin() + static_cast<std::ptrdiff_t>(c * chunk_size);
+    auto last = all.begin() + static_cast<std::ptrdiff_t>(std::min(n, (c + 1) * chunk_size));
+    async_submit(detail::mpi_chunk_task<F, T>(fn),
+                 std::vector<T>(std::make_move_iterator(first), std::make_move_iterator(last)),
+                 asio::bind_executor(here, [state, c](std::exception_ptr e, std::vector<R> v) {
+                   state->chunks[c] = {std::move(v), e};
+                   if (--state->outstanding == 0) {
+                     state->ready.cancel();
+                   }
+                 }));
+  }
+  if (state->outstanding > 0) {
+    std::error_code ec;
+    co_await state->ready.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+  }
+  std::vector<R> out;
+  out.reserve(n);
+  for (chunk_state& chunk : state->chunks) {
+    if (chunk.error) {
+      std::rethrow_exception(chunk.error);
+    }
+    std::move(chunk.values.begin(), chunk.values.end(), std::back_inserter(out));
+  }
+  co_return out;
+}
+
+template <class F, std::ranges::input_range Range>
+auto mpi_pool::map_unordered(F fn, const Range& items, std::size_t window)
+    -> result_stream<detail::task_result_t<F, std::ranges::range_value_t<Range>>> {
+  using T = std::ranges::range_value_t<Range>;
+  using R = detail::task_result_t<F, T>;
+  static_assert(!std::is_void_v<R>, "coproc: map_unordered needs a callable that returns a value");
+  detail::check_callable<F>();
+  auto all = std::make_shared<std::vector<T>>(std::ranges::begin(items), std::ranges::end(items));
+  std::size_t total = all->size();
+  return result_stream<R>(
+      [this, fn, all](std::size_t i, const asio::any_io_executor& ex,
+                      typename result_stream<R>::completion done) {
+        async_submit(fn, (*all)[i], asio::bind_executor(ex, std::move(done)));
+      },
+      total, window == 0 ? 2 * size() : window);
+}
+
+template <class Token>
+auto mpi_pool::async_shutdown(shutdown_mode mode, Token&& token) {
+  return asio::async_initiate<Token, void()>(
+      [this, mode](auto handler) {
+        auto ex = asio::get_associated_executor(handler, ex_);
+        auto shared = std::make_shared<std::decay_t<decltype(handler)>>(std::move(handler));
+        auto work = std::make_shared<asio::executor_work_guard<decltype(ex)>>(ex);
+        start_shutdown(mode, [shared, work, ex]() mutable {
+          asio::post(ex, [shared]() mutable { std::move (*shared)(); });
+          work->reset();
+        });
+      },
+      token);
+}
+
+}  // namespace coproc

@@ -1,0 +1,345 @@
+// mpi_pool end to end, run as `mpirun -np 3 mpi_pool_check [case]` (a plain
+// program, not Catch2: every rank runs main(), and only rank 0 gets past
+// run_workers_if_not_root). Exit status 0 when every check passed.
+//
+// Cases: "all" (default) or "rank-death" (a task aborts its rank: the job
+// must end, never hang; see the ctest entry).
+
+#include <unistd.h>
+
+#include <asio/bind_cancellation_slot.hpp>
+#include <asio/bind_executor.hpp>
+#include <asio/cancellation_signal.hpp>
+#include <asio/co_spawn.hpp>
+#include <asio/detached.hpp>
+#include <asio/io_context.hpp>
+#include <asio/use_awaitable.hpp>
+#include <chrono>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <ctime>
+#include <numeric>
+#include <set>
+#include <stdexcept>
+#include <string>
+#include <system_error>
+#include <vector>
+
+#include "coproc/ipc/remote_error.hpp"
+#include "coproc/mpi/mpi_pool.hpp"
+
+namespace {
+
+int failures = 0;
+
+void expect(bool ok, int line, const char* what) {
+  if (!ok) {
+    ++failures;
+    std::fprintf(stderr, "mpi_pool_check:%d: FAILED: %s\n", line, what);
+  }
+}
+#define EXPECT(cond) expect(static_cast<bool>(cond), __LINE__, #cond)
+
+int square(int x) {
+  return x * x;
+}
+int rank_pid(int) {
+  return static_cast<int>(::getpid());
+}
+void nothing() {}
+int throws_runtime(int) {
+  throw std::runtime_error("boom");
+}
+int throws_system(int) {
+  throw std::system_error(std::make_error_code(std::errc::invalid_argument));
+}
+
+std::uint64_t sum_bytes(const std::vector<std::uint8_t>& v) {
+  return std::accumulate(v.begin(), v.end(), std::uint64_t{0});
+}
+std::vector<std::uint8_t> reversed(std::vector<std::uint8_t> v) {
+  std::reverse(v.begin(), v.end());
+  return v;
+}
+
+// Holds its rank until `path` exists (at most 20 s, then throws): a gate the
+// test opens when it has checked what it needs, without timing assumptions.
+int wait_for_file(std::string path) {
+  for (int i = 0; i < 20000; ++i) {
+    if (::access(path.c_str(), F_OK) == 0) {
+      return 1;
+    }
+    timespec ts{0, 1'000'000};
+    ::nanosleep(&ts, nullptr);
+  }
+  throw std::runtime_error("gate never opened");
+}
+
+// g++ 12 cannot keep an initializer_list in a coroutine frame: build the
+// inputs in plain functions.
+std::vector<int> countdown() {
+  return {5, 4, 3, 2, 1};
+}
+std::vector<int> countdown_squared() {
+  return {25, 16, 9, 4, 1};
+}
+std::vector<int> first(int n) {
+  std::vector<int> v(static_cast<std::size_t>(n));
+  std::iota(v.begin(), v.end(), 0);
+  return v;
+}
+
+[[noreturn]] int abort_rank(int) {
+  std::abort();
+}
+
+template <class Fn>
+bool throws_code(Fn&& fn, std::error_code code) {
+  try {
+    fn();
+  } catch (const std::system_error& e) {
+    return e.code() == code;
+  } catch (...) {
+  }
+  return false;
+}
+
+asio::awaitable<void> values(coproc::mpi_pool& pool) {
+  int a = co_await pool.submit(square, 7);
+  EXPECT(a == 49);
+  int b = co_await pool.submit([](int x, int y) { return x - y; }, 10, 3);
+  EXPECT(b == 7);
+  std::string s = co_await pool.submit([](std::string x) { return x + "!"; }, "hi");
+  EXPECT(s == "hi!");
+  co_await pool.submit(nothing);
+  // Tasks reach more than one rank (the pids differ from rank 0's).
+  std::set<int> pids;
+  for (int i = 0; i < 8; ++i) {
+    int p = co_await pool.submit(rank_pid, i);
+    pids.insert(p);
+  }
+  EXPECT(pids.count(static_cast<int>(::getpid())) == 0);
+  std::printf("values: ok (%zu rank pids seen)\n", pids.size());
+}
+
+asio::awaitable<void> exceptions(coproc::mpi_pool& pool) {
+  bool remote = false;
+  try {
+    co_await pool.submit(throws_runtime, 1);
+  } catch (const coproc::remote_error& e) {
+    remote = e.type_name() == "std::runtime_error" && e.message() == "boom";
+  }
+  EXPECT(remote);
+  bool system = false;
+  try {
+    co_await pool.submit(throws_system, 1);
+  } catch (const std::system_error& e) {
+    system = e.code() == std::errc::invalid_argument;
+  }
+  EXPECT(system);
+  // A function outside the main executable has no stable offset: refused.
+  bool refused = false;
+  try {
+    co_await pool.submit(static_cast<double (*)(double)>(&::cos), 1.0);
+  } catch (const std::system_error& e) {
+    refused = e.code() == coproc::errc::function_mismatch;
+  }
+  EXPECT(refused);
+  int after = co_await pool.submit(square, 3);
+  EXPECT(after == 9);
+  std::printf("exceptions: ok\n");
+}
+
+asio::awaitable<void> maps(coproc::mpi_pool& pool) {
+  std::vector<int> in(1000);
+  std::iota(in.begin(), in.end(), 0);
+  std::vector<int> out = co_await pool.map(square, in);
+  bool ordered = out.size() == in.size();
+  for (std::size_t i = 0; ordered && i < in.size(); ++i) {
+    ordered = out[i] == in[i] * in[i];
+  }
+  EXPECT(ordered);
+  std::vector<int> one = co_await pool.map(square, countdown(), 1);
+  EXPECT(one == countdown_squared());
+  bool map_threw = false;
+  try {
+    co_await pool.map(throws_runtime, first(3));
+  } catch (const coproc::remote_error&) {
+    map_threw = true;
+  }
+  EXPECT(map_threw);
+
+  auto stream = pool.map_unordered(square, first(10), 3);
+  std::set<std::size_t> seen;
+  bool values_ok = true;
+  while (auto r = co_await stream.next()) {
+    seen.insert(r->index);
+    values_ok = values_ok && r->get() == static_cast<int>(r->index * r->index);
+  }
+  EXPECT(seen.size() == 10);
+  EXPECT(values_ok);
+  std::printf("maps: ok\n");
+}
+
+asio::awaitable<void> large(coproc::mpi_pool& pool) {
+  std::vector<std::uint8_t> big(std::size_t{8} << 20);
+  for (std::size_t i = 0; i < big.size(); ++i) {
+    big[i] = static_cast<std::uint8_t>(i * 7);
+  }
+  std::uint64_t expect_sum = sum_bytes(big);
+  std::uint64_t got = co_await pool.submit(sum_bytes, big);
+  EXPECT(got == expect_sum);
+  std::vector<std::uint8_t> back = co_await pool.submit(reversed, big);
+  std::reverse(back.begin(), back.end());
+  EXPECT(back == big);
+  std::printf("large: ok (8 MiB each way)\n");
+}
+
+// Needs a pool with tasks_per_rank = 1 and 2 worker ranks.
+asio::awaitable<void> cancellation(coproc::mpi_pool& pool) {
+  auto ex = co_await asio::this_coro::executor;
+  std::string gate = "/tmp/coproc_mpi_gate_" + std::to_string(::getpid());
+  ::unlink(gate.c_str());
+  struct outcome {
+    bool done = false;
+    std::error_code code;
+    int value = 0;
+  };
+  auto record = [ex](outcome& o) {
+    return asio::bind_executor(ex, [&o](std::exception_ptr e, int v) {
+      o.done = true;
+      o.value = v;
+      try {
+        if (e) {
+          std::rethrow_exception(e);
+        }
+      } catch (const std::system_error& s) {
+        o.code = s.code();
+      } catch (...) {
+        o.code = std::make_error_code(std::errc::io_error);
+      }
+    });
+  };
+  outcome a, b, c;
+  asio::cancellation_signal cancel_a, cancel_c;
+  // a and b occupy both ranks (one task each); c stays queued.
+  pool.async_submit(wait_for_file, gate, asio::bind_cancellation_slot(cancel_a.slot(), record(a)));
+  pool.async_submit(wait_for_file, gate, record(b));
+  pool.async_submit(square, 3, asio::bind_cancellation_slot(cancel_c.slot(), record(c)));
+  EXPECT(pool.stats().tasks_queued >= 1);
+  cancel_c.emit(asio::cancellation_type::terminal);  // queued: dropped
+  cancel_a.emit(asio::cancellation_type::terminal);  // running: result discarded
+  asio::steady_timer t(ex);
+  while (!(a.done && c.done)) {  // completions are posted: let them run
+    t.expires_after(std::chrono::milliseconds(1));
+    co_await t.async_wait(asio::use_awaitable);
+  }
+  EXPECT(c.code == asio::error::operation_aborted);
+  EXPECT(a.code == asio::error::operation_aborted);
+  EXPECT(!b.done);
+  coproc::pool_stats s = pool.stats();
+  EXPECT(s.tasks_cancelled == 2);
+  EXPECT(s.tasks_queued == 0);
+  std::FILE* f = std::fopen(gate.c_str(), "w");  // open the gate
+  if (f != nullptr) {
+    std::fclose(f);
+  }
+  int d = co_await pool.submit(square, 4);  // needs a rank: a's or b's
+  EXPECT(d == 16);
+  while (!b.done) {
+    t.expires_after(std::chrono::milliseconds(1));
+    co_await t.async_wait(asio::use_awaitable);
+  }
+  EXPECT(!b.code && b.value == 1);
+  ::unlink(gate.c_str());
+  std::printf("cancellation: ok\n");
+}
+
+asio::awaitable<void> shutdown(coproc::mpi_pool& pool) {
+  int v = 0;
+  auto ex = co_await asio::this_coro::executor;
+  pool.async_submit(square, 6, asio::bind_executor(ex, [&v](std::exception_ptr, int r) { v = r; }));
+  co_await pool.async_shutdown(coproc::shutdown_mode::drain, asio::use_awaitable);
+  EXPECT(v == 36);
+  bool stopped = false;
+  try {
+    co_await pool.submit(square, 1);
+  } catch (const std::system_error& e) {
+    stopped = e.code() == coproc::errc::pool_stopped;
+  }
+  EXPECT(stopped);
+  std::printf("shutdown: ok\n");
+}
+
+template <class Body>
+void run(const char* name, Body body) {
+  asio::io_context ctx;
+  bool finished = false;
+  asio::co_spawn(ctx, body(), [&](std::exception_ptr e) {
+    finished = true;
+    if (e) {
+      try {
+        std::rethrow_exception(e);
+      } catch (const std::exception& x) {
+        std::fprintf(stderr, "%s: unexpected exception: %s\n", name, x.what());
+      }
+      ++failures;
+    }
+  });
+  ctx.run_for(std::chrono::seconds(60));
+  if (!finished) {
+    std::fprintf(stderr, "%s: did not finish within 60 s\n", name);
+    ++failures;
+    std::_Exit(3);  // a pool with stuck operations cannot be destroyed cleanly
+  }
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  coproc::mpi_pool::run_workers_if_not_root(argc, argv);  // ranks 1.. never return
+  std::string mode = argc > 1 ? argv[1] : "all";
+  asio::io_context ctx;
+
+  if (mode == "rank-death") {
+    coproc::mpi_pool pool(ctx.get_executor());
+    run("rank-death", [&]() -> asio::awaitable<void> {
+      co_await pool.submit(abort_rank, 1);
+      std::printf("rank-death: the task returned?\n");
+    });
+    std::printf("rank-death: rank 0 survived the death of rank 1\n");
+    return 1;  // Open MPI is expected to end the job before this
+  }
+
+  // A rank that runs another build refuses the session: a clean error.
+  coproc::detail::mpi_set_build_id_for_testing("0123456789abcdef");
+  bool mismatch = throws_code([&] { coproc::mpi_pool bad(ctx.get_executor()); },
+                              coproc::errc::function_mismatch);
+  EXPECT(mismatch);
+  coproc::detail::mpi_set_build_id_for_testing("");
+  std::printf("build id mismatch: %s\n", mismatch ? "ok" : "FAILED");
+
+  {
+    coproc::mpi_pool pool(ctx.get_executor());
+    EXPECT(pool.size() == 2);
+    run("values", [&] { return values(pool); });
+    run("exceptions", [&] { return exceptions(pool); });
+    run("maps", [&] { return maps(pool); });
+    run("large", [&] { return large(pool); });
+    coproc::pool_stats s = pool.stats();
+    EXPECT(s.workers_alive == 2);
+    EXPECT(s.tasks_completed > 0 && s.tasks_failed >= 3);
+  }
+  {
+    coproc::mpi_pool pool(ctx.get_executor(), {.tasks_per_rank = 1});
+    run("cancellation", [&] { return cancellation(pool); });
+  }
+  {
+    coproc::mpi_pool pool(ctx.get_executor());
+    run("shutdown", [&] { return shutdown(pool); });
+  }
+  std::printf("mpi_pool_check: %s (%d failures)\n", failures == 0 ? "PASSED" : "FAILED", failures);
+  return failures == 0 ? 0 : 1;
+}
