@@ -4,11 +4,11 @@
 // Rank 0 measures (both pools get world size - 1 workers); the other ranks
 // serve mpi_pool tasks. Prints the JSON lines of bench/run.py's protocol.
 
+#include <algorithm>
 #include <asio/co_spawn.hpp>
 #include <asio/detached.hpp>
 #include <asio/io_context.hpp>
 #include <asio/use_awaitable.hpp>
-#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <string>
@@ -20,10 +20,12 @@
 
 namespace {
 
-int noop(int x) { return x; }
+int noop(int x) {
+  return x;
+}
 
-void emit(std::string_view metric, std::string_view contender, double value,
-          std::string_view unit, std::string_view better) {
+void emit(std::string_view metric, std::string_view contender, double value, std::string_view unit,
+          std::string_view better) {
   std::printf(
       "{\"metric\": \"%.*s\", \"contender\": \"%.*s\", \"value\": %.6g, \"unit\": \"%.*s\", "
       "\"better\": \"%.*s\"}\n",

@@ -228,11 +228,15 @@ asio::awaitable<void> cancellation(coproc::mpi_pool& pool) {
   pool.async_submit(wait_for_file, gate, asio::bind_cancellation_slot(cancel_a.slot(), record(a)));
   pool.async_submit(wait_for_file, gate, record(b));
   pool.async_submit(square, 3, asio::bind_cancellation_slot(cancel_c.slot(), record(c)));
-  EXPECT(pool.stats().tasks_queued >= 1);
+  asio::steady_timer t(ex);
+  while (pool.stats().workers_busy < 2) {  // a and b sent (one per rank): c stays queued
+    t.expires_after(std::chrono::milliseconds(1));
+    co_await t.async_wait(asio::use_awaitable);
+  }
+  EXPECT(pool.stats().tasks_queued == 1);
   cancel_c.emit(asio::cancellation_type::terminal);  // queued: dropped
   cancel_a.emit(asio::cancellation_type::terminal);  // running: result discarded
-  asio::steady_timer t(ex);
-  while (!(a.done && c.done)) {  // completions are posted: let them run
+  while (!(a.done && c.done)) {                      // completions are posted: let them run
     t.expires_after(std::chrono::milliseconds(1));
     co_await t.async_wait(asio::use_awaitable);
   }
