@@ -97,7 +97,10 @@ inline leak_report respawn_cycles(std::size_t n, std::size_t workers = 2) {
     // pool has not seen yet), the zygote and the workers the only descendants.
     auto whole = [&] {
       auto s = pool.stats();
-      if (s.workers_alive != workers || s.worker_pids.size() != workers) {
+      // Every task retires or kills its worker: one respawn each, so fewer
+      // respawns than tasks means a replacement is still on its way.
+      if (s.respawns < first + count || s.workers_alive != workers ||
+          s.worker_pids.size() != workers) {
         return false;
       }
       for (pid_t p : s.worker_pids) {
