@@ -126,6 +126,7 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
   void fail_all(const std::exception_ptr& e);
   void maybe_finish_shutdown();
   void remove_inflight(worker_rec& w, task_op* op);
+  void fail_corrupt_worker(worker_rec& w);
   bool any_results() const;
 
   asio::any_io_executor ex_;
@@ -193,7 +194,7 @@ pool_core::pool_core(const asio::any_io_executor& ex, pool_options options)
   zygote_cmd_ = std::move(cmd_write);
   check_syscall(::fcntl(zygote_cmd_.get(), F_SETFL, O_NONBLOCK), "fcntl");
   reports_ = std::make_unique<pipe_reader>(ex_, std::move(report_read));
-  doorbell_ = std::make_unique<asio::posix::stream_descriptor>(ex_, ::dup(doorbell_fd_.get()));
+  doorbell_ = std::make_unique<asio::posix::stream_descriptor>(ex_, ::fcntl(doorbell_fd_.get(), F_DUPFD_CLOEXEC, 0));
 }
 
 void pool_core::open() {
@@ -406,6 +407,14 @@ void pool_core::drain(worker_rec& w) {
     if (frame.data() == nullptr) {
       break;
     }
+    if (frame.size() < sizeof(result_header)) {
+      // The worker wrote what no worker writes: fail the task it runs and
+      // replace it.
+      w.view.results.pop();
+      popped = true;
+      fail_corrupt_worker(w);
+      continue;
+    }
     result_header h;
     std::memcpy(&h, frame.data(), sizeof h);
     std::span<const std::byte> body;
@@ -434,11 +443,27 @@ void pool_core::drain(worker_rec& w) {
       futex_wake(w.view.shared->out_arena_busy);
     }
   }
-  if (w.view.results.corrupt() && !w.killing) {
-    kill(w, 0);
+  if (w.view.results.corrupt()) {
+    fail_corrupt_worker(w);
   }
   if (popped) {
     w.view.results.notify_producer();
+  }
+}
+
+void pool_core::fail_corrupt_worker(worker_rec& w) {
+  if (w.killing) {
+    return;
+  }
+  std::uint64_t running = w.view.shared->running_id.load(std::memory_order_acquire);
+  auto it = std::find_if(w.inflight.begin(), w.inflight.end(),
+                         [&](task_op* op) { return op->id == running; });
+  kill(w, running);
+  if (running != 0 && it != w.inflight.end()) {
+    task_op* op = *it;
+    remove_inflight(w, op);
+    ++stats_.tasks_failed;
+    op->fail(error(coproc::errc::frame_corrupt, "worker wrote a corrupt result frame"));
   }
 }
 

@@ -1,6 +1,7 @@
 #include "coproc/runtime/mapped_region.hpp"
 
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "coproc/runtime/detail/system_error.hpp"
@@ -9,6 +10,8 @@ namespace coproc {
 
 mapped_region mapped_region::create(std::size_t size, const char* debug_name) {
   unique_fd fd(detail::check_syscall(::memfd_create(debug_name, MFD_CLOEXEC), "memfd_create"));
+  // memfds are created 0777: only this user may open it through /proc.
+  detail::check_syscall(::fchmod(fd.get(), 0600), "fchmod");
   detail::check_syscall(::ftruncate(fd.get(), static_cast<off_t>(size)), "ftruncate");
   return map(std::move(fd), size);
 }

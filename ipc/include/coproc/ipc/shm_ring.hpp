@@ -143,7 +143,10 @@ class shm_ring {
       pos = 0;
       len = read_len(0);
     }
-    if (len > max_frame()) {
+    // Length words come from another process: a frame must fit both the ring
+    // and what the producer published, or the memory was overwritten.
+    if (len > max_frame() || pos + frame_overhead + len > h_->capacity ||
+        frame_overhead + len > cached_head_ - tail) {
       corrupt_ = true;
       return {};
     }

@@ -129,6 +129,9 @@ using thunk_fn = void (*)(std::span<const std::byte> body, result_writer& out);
 
 template <class F, class... Args>
 void run_task(std::span<const std::byte> body, result_writer& out) {
+  if (body.size() < callable_size<F>()) {
+    throw std::system_error(coproc::errc::frame_corrupt, "task body shorter than its callable");
+  }
   F f = load_callable<F>(body.data());
   coproc::decoder in(body.subspan(callable_size<F>()));
   std::tuple<Args...> args{in.template decode<Args>()...};  // braces: left to right
