@@ -16,7 +16,7 @@
 // lets requests in progress finish (closing idle keep-alive connections),
 // drains the pool and exits 0.
 //
-//   http_server [--address A] [--port P] [--workers N] [--max-body BYTES] [--help]
+//   http_server [--address A] [--port P] [--workers N] [--max-body BYTES] [--grace S] [--help]
 //
 // With --port 0 (the default) the kernel picks a free port. The first line on
 // stdout is "listening on http://ADDRESS:PORT", which scripts wait for.
@@ -71,6 +71,7 @@ struct options {
   unsigned short port = 0;
   std::size_t workers = std::max(1u, std::thread::hardware_concurrency());
   std::size_t max_body = 1 << 20;
+  unsigned grace_seconds = 5;  // how long requests in progress may finish at shutdown
 };
 
 void usage(std::FILE* out) {
@@ -80,6 +81,7 @@ void usage(std::FILE* out) {
       "  -p, --port P        port (default 0: the kernel picks one)\n"
       "  -w, --workers N     worker processes (default: the number of CPUs)\n"
       "  -b, --max-body N    largest request body in bytes (default 1048576)\n"
+      "  -g, --grace S       seconds requests in progress get at shutdown (default 5)\n"
       "  -h, --help          this text\n",
       out);
 }
@@ -105,9 +107,10 @@ options parse_options(int argc, char** argv) {
   const option longs[] = {
       {"address", required_argument, nullptr, 'a'}, {"port", required_argument, nullptr, 'p'},
       {"workers", required_argument, nullptr, 'w'}, {"max-body", required_argument, nullptr, 'b'},
-      {"help", no_argument, nullptr, 'h'},          {nullptr, 0, nullptr, 0}};
+      {"grace", required_argument, nullptr, 'g'},   {"help", no_argument, nullptr, 'h'},
+      {nullptr, 0, nullptr, 0}};
   int c = 0;
-  while ((c = ::getopt_long(argc, argv, "a:p:w:b:h", longs, nullptr)) != -1) {
+  while ((c = ::getopt_long(argc, argv, "a:p:w:b:g:h", longs, nullptr)) != -1) {
     switch (c) {
       case 'a':
         o.address = optarg;
@@ -123,6 +126,9 @@ options parse_options(int argc, char** argv) {
         break;
       case 'b':
         o.max_body = parse_number(optarg, "bad --max-body", SIZE_MAX);
+        break;
+      case 'g':
+        o.grace_seconds = static_cast<unsigned>(parse_number(optarg, "bad --grace", 3600));
         break;
       case 'h':
         usage(stdout);
@@ -512,8 +518,8 @@ asio::awaitable<void> wait_for_signal(server& srv) {
     }
   }
   if (!srv.sessions.empty()) {
-    // Requests in progress get a few seconds; then their sockets are closed.
-    srv.idle.expires_after(std::chrono::seconds(5));
+    // Requests in progress get --grace seconds; then their sockets are closed.
+    srv.idle.expires_after(std::chrono::seconds(srv.opt.grace_seconds));
     co_await srv.idle.async_wait(asio::redirect_error(asio::use_awaitable, ec));
     for (session* s : srv.sessions) {
       s->socket().close(ec);
