@@ -10,6 +10,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
+#include <set>
 #include <string>
 
 #include "coproc/executors/process_pool.hpp"
@@ -48,6 +49,20 @@ inline bool report(const leak_report& r, std::FILE* out) {
                r.before.descendants.zombies, r.after.descendants.zombies, r.before.maps,
                r.after.maps, r.before.vm_size_kb, r.after.vm_size_kb, r.ok() ? "ok" : "LEAK",
                r.error.empty() ? "" : "; error: ", r.error.c_str());
+  if (r.after.fds != r.before.fds) {
+    std::set<std::string> before(r.before.fds_named.begin(), r.before.fds_named.end());
+    std::set<std::string> after(r.after.fds_named.begin(), r.after.fds_named.end());
+    for (const auto& f : before) {
+      if (!after.count(f)) {
+        std::fprintf(out, "leaks:   fd gone: %s\n", f.c_str());
+      }
+    }
+    for (const auto& f : after) {
+      if (!before.count(f)) {
+        std::fprintf(out, "leaks:   fd new: %s\n", f.c_str());
+      }
+    }
+  }
   return r.ok();
 }
 

@@ -166,6 +166,17 @@ inline std::size_t status_kb(const std::string& field) {
   return 0;
 }
 
+/// "fd -> target" for every fd of this process (to name a leaked one).
+inline std::vector<std::string> fd_targets() {
+  std::vector<std::string> out;
+  for (auto& e : std::filesystem::directory_iterator("/proc/self/fd")) {
+    std::error_code ec;
+    auto target = std::filesystem::read_symlink(e.path(), ec);
+    out.push_back(e.path().filename().string() + " -> " + (ec ? "?" : target.string()));
+  }
+  return out;
+}
+
 /// What a process holds, to compare before and after many cycles.
 struct footprint {
   std::size_t fds = 0;
@@ -173,9 +184,11 @@ struct footprint {
   children_count descendants;  ///< the whole tree (workers are the zygote's children)
   std::size_t maps = 0;
   std::size_t vm_size_kb = 0;
+  std::vector<std::string> fds_named;  ///< fd_targets(), for the report of a difference
 };
 inline footprint measure() {
-  return {count_fds(), count_children(), count_descendants(), count_maps(), status_kb("VmSize")};
+  return {count_fds(),  count_children(),    count_descendants(),
+          count_maps(), status_kb("VmSize"), fd_targets()};
 }
 
 }  // namespace coproc::test
