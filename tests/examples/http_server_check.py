@@ -64,7 +64,7 @@ def expect(cond, what):
 def main():
     exe = sys.argv[1]
     proc = subprocess.Popen([exe, "--port", "0", "--workers", "2", "--max-body", "1024",
-                             "--grace", "60"]  # a loaded CI machine: the slow request must finish,
+                             "--grace", "60"],  # loaded CI machines: the slow request must finish
                             stdout=subprocess.PIPE, text=True)
     try:
         line = proc.stdout.readline()
