@@ -148,17 +148,21 @@ TEST_CASE("nothing appears in /dev/shm: shared memory is memfd only", "[reliabil
     }
     co_return;
   });
-  // Other programs on the machine may use /dev/shm: only new names count,
-  // and no mapping or fd of this process may point there.
+  // Other programs on the machine may use /dev/shm at the same time (the
+  // benchmarks' Python peers create sem.mp-* there): only new names count,
+  // those of Python's multiprocessing aside, and no mapping or fd of this
+  // process may point there (that part is exact).
   std::vector<std::string> added;
   for (const auto& name : during) {
-    if (!before.count(name)) {
+    if (!before.count(name) && name.rfind("sem.mp-", 0) != 0) {
       added.push_back(name);
     }
   }
+  for (const auto& name : added) {
+    UNSCOPED_INFO("new in /dev/shm: " << name);
+  }
   CHECK(added.empty());
   CHECK(shm_maps.empty());
-  CHECK(dev_shm_names().size() == before.size());
 }
 
 namespace {
