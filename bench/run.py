@@ -468,7 +468,10 @@ def write_markdown(path, info, rows, results, plots, log, plot_dir):
              f"- versions: {info['gxx']}; Python {info['python']}; coproc {info['coproc']}",
              f"- command: `{info['command']}` ({info['duration_s']} s)",
              f"- repetitions: {info['reps']} per contender, interleaved; cells are medians, "
-             "± is half the range (max-min) over repetitions relative to the median", "",
+             "± is half the range (max-min) over repetitions relative to the median"]
+    if info.get("note"):
+        lines += [f"- note: {info['note']}"]
+    lines += ["",
              "## Summary", "",
              "\"best peer\" is the best Python contender of the row, \"limit\" the best raw "
              "reference (bench/limits.cpp). Ratios are coproc's median over theirs: "
@@ -606,6 +609,8 @@ def main():
                    help="small counts, 2 repetitions, outputs in bench/results/quick/")
     p.add_argument("--reps", type=int, default=None, help="repetitions (default 5, quick 2)")
     p.add_argument("--only", nargs="*", default=None, help="run only these groups")
+    p.add_argument("--note", default=None,
+                   help="a sentence for the Run section (e.g. what else loaded the machine)")
     p.add_argument("--plot-only", nargs=2, metavar=("JSON", "DIR"), help=argparse.SUPPRESS)
     p.add_argument("--from-json", metavar="JSON",
                    help="rebuild table, CSV, plots and report from a saved latest.json")
@@ -627,11 +632,15 @@ def main():
         with open(args.from_json) as f:
             saved = json.load(f)
         info = saved["info"]
+        if args.note is not None:
+            info["note"] = args.note
         results = {(r["row"], r["contender"]): r for r in saved["results"]}
         log = []
         return report(info, results, results_dir, md_path, log)
 
     info = machine_info(args)
+    if args.note:
+        info["note"] = args.note
     groups = build_groups(build)
     if args.only:
         groups = [g for g in groups if g[0] in args.only]
