@@ -83,9 +83,8 @@ std::uint64_t forge_short_result() {
 
 }  // namespace
 
-TEST_CASE("a result frame shorter than its header fails the task cleanly",
-          "[reliability][fuzz][!mayfail]") {
-  // Known bug (executors/src/process_pool.cpp, pool_core::drain): drain
+TEST_CASE("a result frame shorter than its header fails the task cleanly", "[reliability][fuzz]") {
+  // Regression (fixed in a0af2e5, executors/src/process_pool.cpp, pool_core::drain): drain
   // memcpy()s sizeof(result_header) = 24 bytes from a frame without checking
   // frame.size() >= 24, and checks an inline body with
   // `h.body_size <= frame.size() - sizeof h`, which wraps around when the

@@ -1,6 +1,6 @@
 // Regression tests for what the fuzz targets found (fuzz/*.cpp): bytes from
-// another process that a decoder trusted too far. Known, unfixed findings
-// carry [!mayfail] so the suite stays green; each says where the fix goes.
+// another process that a decoder trusted too far. Each was fixed in a0af2e5;
+// a finding not fixed yet would carry [!mayfail] so the suite stays green.
 
 #include <sys/mman.h>
 #include <sys/wait.h>
@@ -68,8 +68,7 @@ TEST_CASE("shm_ring flags a length word above max_frame as corrupt", "[reliabili
   CHECK(consumer.corrupt());
 }
 
-TEST_CASE("shm_ring refuses a frame that runs past the end of the ring",
-          "[reliability][fuzz][!mayfail]") {
+TEST_CASE("shm_ring refuses a frame that runs past the end of the ring", "[reliability][fuzz]") {
   // Found by fuzz/shm_ring_fuzz. try_peek() checks a length word against
   // max_frame() (capacity / 2 - 8) only: a frame of max_frame() bytes whose
   // length word sits in the second half of the ring ends past the data area,
@@ -86,8 +85,7 @@ TEST_CASE("shm_ring refuses a frame that runs past the end of the ring",
   CHECK((refused || ring->inside(frame)));
 }
 
-TEST_CASE("run_task refuses a task body shorter than its callable",
-          "[reliability][fuzz][!mayfail]") {
+TEST_CASE("run_task refuses a task body shorter than its callable", "[reliability][fuzz]") {
   // Found by fuzz/task_frame_fuzz (by reading it first). run_task<F>() copies
   // callable_size<F>() bytes from the body and takes body.subspan(that size)
   // without checking body.size(): a truncated task frame reads past its body

@@ -236,8 +236,8 @@ TEST_CASE("workers hold no inheritable fd of coproc's", "[reliability][security]
 }
 
 TEST_CASE("a process_pool's fds are close-on-exec; an exec'd child sees none",
-          "[reliability][security][!mayfail]") {
-  // Known bug (executors/src/process_pool.cpp, process_pool constructor):
+          "[reliability][security]") {
+  // Regression (fixed in a0af2e5; executors/src/process_pool.cpp, constructor):
   // the doorbell eventfd is handed to asio::posix::stream_descriptor as
   // ::dup(doorbell_fd_), and dup() clears FD_CLOEXEC, so every program the
   // host execs inherits the pool's doorbell. Fix: fcntl(fd, F_DUPFD_CLOEXEC, 0).
@@ -256,11 +256,11 @@ TEST_CASE("a process_pool's fds are close-on-exec; an exec'd child sees none",
   CHECK(exec_saw == expected_after_exec(baseline));
 }
 
-TEST_CASE("memfds are not world-writable", "[reliability][security][!mayfail]") {
+TEST_CASE("memfds are not world-writable", "[reliability][security]") {
   // memfd_create gives mode 0777 (the kernel's default for shmem inodes); a
   // process that can open /proc/PID/fd/N could then open it for writing.
-  // Fix (runtime/src/mapped_region.cpp, not owned here): fchmod(fd, 0600)
-  // right after memfd_create.
+  // Regression (fixed in a0af2e5, runtime/src/mapped_region.cpp): fchmod(fd,
+  // 0600) right after memfd_create.
   std::vector<std::string> writable;
   std::size_t memfds = 0;
   with_everything_open([&](process_pool&) -> asio::awaitable<void> {
