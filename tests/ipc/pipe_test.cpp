@@ -70,7 +70,10 @@ using record = std::tuple<int, std::string, std::vector<double>, std::map<std::s
 
 TEST_CASE("messages of many types round trip through a child", "[pipe]") {
   coproc::test::run_async([](asio::io_context& ctx) -> asio::awaitable<void> {
-    auto [a, b] = coproc::make_connection_pair(ctx.get_executor());
+    // Named ends, not a structured binding: clang 14 cannot capture those.
+    auto a_b_ends = coproc::make_connection_pair(ctx.get_executor());
+    [[maybe_unused]] auto& a = std::get<0>(a_b_ends);
+    [[maybe_unused]] auto& b = std::get<1>(a_b_ends);
     auto child = fork_peer(a, b, [](connection& c) {
       c.send(c.receive<int>() + 1);
       c.send(c.receive<std::string>() + "!");
@@ -105,7 +108,10 @@ TEST_CASE("64 MiB messages cross both ways at once without deadlock", "[pipe]") 
   coproc::test::run_async(
       [](asio::io_context& ctx) -> asio::awaitable<void> {
         using namespace asio::experimental::awaitable_operators;
-        auto [a, b] = coproc::make_connection_pair(ctx.get_executor());
+        // Named ends, not a structured binding: clang 14 cannot capture those.
+        auto a_b_ends = coproc::make_connection_pair(ctx.get_executor());
+        [[maybe_unused]] auto& a = std::get<0>(a_b_ends);
+        [[maybe_unused]] auto& b = std::get<1>(a_b_ends);
         constexpr std::size_t n = (std::size_t{64} << 20) / sizeof(std::uint64_t);
         auto child = fork_peer(a, b, [](connection& c) {
           std::vector<std::uint64_t> mine(n);
@@ -145,7 +151,10 @@ TEST_CASE("64 MiB messages cross both ways at once without deadlock", "[pipe]") 
 
 TEST_CASE("a dead or closed peer gives end_of_stream", "[pipe]") {
   coproc::test::run_async([](asio::io_context& ctx) -> asio::awaitable<void> {
-    auto [a, b] = coproc::make_connection_pair(ctx.get_executor());
+    // Named ends, not a structured binding: clang 14 cannot capture those.
+    auto a_b_ends = coproc::make_connection_pair(ctx.get_executor());
+    [[maybe_unused]] auto& a = std::get<0>(a_b_ends);
+    [[maybe_unused]] auto& b = std::get<1>(a_b_ends);
     auto child = fork_peer(a, b, [](connection& c) {
       c.send(1);
       ::raise(SIGKILL);
@@ -168,7 +177,10 @@ TEST_CASE("a dead or closed peer gives end_of_stream", "[pipe]") {
 TEST_CASE("garbage bytes and bad payloads give frame_corrupt", "[pipe]") {
   coproc::test::run_async([](asio::io_context& ctx) -> asio::awaitable<void> {
     {
-      auto [a, b] = coproc::make_connection_pair(ctx.get_executor());
+      // Named ends, not a structured binding: clang 14 cannot capture those.
+      auto a_b_ends = coproc::make_connection_pair(ctx.get_executor());
+      [[maybe_unused]] auto& a = std::get<0>(a_b_ends);
+      [[maybe_unused]] auto& b = std::get<1>(a_b_ends);
       const char garbage[] = "this is not a frame, just bytes";
       REQUIRE(::write(b.native_handle(), garbage, sizeof garbage) == sizeof garbage);
       auto [ec, v] =
@@ -179,7 +191,10 @@ TEST_CASE("garbage bytes and bad payloads give frame_corrupt", "[pipe]") {
     {
       // A valid frame whose payload is a bool byte of 7, then a good frame:
       // the bad payload is consumed and the stream stays usable.
-      auto [a, b] = coproc::make_connection_pair(ctx.get_executor());
+      // Named ends, not a structured binding: clang 14 cannot capture those.
+      auto a_b_ends = coproc::make_connection_pair(ctx.get_executor());
+      [[maybe_unused]] auto& a = std::get<0>(a_b_ends);
+      [[maybe_unused]] auto& b = std::get<1>(a_b_ends);
       b.send(std::uint8_t{7});
       b.send(std::string("after"));
       CHECK(error_of([&] { (void)a.receive<bool>(); }) == errc::frame_corrupt);
@@ -197,7 +212,10 @@ TEST_CASE("garbage bytes and bad payloads give frame_corrupt", "[pipe]") {
 
 TEST_CASE("frames above the maximum are refused without allocating", "[pipe]") {
   coproc::test::run_async([](asio::io_context& ctx) -> asio::awaitable<void> {
-    auto [a, b] = coproc::make_connection_pair(ctx.get_executor(), {.max_message_size = 1024});
+    // Named ends, not a structured binding: clang 14 cannot capture those.
+    auto a_b_ends = coproc::make_connection_pair(ctx.get_executor(), {.max_message_size = 1024});
+    [[maybe_unused]] auto& a = std::get<0>(a_b_ends);
+    [[maybe_unused]] auto& b = std::get<1>(a_b_ends);
     // The sender refuses before writing anything.
     CHECK(error_of([&] { b.send(std::string(2000, 'x')); }) == errc::frame_too_large);
     auto [sec] = co_await b.async_send(std::string(2000, 'x'),
@@ -221,7 +239,10 @@ TEST_CASE("frames above the maximum are refused without allocating", "[pipe]") {
 
 TEST_CASE("a writer killed mid-message leaves the reader with a clean error", "[pipe]") {
   coproc::test::run_async([](asio::io_context& ctx) -> asio::awaitable<void> {
-    auto [a, b] = coproc::make_connection_pair(ctx.get_executor());
+    // Named ends, not a structured binding: clang 14 cannot capture those.
+    auto a_b_ends = coproc::make_connection_pair(ctx.get_executor());
+    [[maybe_unused]] auto& a = std::get<0>(a_b_ends);
+    [[maybe_unused]] auto& b = std::get<1>(a_b_ends);
     auto child = fork_peer(a, b, [](connection& c) {
       c.send(std::vector<char>(std::size_t{64} << 20, 'z'));  // blocks: nobody reads yet
     });
@@ -241,7 +262,10 @@ TEST_CASE("a writer killed mid-message leaves the reader with a clean error", "[
 TEST_CASE("a cancelled receive resumes the same message later", "[pipe]") {
   coproc::test::run_async([](asio::io_context& ctx) -> asio::awaitable<void> {
     using namespace asio::experimental::awaitable_operators;
-    auto [a, b] = coproc::make_connection_pair(ctx.get_executor());
+    // Named ends, not a structured binding: clang 14 cannot capture those.
+    auto a_b_ends = coproc::make_connection_pair(ctx.get_executor());
+    [[maybe_unused]] auto& a = std::get<0>(a_b_ends);
+    [[maybe_unused]] auto& b = std::get<1>(a_b_ends);
     asio::steady_timer t(ctx, std::chrono::milliseconds(20));
     auto r = co_await (a.async_receive<std::string>(asio::use_awaitable) ||
                        t.async_wait(asio::use_awaitable));
@@ -256,7 +280,10 @@ TEST_CASE("fds are close-on-exec and none leak", "[pipe]") {
   std::size_t before = count_fds();
   coproc::test::run_async([](asio::io_context& ctx) -> asio::awaitable<void> {
     asio::post(ctx, [] {});
-    auto [a, b] = coproc::make_connection_pair(ctx.get_executor());
+    // Named ends, not a structured binding: clang 14 cannot capture those.
+    auto a_b_ends = coproc::make_connection_pair(ctx.get_executor());
+    [[maybe_unused]] auto& a = std::get<0>(a_b_ends);
+    [[maybe_unused]] auto& b = std::get<1>(a_b_ends);
     CHECK((::fcntl(a.native_handle(), F_GETFD) & FD_CLOEXEC) != 0);
     CHECK((::fcntl(b.native_handle(), F_GETFD) & FD_CLOEXEC) != 0);
     co_await a.async_send(1, asio::use_awaitable);

@@ -79,7 +79,10 @@ TEST_CASE("exit wait reports the exit code and peak memory", "[child_process]") 
 TEST_CASE("exit wait reports SIGKILL sent through the pidfd", "[child_process]") {
   bool use_waitid = GENERATE(true, false);
   with_service(use_waitid, [](asio::io_context& ctx) -> asio::awaitable<void> {
-    auto [r, w] = coproc::make_pipe();
+    // Named ends, not a structured binding: clang 14 cannot capture those.
+    auto r_w_ends = coproc::make_pipe();
+    [[maybe_unused]] auto& r = std::get<0>(r_w_ends);
+    [[maybe_unused]] auto& w = std::get<1>(r_w_ends);
     auto child = child_process::fork_child([&, rfd = r.get()] {
       w.reset();
       block_forever(rfd);
@@ -164,7 +167,10 @@ TEST_CASE("an exit wait can be cancelled and started again", "[child_process]") 
   bool use_waitid = GENERATE(true, false);
   asio::io_context ctx;
   coproc::uring_service::install(ctx, {.use_waitid = use_waitid});
-  auto [r, w] = coproc::make_pipe();
+  // Named ends, not a structured binding: clang 14 cannot capture those.
+  auto r_w_ends = coproc::make_pipe();
+  [[maybe_unused]] auto& r = std::get<0>(r_w_ends);
+  [[maybe_unused]] auto& w = std::get<1>(r_w_ends);
   auto child = child_process::fork_child([&, rfd = r.get()] {
     w.reset();
     block_forever(rfd);
@@ -196,7 +202,10 @@ TEST_CASE("an exit wait can be cancelled and started again", "[child_process]") 
 }
 
 TEST_CASE("destroying an unreaped child kills and reaps it: no zombie", "[child_process]") {
-  auto [r, w] = coproc::make_pipe();
+  // Named ends, not a structured binding: clang 14 cannot capture those.
+  auto r_w_ends = coproc::make_pipe();
+  [[maybe_unused]] auto& r = std::get<0>(r_w_ends);
+  [[maybe_unused]] auto& w = std::get<1>(r_w_ends);
   pid_t pid;
   {
     auto child = child_process::fork_child([&, rfd = r.get()] {
@@ -212,7 +221,10 @@ TEST_CASE("destroying an unreaped child kills and reaps it: no zombie", "[child_
 
 TEST_CASE("destroying a child while its exit wait is pending", "[child_process]") {
   asio::io_context ctx;
-  auto [r, w] = coproc::make_pipe();
+  // Named ends, not a structured binding: clang 14 cannot capture those.
+  auto r_w_ends = coproc::make_pipe();
+  [[maybe_unused]] auto& r = std::get<0>(r_w_ends);
+  [[maybe_unused]] auto& w = std::get<1>(r_w_ends);
   std::optional<child_process> child = child_process::fork_child([&, rfd = r.get()] {
     w.reset();
     block_forever(rfd);

@@ -30,7 +30,10 @@ TEST_CASE("a futex wait wakes on another process's FUTEX_WAKE", "[futex_waiter]"
   auto region = coproc::mapped_region::create(4096);
   auto& word = word_in(region);
   word.store(0);
-  auto [r, w] = coproc::make_pipe();
+  // Named ends, not a structured binding: clang 14 cannot capture those.
+  auto r_w_ends = coproc::make_pipe();
+  [[maybe_unused]] auto& r = std::get<0>(r_w_ends);
+  [[maybe_unused]] auto& w = std::get<1>(r_w_ends);
   coproc::test::run_async([&](asio::io_context& ctx) -> asio::awaitable<void> {
     auto& service = coproc::uring_service::install(ctx, {.use_futex_wait = use_futex_wait});
     if (!use_futex_wait) {

@@ -58,8 +58,14 @@ int count_fds() {
 }  // namespace
 
 TEST_CASE("pipe echo through the ring with a forked child", "[uring_service]") {
-  auto [to_child_r, to_child_w] = coproc::make_pipe();
-  auto [from_child_r, from_child_w] = coproc::make_pipe();
+  // Named ends, not a structured binding: clang 14 cannot capture those.
+  auto to_child_r_to_child_w_ends = coproc::make_pipe();
+  [[maybe_unused]] auto& to_child_r = std::get<0>(to_child_r_to_child_w_ends);
+  [[maybe_unused]] auto& to_child_w = std::get<1>(to_child_r_to_child_w_ends);
+  // Named ends, not a structured binding: clang 14 cannot capture those.
+  auto from_child_r_from_child_w_ends = coproc::make_pipe();
+  [[maybe_unused]] auto& from_child_r = std::get<0>(from_child_r_from_child_w_ends);
+  [[maybe_unused]] auto& from_child_w = std::get<1>(from_child_r_from_child_w_ends);
   auto child = coproc::child_process::fork_child([&] {
     to_child_w.reset();
     from_child_r.reset();
@@ -93,7 +99,10 @@ TEST_CASE("pipe echo through the ring with a forked child", "[uring_service]") {
 }
 
 TEST_CASE("a short read returns what is there", "[uring_service]") {
-  auto [r, w] = coproc::make_pipe();
+  // Named ends, not a structured binding: clang 14 cannot capture those.
+  auto r_w_ends = coproc::make_pipe();
+  [[maybe_unused]] auto& r = std::get<0>(r_w_ends);
+  [[maybe_unused]] auto& w = std::get<1>(r_w_ends);
   REQUIRE(::write(w.get(), "0123456789", 10) == 10);
   coproc::test::run_async([&](asio::io_context& ctx) -> asio::awaitable<void> {
     coproc::pipe_reader in(ctx.get_executor(), std::move(r));
@@ -123,7 +132,10 @@ TEST_CASE("16 MiB through async_write and async_read concurrently", "[uring_serv
     out[i] = static_cast<unsigned char>((i * 131) >> 7);
   }
   std::vector<unsigned char> in(size);
-  auto [r, w] = coproc::make_pipe();
+  // Named ends, not a structured binding: clang 14 cannot capture those.
+  auto r_w_ends = coproc::make_pipe();
+  [[maybe_unused]] auto& r = std::get<0>(r_w_ends);
+  [[maybe_unused]] auto& w = std::get<1>(r_w_ends);
   asio::io_context ctx;
   coproc::pipe_reader reader(ctx.get_executor(), std::move(r));
   coproc::pipe_writer writer(ctx.get_executor(), std::move(w));
@@ -151,7 +163,10 @@ TEST_CASE("a cancelled pending read completes with operation_aborted and leaks n
           "[uring_service]") {
   int fds_before = count_fds();
   {
-    auto [r, w] = coproc::make_pipe();
+    // Named ends, not a structured binding: clang 14 cannot capture those.
+    auto r_w_ends = coproc::make_pipe();
+    [[maybe_unused]] auto& r = std::get<0>(r_w_ends);
+    [[maybe_unused]] auto& w = std::get<1>(r_w_ends);
     asio::io_context ctx;
     coproc::pipe_reader reader(ctx.get_executor(), std::move(r));
     asio::cancellation_signal signal;
@@ -174,7 +189,10 @@ TEST_CASE("a cancelled pending read completes with operation_aborted and leaks n
     CHECK(result == asio::error::operation_aborted);
 
     // A read pending when the reader is destroyed is cancelled too.
-    auto [r2, w2] = coproc::make_pipe();
+    // Named ends, not a structured binding: clang 14 cannot capture those.
+    auto r2_w2_ends = coproc::make_pipe();
+    [[maybe_unused]] auto& r2 = std::get<0>(r2_w2_ends);
+    [[maybe_unused]] auto& w2 = std::get<1>(r2_w2_ends);
     bool done2 = false;
     std::error_code result2;
     {
@@ -192,7 +210,10 @@ TEST_CASE("a cancelled pending read completes with operation_aborted and leaks n
     CHECK(result2 == asio::error::operation_aborted);
 
     // And one still pending when the io_context dies is destroyed, not run.
-    auto [r3, w3] = coproc::make_pipe();
+    // Named ends, not a structured binding: clang 14 cannot capture those.
+    auto r3_w3_ends = coproc::make_pipe();
+    [[maybe_unused]] auto& r3 = std::get<0>(r3_w3_ends);
+    [[maybe_unused]] auto& w3 = std::get<1>(r3_w3_ends);
     coproc::pipe_reader reader3(ctx.get_executor(), std::move(r3));
     reader3.async_read_some(asio::buffer(buf), [&](std::error_code, std::size_t) { FAIL(); });
     ctx.restart();
@@ -202,7 +223,10 @@ TEST_CASE("a cancelled pending read completes with operation_aborted and leaks n
 }
 
 TEST_CASE("the io_context may run on another thread than the creator's", "[uring_service]") {
-  auto [r, w] = coproc::make_pipe();
+  // Named ends, not a structured binding: clang 14 cannot capture those.
+  auto r_w_ends = coproc::make_pipe();
+  [[maybe_unused]] auto& r = std::get<0>(r_w_ends);
+  [[maybe_unused]] auto& w = std::get<1>(r_w_ends);
   asio::io_context ctx;
   coproc::uring_service::of(ctx.get_executor());  // created on this thread
   auto guard = asio::make_work_guard(ctx);
@@ -226,7 +250,10 @@ TEST_CASE("200 service lifetimes leave the fd count unchanged", "[uring_service]
   int fds_before = count_fds();
   for (int i = 0; i < 200; ++i) {
     asio::io_context ctx;
-    auto [r, w] = coproc::make_pipe();
+    // Named ends, not a structured binding: clang 14 cannot capture those.
+    auto r_w_ends = coproc::make_pipe();
+    [[maybe_unused]] auto& r = std::get<0>(r_w_ends);
+    [[maybe_unused]] auto& w = std::get<1>(r_w_ends);
     coproc::pipe_reader reader(ctx.get_executor(), std::move(r));
     coproc::pipe_writer writer(ctx.get_executor(), std::move(w));
     std::array<char, 4> buf{};
@@ -240,7 +267,10 @@ TEST_CASE("200 service lifetimes leave the fd count unchanged", "[uring_service]
 }
 
 TEST_CASE("use_future and deferred tokens work", "[uring_service]") {
-  auto [r, w] = coproc::make_pipe();
+  // Named ends, not a structured binding: clang 14 cannot capture those.
+  auto r_w_ends = coproc::make_pipe();
+  [[maybe_unused]] auto& r = std::get<0>(r_w_ends);
+  [[maybe_unused]] auto& w = std::get<1>(r_w_ends);
   asio::io_context ctx;
   coproc::pipe_reader reader(ctx.get_executor(), std::move(r));
   coproc::pipe_writer writer(ctx.get_executor(), std::move(w));
