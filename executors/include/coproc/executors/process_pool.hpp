@@ -57,18 +57,39 @@ struct signature_of<void> {
 template <class F, class... Args>
 using submit_signature = typename signature_of<task_result_t<F, Args...>>::type;
 
-/// Runs `f` over a chunk of a map's input inside a worker.
+/// Runs `f` over a chunk of a map's input inside a worker. A function pointer
+/// travels as its code offset, like every other code identity, so the chunk
+/// stays valid in a process that is not a fork of this one.
 template <class F, class T>
 struct map_chunk {
-  F f;
+  std::conditional_t<function_pointer<F>, std::int64_t, F> f;
+
+  static map_chunk of(F fn) {
+    if constexpr (function_pointer<F>) {
+      return {code_offset(reinterpret_cast<const void*>(fn))};
+    } else {
+      return {fn};
+    }
+  }
+
   auto operator()(const std::vector<T>& items) const {
     using R = task_result_t<F, T>;
+    F fn = callable();
     std::vector<R> out;
     out.reserve(items.size());
     for (const T& item : items) {
-      out.push_back(f(item));
+      out.push_back(fn(item));
     }
     return out;
+  }
+
+ private:
+  F callable() const {
+    if constexpr (function_pointer<F>) {
+      return reinterpret_cast<F>(const_cast<void*>(code_address(f)));
+    } else {
+      return f;
+    }
   }
 };
 }  // namespace detail
@@ -260,7 +281,7 @@ auto process_pool::map(F fn, const Range& items, std::size_t chunk_size)
   for (std::size_t c = 0; c < state->chunks.size(); ++c) {
     auto first = all.begin() + static_cast<std::ptrdiff_t>(c * chunk_size);
     auto last = all.begin() + static_cast<std::ptrdiff_t>(std::min(n, (c + 1) * chunk_size));
-    async_submit(detail::map_chunk<F, T>{fn},
+    async_submit(detail::map_chunk<F, T>::of(fn),
                  std::vector<T>(std::make_move_iterator(first), std::make_move_iterator(last)),
                  asio::bind_executor(here, [state, c](std::exception_ptr e, std::vector<R> v) {
                    state->chunks[c] = {std::move(v), e};

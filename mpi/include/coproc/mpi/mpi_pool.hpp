@@ -99,7 +99,7 @@ struct mpi_map_chunk {
       throw std::system_error(coproc::errc::function_mismatch,
                               "mpi_pool: map's function is outside the executable");
     }
-    return map_chunk<F, T>{reinterpret_cast<F>(const_cast<void*>(code))}(items);
+    return map_chunk<F, T>::of(reinterpret_cast<F>(const_cast<void*>(code)))(items);
   }
 };
 
@@ -108,7 +108,7 @@ auto mpi_chunk_task(F fn) {
   if constexpr (function_pointer<F>) {
     return mpi_map_chunk<F, T>{code_offset(reinterpret_cast<const void*>(fn))};
   } else {
-    return map_chunk<F, T>{fn};
+    return map_chunk<F, T>::of(fn);
   }
 }
 
