@@ -18,7 +18,9 @@ TEST_CASE("1,000 worker respawns leak nothing", "[reliability][leaks]") {
   CHECK(r.after.children.zombies == 0);
   CHECK(r.after.descendants == r.before.descendants);
   CHECK(r.after.descendants.zombies == 0);
-  CHECK(r.after.maps == r.before.maps);
+  if (coproc::test::maps_lines_comparable) {
+    CHECK(r.after.maps == r.before.maps);
+  }
   CHECK(r.after.vm_size_kb == r.before.vm_size_kb);
   CHECK(coproc::test::count_children() == before);
 }
@@ -29,6 +31,8 @@ TEST_CASE("1,000 pipe, queue and segment cycles leak nothing", "[reliability][le
   CHECK(r.error.empty());
   CHECK(r.after.fds == r.before.fds);
   CHECK(r.after.children == r.before.children);
-  CHECK(r.after.maps == r.before.maps);
+  if (coproc::test::maps_lines_comparable) {
+    CHECK(r.after.maps == r.before.maps);
+  }
   CHECK(r.after.vm_size_kb == r.before.vm_size_kb);
 }
