@@ -59,7 +59,10 @@ pid_t fork_echo(coproc::connection& mine, coproc::connection& theirs, int n) {
 template <class T>
 std::vector<double> blocking_rtt(const T& msg, int n, coproc::connection_options o = {}) {
   asio::io_context ctx;
-  auto [a, b] = coproc::make_connection_pair(ctx.get_executor(), o);
+  // Named ends, not a structured binding: clang 14 cannot capture those.
+  auto a_b_ends = coproc::make_connection_pair(ctx.get_executor(), o);
+  [[maybe_unused]] auto& a = std::get<0>(a_b_ends);
+  [[maybe_unused]] auto& b = std::get<1>(a_b_ends);
   const int warm = 200;
   pid_t pid = fork_echo<T>(a, b, n + warm);
   std::vector<double> us;
@@ -97,7 +100,10 @@ asio::awaitable<void> async_rtt_body(coproc::connection* a, T msg, int n, int wa
 template <class T>
 std::vector<double> async_rtt(const T& msg, int n) {
   asio::io_context ctx;
-  auto [a, b] = coproc::make_connection_pair(ctx.get_executor());
+  // Named ends, not a structured binding: clang 14 cannot capture those.
+  auto a_b_ends = coproc::make_connection_pair(ctx.get_executor());
+  [[maybe_unused]] auto& a = std::get<0>(a_b_ends);
+  [[maybe_unused]] auto& b = std::get<1>(a_b_ends);
   const int warm = 200;
   pid_t pid = fork_echo<T>(a, b, n + warm);
   std::vector<double> us;
@@ -111,7 +117,10 @@ std::vector<double> async_rtt(const T& msg, int n) {
 
 double one_way_rate(int n) {
   asio::io_context ctx;
-  auto [a, b] = coproc::make_connection_pair(ctx.get_executor());
+  // Named ends, not a structured binding: clang 14 cannot capture those.
+  auto a_b_ends = coproc::make_connection_pair(ctx.get_executor());
+  [[maybe_unused]] auto& a = std::get<0>(a_b_ends);
+  [[maybe_unused]] auto& b = std::get<1>(a_b_ends);
   pid_t pid = ::fork();
   if (pid == 0) {
     a.close();

@@ -128,8 +128,14 @@ void run_placement(const char* name, bool pin, int rounds, int reps) {
   if (::sched_setaffinity(0, sizeof set, &set) != 0) {
     std::perror("sched_setaffinity");
   }
-  auto [to_child_r, to_child_w] = coproc::make_pipe();
-  auto [from_child_r, from_child_w] = coproc::make_pipe();
+  // Named ends, not a structured binding: clang 14 cannot capture those.
+  auto to_child_r_to_child_w_ends = coproc::make_pipe();
+  [[maybe_unused]] auto& to_child_r = std::get<0>(to_child_r_to_child_w_ends);
+  [[maybe_unused]] auto& to_child_w = std::get<1>(to_child_r_to_child_w_ends);
+  // Named ends, not a structured binding: clang 14 cannot capture those.
+  auto from_child_r_from_child_w_ends = coproc::make_pipe();
+  [[maybe_unused]] auto& from_child_r = std::get<0>(from_child_r_from_child_w_ends);
+  [[maybe_unused]] auto& from_child_w = std::get<1>(from_child_r_from_child_w_ends);
   // The child inherits the affinity.
   auto child = coproc::child_process::fork_child([&] {
     to_child_w.reset();
