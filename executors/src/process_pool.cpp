@@ -194,7 +194,8 @@ pool_core::pool_core(const asio::any_io_executor& ex, pool_options options)
   zygote_cmd_ = std::move(cmd_write);
   check_syscall(::fcntl(zygote_cmd_.get(), F_SETFL, O_NONBLOCK), "fcntl");
   reports_ = std::make_unique<pipe_reader>(ex_, std::move(report_read));
-  doorbell_ = std::make_unique<asio::posix::stream_descriptor>(ex_, ::fcntl(doorbell_fd_.get(), F_DUPFD_CLOEXEC, 0));
+  doorbell_ = std::make_unique<asio::posix::stream_descriptor>(
+      ex_, ::fcntl(doorbell_fd_.get(), F_DUPFD_CLOEXEC, 0));
 }
 
 void pool_core::open() {
@@ -309,8 +310,7 @@ worker_rec* pool_core::pick(const task_op& op) {
     if (w->st == worker_rec::state::dead || w->killing || w->inflight.size() >= pipeline_depth) {
       continue;
     }
-    if (w->arena_skip &&
-        w->view.shared->consumed.load(std::memory_order_acquire) > w->arena_seq) {
+    if (w->arena_skip && w->view.shared->consumed.load(std::memory_order_acquire) > w->arena_seq) {
       w->arena_skip = false;
       w->arena_busy = false;
     }
@@ -363,8 +363,8 @@ bool pool_core::send(worker_rec& w, task_op* op) {
   if (frame.data() == nullptr) {
     return false;
   }
-  std::span<std::byte> body =
-      op->in_arena ? std::span<std::byte>(w.view.in_arena, size) : frame.subspan(sizeof(task_header));
+  std::span<std::byte> body = op->in_arena ? std::span<std::byte>(w.view.in_arena, size)
+                                           : frame.subspan(sizeof(task_header));
   op->encode_body(body);
   auto* h = new (frame.data()) task_header;
   h->id = op->id;
@@ -418,8 +418,8 @@ void pool_core::drain(worker_rec& w) {
     result_header h;
     std::memcpy(&h, frame.data(), sizeof h);
     std::span<const std::byte> body;
-    bool valid = h.in_arena ? h.body_size <= w.view.arena_bytes
-                            : h.body_size <= frame.size() - sizeof h;
+    bool valid =
+        h.in_arena ? h.body_size <= w.view.arena_bytes : h.body_size <= frame.size() - sizeof h;
     if (valid) {
       body = h.in_arena ? std::span<const std::byte>(w.view.out_arena, h.body_size)
                         : std::span<const std::byte>(frame.subspan(sizeof h, h.body_size));
@@ -520,19 +520,18 @@ void pool_core::wait_doorbell() {
     return;
   }
   doorbell_armed_ = true;
-  doorbell_->async_wait(asio::posix::stream_descriptor::wait_read,
-                        [self = shared_from_this()](std::error_code ec) {
-                          std::lock_guard lock(self->mutex_);
-                          self->doorbell_armed_ = false;
-                          if (ec || self->closed_) {
-                            self->listen_or_rest();
-                            return;
-                          }
-                          std::uint64_t count;
-                          [[maybe_unused]] ssize_t n =
-                              ::read(self->doorbell_fd_.get(), &count, sizeof count);
-                          self->on_doorbell();
-                        });
+  doorbell_->async_wait(
+      asio::posix::stream_descriptor::wait_read, [self = shared_from_this()](std::error_code ec) {
+        std::lock_guard lock(self->mutex_);
+        self->doorbell_armed_ = false;
+        if (ec || self->closed_) {
+          self->listen_or_rest();
+          return;
+        }
+        std::uint64_t count;
+        [[maybe_unused]] ssize_t n = ::read(self->doorbell_fd_.get(), &count, sizeof count);
+        self->on_doorbell();
+      });
 }
 
 // Waking a sleeping loop from another CPU costs tens of microseconds here,
@@ -546,8 +545,9 @@ bool pool_core::spin_for_results(int cpu) {
   }
   bool remote_busy = false;
   for (const auto& w : workers_) {
-    remote_busy = remote_busy || (!w->inflight.empty() &&
-                                  w->view.shared->worker_cpu.load(std::memory_order_relaxed) != cpu);
+    remote_busy =
+        remote_busy ||
+        (!w->inflight.empty() && w->view.shared->worker_cpu.load(std::memory_order_relaxed) != cpu);
   }
   if (!remote_busy) {
     return false;
@@ -580,28 +580,28 @@ void pool_core::read_reports() {
     return;
   }
   reports_armed_ = true;
-  asio::async_read(*reports_, asio::buffer(&report_, sizeof report_),
-                   [self = shared_from_this()](std::error_code ec, std::size_t) {
-                     std::lock_guard lock(self->mutex_);
-                     self->reports_armed_ = false;
-                     if (self->closed_) {
-                       return;
-                     }
-                     if (ec == asio::error::operation_aborted) {
-                       self->listen_or_rest();
-                       return;
-                     }
-                     if (ec) {
-                       if (!self->stopping_) {
-                         self->broken_ = true;
-                         self->fail_all(error(coproc::errc::worker_crashed,
-                                              "the pool's zygote process died"));
-                       }
-                       return;
-                     }
-                     self->on_report(self->report_);
-                     self->listen_or_rest();
-                   });
+  asio::async_read(
+      *reports_, asio::buffer(&report_, sizeof report_),
+      [self = shared_from_this()](std::error_code ec, std::size_t) {
+        std::lock_guard lock(self->mutex_);
+        self->reports_armed_ = false;
+        if (self->closed_) {
+          return;
+        }
+        if (ec == asio::error::operation_aborted) {
+          self->listen_or_rest();
+          return;
+        }
+        if (ec) {
+          if (!self->stopping_) {
+            self->broken_ = true;
+            self->fail_all(error(coproc::errc::worker_crashed, "the pool's zygote process died"));
+          }
+          return;
+        }
+        self->on_report(self->report_);
+        self->listen_or_rest();
+      });
 }
 
 void pool_core::on_report(const zygote_report& r) {
@@ -640,11 +640,11 @@ void pool_core::on_worker_exit(worker_rec& w, const exit_status& status) {
   std::uint64_t running = shared.running_id.load(std::memory_order_acquire);
   std::uint64_t consumed = shared.consumed.load(std::memory_order_acquire);
   std::deque<task_op*> requeue;
-  std::string why = "worker " + std::to_string(w.pid) + " " + status.describe() +
-                    " (max RSS " + std::to_string(status.max_rss_kb) + " KiB)";
+  std::string why = "worker " + std::to_string(w.pid) + " " + status.describe() + " (max RSS " +
+                    std::to_string(status.max_rss_kb) + " KiB)";
   for (task_op* op : w.inflight) {
-    bool crashed_here = op->id == running && consumed > op->seq &&
-                        !(w.killing && w.kill_target != op->id);
+    bool crashed_here =
+        op->id == running && consumed > op->seq && !(w.killing && w.kill_target != op->id);
     if (crashed_here) {
       ops_.erase(op->id);
       ++stats_.tasks_failed;
@@ -659,11 +659,12 @@ void pool_core::on_worker_exit(worker_rec& w, const exit_status& status) {
   if (!retired && !w.killing) {
     ++stats_.worker_crashes;
   }
-  if (status.exited && (status.code == worker_exit_init_failed || status.code == worker_exit_bad_image)) {
+  if (status.exited &&
+      (status.code == worker_exit_init_failed || status.code == worker_exit_bad_image)) {
     broken_ = true;
-    fail_all(error(coproc::errc::worker_crashed,
-                   status.code == worker_exit_init_failed ? "the pool's initializer failed"
-                                                          : "worker image mismatch"));
+    fail_all(error(coproc::errc::worker_crashed, status.code == worker_exit_init_failed
+                                                     ? "the pool's initializer failed"
+                                                     : "worker image mismatch"));
   }
   w.inflight.clear();
   w.pidfd.reset();
@@ -697,50 +698,49 @@ void pool_core::cancel(std::uint64_t id) {
   listen_or_rest();
 }
 
+// Cancels task `id`: a queued task is dropped; a task in a worker's ring but
+// not taken is withdrawn (the worker skips its frame); a running task's
+// worker is killed. A result already published wins over the cancellation.
 void pool_core::withdraw(std::uint64_t id) {
-  auto* self = this;
-  {
-    auto it = self->ops_.find(id);
-    if (it == self->ops_.end()) {
-      return;
-    }
-    task_op* op = it->second;
-    auto aborted = std::make_exception_ptr(
-        std::system_error(asio::error::operation_aborted, "process_pool: task cancelled"));
-    if (op->worker < 0) {
-      if (auto q = std::find(self->queue_.begin(), self->queue_.end(), op); q != self->queue_.end()) {
-        self->queue_.erase(q);
-      } else {
-        self->waiting_.erase(std::find(self->waiting_.begin(), self->waiting_.end(), op));
-      }
-      self->ops_.erase(it);
-      ++self->stats_.tasks_cancelled;
-      op->fail(aborted);
-      return;
-    }
-    worker_rec& w = *self->workers_[static_cast<std::size_t>(op->worker)];
-    // Not taken yet: withdraw the frame; the worker skips it.
-    std::uint32_t queued = task_queued;
-    if (w.view.shared->consumed.load(std::memory_order_acquire) <= op->seq &&
-        op->state->compare_exchange_strong(queued, task_cancelled, std::memory_order_acq_rel)) {
-      bool held_arena = op->in_arena && w.arena_busy && w.arena_seq == op->seq;
-      self->remove_inflight(w, op);
-      if (held_arena) {
-        w.arena_busy = w.arena_skip = true;  // free once the worker passed the frame
-      }
-      ++self->stats_.tasks_cancelled;
-      op->fail(aborted);
-      return;
-    }
-    self->drain(w);  // a result already published wins over the cancellation
-    if (self->ops_.find(id) == self->ops_.end()) {
-      return;
-    }
-    self->remove_inflight(w, op);
-    self->kill(w, id);
-    ++self->stats_.tasks_cancelled;
-    op->fail(aborted);
+  auto it = ops_.find(id);
+  if (it == ops_.end()) {
+    return;
   }
+  task_op* op = it->second;
+  auto aborted = std::make_exception_ptr(
+      std::system_error(asio::error::operation_aborted, "process_pool: task cancelled"));
+  if (op->worker < 0) {
+    if (auto q = std::find(queue_.begin(), queue_.end(), op); q != queue_.end()) {
+      queue_.erase(q);
+    } else {
+      waiting_.erase(std::find(waiting_.begin(), waiting_.end(), op));
+    }
+    ops_.erase(it);
+    ++stats_.tasks_cancelled;
+    op->fail(aborted);
+    return;
+  }
+  worker_rec& w = *workers_[static_cast<std::size_t>(op->worker)];
+  std::uint32_t queued = task_queued;
+  if (w.view.shared->consumed.load(std::memory_order_acquire) <= op->seq &&
+      op->state->compare_exchange_strong(queued, task_cancelled, std::memory_order_acq_rel)) {
+    bool held_arena = op->in_arena && w.arena_busy && w.arena_seq == op->seq;
+    remove_inflight(w, op);
+    if (held_arena) {
+      w.arena_busy = w.arena_skip = true;  // free once the worker passed the frame
+    }
+    ++stats_.tasks_cancelled;
+    op->fail(aborted);
+    return;
+  }
+  drain(w);
+  if (ops_.find(id) == ops_.end()) {
+    return;
+  }
+  remove_inflight(w, op);
+  kill(w, id);
+  ++stats_.tasks_cancelled;
+  op->fail(aborted);
 }
 
 void pool_core::arm_timeout(worker_rec& w) {
@@ -918,14 +918,20 @@ process_pool::process_pool(const executor_type& ex, pool_options options)
   core_->open();
 }
 
-process_pool::~process_pool() { core_->close(); }
+process_pool::~process_pool() {
+  core_->close();
+}
 
-void process_pool::start(detail::task_op* op) { core_->start(op); }
+void process_pool::start(detail::task_op* op) {
+  core_->start(op);
+}
 
 void process_pool::start_shutdown(shutdown_mode mode, std::function<void()> done) {
   core_->shutdown(mode, std::move(done));
 }
 
-pool_stats process_pool::stats() const { return core_->stats(); }
+pool_stats process_pool::stats() const {
+  return core_->stats();
+}
 
 }  // namespace coproc

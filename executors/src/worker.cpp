@@ -2,8 +2,8 @@
 // result frames, and rings the parent's eventfd only when the parent sleeps.
 
 #include <sched.h>
-#include <sys/resource.h>
 #include <sys/eventfd.h>
+#include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -13,8 +13,8 @@
 #include <limits>
 
 #include "coproc/executors/detail/callable.hpp"
-#include "coproc/ipc/remote_error.hpp"
 #include "coproc/executors/detail/zygote.hpp"
+#include "coproc/ipc/remote_error.hpp"
 
 namespace coproc::detail {
 namespace {
@@ -112,7 +112,8 @@ class worker final : public result_writer {
   bool run_one(std::span<std::byte> frame) {
     auto* task = reinterpret_cast<task_header*>(frame.data());
     std::uint32_t expected = task_queued;
-    bool mine = task->state.compare_exchange_strong(expected, task_taken, std::memory_order_acq_rel);
+    bool mine =
+        task->state.compare_exchange_strong(expected, task_taken, std::memory_order_acq_rel);
     auto& shared = *view_.shared;
     if (mine) {
       shared.running_id.store(task->id, std::memory_order_relaxed);

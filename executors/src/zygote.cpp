@@ -79,7 +79,8 @@ class zygote {
         ssize_t n = ::read(cmd_, &c, sizeof c);
         if (n == sizeof c && c.kind == zygote_spawn) {
           spawn(c.slot);
-        } else if (n == 0 || (n == sizeof c && c.kind == zygote_stop) || (n < 0 && errno != EINTR)) {
+        } else if (n == 0 || (n == sizeof c && c.kind == zygote_stop) ||
+                   (n < 0 && errno != EINTR)) {
           stop();
         }
       }

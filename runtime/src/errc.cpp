@@ -9,19 +9,32 @@ class category final : public std::error_category {
 
   std::string message(int ev) const override {
     switch (static_cast<errc>(ev)) {
-      case errc::worker_crashed: return "worker process crashed";
-      case errc::task_timeout: return "task timed out";
-      case errc::pool_stopped: return "pool stopped";
-      case errc::queue_closed: return "queue closed";
-      case errc::frame_corrupt: return "corrupted frame";
-      case errc::frame_too_large: return "frame larger than the configured maximum";
-      case errc::payload_too_large: return "payload larger than the shared-memory arena";
-      case errc::end_of_stream: return "end of stream: the peer closed or died";
-      case errc::owner_died: return "the previous owner died while holding the lock";
-      case errc::peer_died: return "the serving process died";
-      case errc::uring_unavailable: return "io_uring or a required opcode is unavailable";
-      case errc::function_mismatch: return "callable identity not valid in this process";
-      case errc::barrier_broken: return "the barrier is broken";
+      case errc::worker_crashed:
+        return "worker process crashed";
+      case errc::task_timeout:
+        return "task timed out";
+      case errc::pool_stopped:
+        return "pool stopped";
+      case errc::queue_closed:
+        return "queue closed";
+      case errc::frame_corrupt:
+        return "corrupted frame";
+      case errc::frame_too_large:
+        return "frame larger than the configured maximum";
+      case errc::payload_too_large:
+        return "payload larger than the shared-memory arena";
+      case errc::end_of_stream:
+        return "end of stream: the peer closed or died";
+      case errc::owner_died:
+        return "the previous owner died while holding the lock";
+      case errc::peer_died:
+        return "the serving process died";
+      case errc::uring_unavailable:
+        return "io_uring or a required opcode is unavailable";
+      case errc::function_mismatch:
+        return "callable identity not valid in this process";
+      case errc::barrier_broken:
+        return "the barrier is broken";
     }
     return "unknown coproc error";
   }

@@ -1,5 +1,10 @@
 #include "coproc/executors/process_pool.hpp"
 
+#include <poll.h>
+#include <sys/prctl.h>
+#include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
 #include <asio.hpp>
 #include <asio/experimental/awaitable_operators.hpp>
 #include <catch2/catch_test_macros.hpp>
@@ -9,17 +14,12 @@
 #include <stdexcept>
 #include <string>
 #include <thread>
-#include <poll.h>
-#include <sys/prctl.h>
-#include <sys/resource.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
+#include <asio/experimental/deferred.hpp>
 #include <filesystem>
 #include <fstream>
 #include <set>
 #include <sstream>
-#include <asio/experimental/deferred.hpp>
 
 #include "coproc/runtime/detail/futex.hpp"
 #include "coproc/runtime/mapped_region.hpp"
@@ -30,23 +30,37 @@
 
 namespace {
 
-int add(int a, int b) { return a + b; }
-std::string greet(std::string name) { return "hello " + name; }
-int fib(int n) { return n < 2 ? n : fib(n - 1) + fib(n - 2); }
-int throws_range(int) { throw std::out_of_range("index 7 past the end"); }
-int my_pid() { return static_cast<int>(::getpid()); }
+int add(int a, int b) {
+  return a + b;
+}
+std::string greet(std::string name) {
+  return "hello " + name;
+}
+int fib(int n) {
+  return n < 2 ? n : fib(n - 1) + fib(n - 2);
+}
+int throws_range(int) {
+  throw std::out_of_range("index 7 past the end");
+}
+int my_pid() {
+  return static_cast<int>(::getpid());
+}
 void nothing() {}
 int crash_with(int sig) {
   ::raise(sig);
   return 0;
 }
-int exit_with(int code) { ::_exit(code); }
+int exit_with(int code) {
+  ::_exit(code);
+}
 int spin_forever() {
   for (;;) {
     asm volatile("" ::: "memory");
   }
 }
-std::vector<double> echo_vector(std::vector<double> v) { return v; }
+std::vector<double> echo_vector(std::vector<double> v) {
+  return v;
+}
 
 using coproc::process_pool;
 
@@ -328,12 +342,12 @@ TEST_CASE("cancelling a queued task drops it without running it", "[process_pool
     asio::cancellation_signal cancel_second;
     std::exception_ptr second_error;
     bool second_done = false;
-    pool.async_submit(count_call, 1,
-                      asio::bind_cancellation_slot(cancel_second.slot(),
-                                                   [&](std::exception_ptr e, int) {
-                                                     second_error = e;
-                                                     second_done = true;
-                                                   }));
+    pool.async_submit(
+        count_call, 1,
+        asio::bind_cancellation_slot(cancel_second.slot(), [&](std::exception_ptr e, int) {
+          second_error = e;
+          second_done = true;
+        }));
     co_await asio::post(ctx, asio::use_awaitable);  // the pool has accepted it
     cancel_second.emit(asio::cancellation_type::terminal);
     asio::steady_timer t(ctx);
@@ -438,8 +452,7 @@ TEST_CASE("workers are recycled after max_tasks_per_worker", "[process_pool]") {
 TEST_CASE("the initializer runs once in each worker", "[process_pool]") {
   coproc::test::run_async([](asio::io_context& ctx) -> asio::awaitable<void> {
     static int initialized = 0;
-    process_pool pool(ctx.get_executor(),
-                      {.workers = 1, .initializer = [] { initialized = 42; }});
+    process_pool pool(ctx.get_executor(), {.workers = 1, .initializer = [] { initialized = 42; }});
     int seen = co_await pool.submit([] { return initialized; });
     CHECK(seen == 42);
     CHECK(initialized == 0);  // it ran in the worker, not here
@@ -478,16 +491,19 @@ TEST_CASE("a parent killed by SIGKILL leaves no descendant behind", "[process_po
     // asynchronously: poll until both are known).
     pool.async_submit(spin_forever, [](std::exception_ptr, int) {});
     pool.async_submit(spin_forever, [](std::exception_ptr, int) {});
-    asio::co_spawn(ctx, [&]() -> asio::awaitable<void> {
-      asio::steady_timer t(ctx);
-      while (pool.stats().worker_pids.size() < 2) {
-        t.expires_after(std::chrono::milliseconds(1));
-        co_await t.async_wait(asio::use_awaitable);
-      }
-      auto pids = pool.stats().worker_pids;
-      pids.push_back(0);
-      [[maybe_unused]] auto n = ::write(wr.get(), pids.data(), pids.size() * sizeof(pid_t));
-    }, asio::detached);
+    asio::co_spawn(
+        ctx,
+        [&]() -> asio::awaitable<void> {
+          asio::steady_timer t(ctx);
+          while (pool.stats().worker_pids.size() < 2) {
+            t.expires_after(std::chrono::milliseconds(1));
+            co_await t.async_wait(asio::use_awaitable);
+          }
+          auto pids = pool.stats().worker_pids;
+          pids.push_back(0);
+          [[maybe_unused]] auto n = ::write(wr.get(), pids.data(), pids.size() * sizeof(pid_t));
+        },
+        asio::detached);
     ctx.run();
     ::_exit(0);
   }
@@ -537,9 +553,9 @@ long open_files_limit() {
 
 TEST_CASE("worker limits apply inside workers only", "[process_pool]") {
   coproc::test::run_async([](asio::io_context& ctx) -> asio::awaitable<void> {
-    process_pool pool(ctx.get_executor(),
-                      {.workers = 1,
-                       .limits = {.address_space = std::size_t{2} << 30, .open_files = 64}});
+    process_pool pool(
+        ctx.get_executor(),
+        {.workers = 1, .limits = {.address_space = std::size_t{2} << 30, .open_files = 64}});
     long files = co_await pool.submit(open_files_limit);
     CHECK(files == 64);
     CHECK(open_files_limit() != 64);
@@ -571,8 +587,7 @@ TEST_CASE("submit_for fails a task past its deadline with task_timeout", "[proce
 
 TEST_CASE("a worker whose RSS passed max_worker_rss is recycled", "[process_pool]") {
   coproc::test::run_async([](asio::io_context& ctx) -> asio::awaitable<void> {
-    process_pool pool(ctx.get_executor(),
-                      {.workers = 1, .max_worker_rss = std::size_t{48} << 20});
+    process_pool pool(ctx.get_executor(), {.workers = 1, .max_worker_rss = std::size_t{48} << 20});
     int small_a = co_await pool.submit(my_pid);
     int small_b = co_await pool.submit(my_pid);
     CHECK(small_a == small_b);  // a small worker stays

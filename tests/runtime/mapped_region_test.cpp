@@ -1,7 +1,7 @@
 #include "coproc/runtime/mapped_region.hpp"
 
-#include <sys/wait.h>
 #include <fcntl.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <catch2/catch_test_macros.hpp>

@@ -17,8 +17,8 @@ struct worker_limits {
   /// RLIMIT_AS, bytes. The pool's shared mapping (2 x (ring_bytes + max_payload)
   /// per worker, for every worker) counts towards it.
   std::size_t address_space = 0;
-  std::size_t cpu_seconds = 0;         ///< RLIMIT_CPU: SIGXCPU past it, SIGKILL at +1 s
-  std::size_t open_files = 0;          ///< RLIMIT_NOFILE
+  std::size_t cpu_seconds = 0;  ///< RLIMIT_CPU: SIGXCPU past it, SIGKILL at +1 s
+  std::size_t open_files = 0;   ///< RLIMIT_NOFILE
 };
 
 /// Options of a process_pool: `process_pool pool(ex, {.workers = 4});`

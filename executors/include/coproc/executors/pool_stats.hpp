@@ -1,19 +1,19 @@
 #pragma once
 /// A snapshot of a process_pool's counters.
 
+#include <sys/types.h>
 #include <cstddef>
 #include <cstdint>
-#include <sys/types.h>
 #include <vector>
 
 namespace coproc {
 
 /// Counters of a process_pool, as returned by process_pool::stats().
 struct pool_stats {
-  std::size_t workers_alive = 0;   ///< worker processes running now
-  std::size_t workers_busy = 0;    ///< workers with at least one task in flight
-  std::size_t tasks_queued = 0;    ///< accepted, not yet handed to a worker
-  std::size_t tasks_waiting = 0;   ///< submits suspended by a full queue
+  std::size_t workers_alive = 0;      ///< worker processes running now
+  std::size_t workers_busy = 0;       ///< workers with at least one task in flight
+  std::size_t tasks_queued = 0;       ///< accepted, not yet handed to a worker
+  std::size_t tasks_waiting = 0;      ///< submits suspended by a full queue
   std::uint64_t tasks_completed = 0;  ///< finished with a value
   std::uint64_t tasks_failed = 0;     ///< finished with an exception or an error
   std::uint64_t tasks_cancelled = 0;  ///< dropped or killed through cancellation

@@ -160,7 +160,7 @@ class process_pool {
   template <class F, class... Args>
   auto submit_for(std::chrono::steady_clock::duration timeout, F fn, Args&&... args) {
     return submit_for_values<F, detail::wire_t<Args>...>(timeout, std::move(fn),
-                                                        std::forward<Args>(args)...);
+                                                         std::forward<Args>(args)...);
   }
 
   /// Applies `fn` to every element of `items` in the workers and returns the

@@ -197,7 +197,9 @@ class shm_ring {
 
  private:
   static constexpr std::uint64_t wrap_marker = ~std::uint64_t{0};
-  static std::uint64_t align8(std::uint64_t n) noexcept { return (n + 7) & ~std::uint64_t{7}; }
+  static std::uint64_t align8(std::uint64_t n) noexcept {
+    return (n + 7) & ~std::uint64_t{7};
+  }
 
   bool has_room(std::uint64_t head, std::uint64_t total) noexcept {
     if (head + total - cached_tail_ <= h_->capacity) {

@@ -9,19 +9,19 @@ namespace coproc {
 /// Infrastructure failures reported by coproc (never a task's own exception:
 /// that arrives as coproc::remote_error).
 enum class errc {
-  worker_crashed = 1,    ///< the worker running the task died (signal or exit status)
-  task_timeout,          ///< the task ran past its deadline; its worker was killed
-  pool_stopped,          ///< the pool no longer accepts work
-  queue_closed,          ///< the queue was closed while waiting or on use
-  frame_corrupt,         ///< bytes from another process failed validation
-  frame_too_large,       ///< a frame is larger than the configured maximum
-  payload_too_large,     ///< a payload does not fit the shared-memory arena
-  end_of_stream,         ///< the peer closed its end or died
-  owner_died,            ///< a lock's holder died; the lock was recovered
-  peer_died,             ///< the process serving the request died
-  uring_unavailable,     ///< io_uring or a needed opcode is refused by the kernel
-  function_mismatch,     ///< a callable's identity is unknown in the receiving process
-  barrier_broken,        ///< a barrier was aborted, or a party left it while waiting
+  worker_crashed = 1,  ///< the worker running the task died (signal or exit status)
+  task_timeout,        ///< the task ran past its deadline; its worker was killed
+  pool_stopped,        ///< the pool no longer accepts work
+  queue_closed,        ///< the queue was closed while waiting or on use
+  frame_corrupt,       ///< bytes from another process failed validation
+  frame_too_large,     ///< a frame is larger than the configured maximum
+  payload_too_large,   ///< a payload does not fit the shared-memory arena
+  end_of_stream,       ///< the peer closed its end or died
+  owner_died,          ///< a lock's holder died; the lock was recovered
+  peer_died,           ///< the process serving the request died
+  uring_unavailable,   ///< io_uring or a needed opcode is refused by the kernel
+  function_mismatch,   ///< a callable's identity is unknown in the receiving process
+  barrier_broken,      ///< a barrier was aborted, or a party left it while waiting
 };
 
 /// The category of coproc::errc; name() is "coproc".

@@ -33,9 +33,9 @@ inline const void* code_address(std::int64_t offset) noexcept {
 /// Type an argument crosses as: string literals and char pointers become
 /// std::string, everything else its decayed type.
 template <class T>
-using wire_t = std::conditional_t<
-    std::is_same_v<std::decay_t<T>, const char*> || std::is_same_v<std::decay_t<T>, char*>,
-    std::string, std::decay_t<T>>;
+using wire_t = std::conditional_t<std::is_same_v<std::decay_t<T>, const char*> ||
+                                      std::is_same_v<std::decay_t<T>, char*>,
+                                  std::string, std::decay_t<T>>;
 
 template <class F>
 concept function_pointer = std::is_pointer_v<F> && std::is_function_v<std::remove_pointer_t<F>>;

@@ -21,7 +21,7 @@ namespace coproc::detail {
 
 struct pool_header {
   alignas(64) std::atomic<std::uint32_t> parent_sleeping;  // set: ring the eventfd
-  std::atomic<std::int32_t> parent_cpu;                     // where the parent last ran
+  std::atomic<std::int32_t> parent_cpu;                    // where the parent last ran
   std::int64_t anchor;  // the parent's image_anchor address: workers check it
 };
 
@@ -59,8 +59,8 @@ enum result_status : std::uint32_t {
 
 /// Per-worker words shared by the parent and the worker.
 struct slot_shared {
-  shm_ring_header tasks;    // parent -> worker
-  shm_ring_header results;  // worker -> parent
+  shm_ring_header tasks;                            // parent -> worker
+  shm_ring_header results;                          // worker -> parent
   alignas(64) std::atomic<std::uint64_t> consumed;  // task frames the worker took or skipped
   std::atomic<std::uint64_t> running_id;            // task running now, 0 when none
   std::atomic<std::int64_t> started_ns;             // CLOCK_MONOTONIC start of running_id

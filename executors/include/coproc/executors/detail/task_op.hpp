@@ -23,11 +23,11 @@ class task_op {
  public:
   std::uint64_t id = 0;
   std::int64_t thunk = 0;
-  int worker = -1;             // slot it was sent to; -1 while queued
-  std::uint64_t seq = 0;       // its index among the frames sent to that slot
+  int worker = -1;                              // slot it was sent to; -1 while queued
+  std::uint64_t seq = 0;                        // its index among the frames sent to that slot
   std::atomic<std::uint32_t>* state = nullptr;  // its frame's state word while in a ring
-  bool in_arena = false;       // its body occupies the slot's input arena
-  std::int64_t sent_ns = 0;    // when it entered a worker's ring (monotonic)
+  bool in_arena = false;                        // its body occupies the slot's input arena
+  std::int64_t sent_ns = 0;                     // when it entered a worker's ring (monotonic)
 
   /// Bytes of the task body: the callable, then the encoded arguments.
   virtual std::size_t body_size() const = 0;

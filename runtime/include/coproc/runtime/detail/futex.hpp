@@ -28,8 +28,8 @@ inline int futex_wait(std::atomic<std::uint32_t>& word, std::uint32_t expected,
 
 /// Wakes up to `count` waiters on `word`; returns how many were woken.
 inline int futex_wake(std::atomic<std::uint32_t>& word, int count = 1) noexcept {
-  return static_cast<int>(::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&word),
-                                    FUTEX_WAKE, count, nullptr, nullptr, 0));
+  return static_cast<int>(::syscall(SYS_futex, reinterpret_cast<std::uint32_t*>(&word), FUTEX_WAKE,
+                                    count, nullptr, nullptr, 0));
 }
 
 }  // namespace coproc::detail
