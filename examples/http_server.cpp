@@ -104,11 +104,13 @@ unsigned long long parse_number(const char* text, const char* what, unsigned lon
 
 options parse_options(int argc, char** argv) {
   options o;
-  const option longs[] = {
-      {"address", required_argument, nullptr, 'a'}, {"port", required_argument, nullptr, 'p'},
-      {"workers", required_argument, nullptr, 'w'}, {"max-body", required_argument, nullptr, 'b'},
-      {"grace", required_argument, nullptr, 'g'},   {"help", no_argument, nullptr, 'h'},
-      {nullptr, 0, nullptr, 0}};
+  const option longs[] = {{"address", required_argument, nullptr, 'a'},
+                          {"port", required_argument, nullptr, 'p'},
+                          {"workers", required_argument, nullptr, 'w'},
+                          {"max-body", required_argument, nullptr, 'b'},
+                          {"grace", required_argument, nullptr, 'g'},
+                          {"help", no_argument, nullptr, 'h'},
+                          {nullptr, 0, nullptr, 0}};
   int c = 0;
   while ((c = ::getopt_long(argc, argv, "a:p:w:b:g:h", longs, nullptr)) != -1) {
     switch (c) {
