@@ -23,6 +23,7 @@
 #include <vector>
 
 #include "coproc/executors/detail/callable.hpp"
+#include "coproc/executors/detail/pool_algorithms.hpp"
 #include "coproc/executors/detail/task_op.hpp"
 #include "coproc/executors/pool_options.hpp"
 #include "coproc/executors/pool_stats.hpp"
@@ -253,56 +254,10 @@ template <class F, std::ranges::input_range Range>
 auto process_pool::map(F fn, const Range& items, std::size_t chunk_size)
     -> asio::awaitable<std::vector<detail::task_result_t<F, std::ranges::range_value_t<Range>>>> {
   using T = std::ranges::range_value_t<Range>;
-  using R = detail::task_result_t<F, T>;
   detail::check_callable<F>();
-  std::vector<T> all(std::ranges::begin(items), std::ranges::end(items));
-  std::size_t n = all.size();
-  if (chunk_size == 0) {
-    std::size_t target = 4 * size();  // a few chunks per worker
-    chunk_size = std::max<std::size_t>(1, (n + target - 1) / target);
-  }
-  // Start every chunk at once; completions land on this coroutine's executor
-  // and the last one wakes it. Results are then assembled in input order.
-  struct chunk_state {
-    std::vector<R> values;
-    std::exception_ptr error;
-  };
-  struct map_state {
-    explicit map_state(const asio::any_io_executor& ex)
-        : ready(ex, asio::steady_timer::time_point::max()) {}
-    std::vector<chunk_state> chunks;
-    std::size_t outstanding = 0;
-    asio::steady_timer ready;
-  };
-  auto here = co_await asio::this_coro::executor;
-  auto state = std::make_shared<map_state>(here);
-  state->chunks.resize((n + chunk_size - 1) / chunk_size);
-  state->outstanding = state->chunks.size();
-  for (std::size_t c = 0; c < state->chunks.size(); ++c) {
-    auto first = all.begin() + static_cast<std::ptrdiff_t>(c * chunk_size);
-    auto last = all.begin() + static_cast<std::ptrdiff_t>(std::min(n, (c + 1) * chunk_size));
-    async_submit(detail::map_chunk<F, T>::of(fn),
-                 std::vector<T>(std::make_move_iterator(first), std::make_move_iterator(last)),
-                 asio::bind_executor(here, [state, c](std::exception_ptr e, std::vector<R> v) {
-                   state->chunks[c] = {std::move(v), e};
-                   if (--state->outstanding == 0) {
-                     state->ready.cancel();
-                   }
-                 }));
-  }
-  if (state->outstanding > 0) {
-    std::error_code ec;
-    co_await state->ready.async_wait(asio::redirect_error(asio::use_awaitable, ec));
-  }
-  std::vector<R> out;
-  out.reserve(n);
-  for (chunk_state& chunk : state->chunks) {
-    if (chunk.error) {
-      std::rethrow_exception(chunk.error);
-    }
-    std::move(chunk.values.begin(), chunk.values.end(), std::back_inserter(out));
-  }
-  co_return out;
+  return detail::ordered_map<detail::task_result_t<F, T>>(
+      *this, detail::map_chunk<F, T>::of(fn),
+      std::vector<T>(std::ranges::begin(items), std::ranges::end(items)), chunk_size);
 }
 
 template <class F, std::ranges::input_range Range>
@@ -312,14 +267,8 @@ auto process_pool::map_unordered(F fn, const Range& items, std::size_t window)
   using R = detail::task_result_t<F, T>;
   static_assert(!std::is_void_v<R>, "coproc: map_unordered needs a callable that returns a value");
   detail::check_callable<F>();
-  auto all = std::make_shared<std::vector<T>>(std::ranges::begin(items), std::ranges::end(items));
-  std::size_t total = all->size();
-  return result_stream<R>(
-      [this, fn, all](std::size_t i, const asio::any_io_executor& ex,
-                      typename result_stream<R>::completion done) {
-        async_submit(fn, (*all)[i], asio::bind_executor(ex, std::move(done)));
-      },
-      total, window == 0 ? 2 * size() : window);
+  return detail::unordered_map<R>(
+      *this, fn, std::vector<T>(std::ranges::begin(items), std::ranges::end(items)), window);
 }
 
 template <class Token>

@@ -1,0 +1,92 @@
+#pragma once
+// map and map_unordered written once for every executor with the pool shape:
+// `async_submit(fn, arg, token)` completing with void(std::exception_ptr, R)
+// and `size()` (process_pool, mpi_pool).
+
+#include <algorithm>
+#include <asio/any_io_executor.hpp>
+#include <asio/awaitable.hpp>
+#include <asio/bind_executor.hpp>
+#include <asio/redirect_error.hpp>
+#include <asio/steady_timer.hpp>
+#include <asio/this_coro.hpp>
+#include <asio/use_awaitable.hpp>
+#include <cstddef>
+#include <exception>
+#include <iterator>
+#include <memory>
+#include <vector>
+
+#include "coproc/executors/result_stream.hpp"
+
+namespace coproc::detail {
+
+/// Submits `items` in chunks (`chunk_task` runs over a std::vector<T>), all at
+/// once, and assembles the results in input order. chunk_size 0: about four
+/// chunks per worker. Throws the first failing chunk's exception.
+template <class R, class T, class Pool, class ChunkTask>
+asio::awaitable<std::vector<R>> ordered_map(Pool& pool, ChunkTask chunk_task, std::vector<T> all,
+                                            std::size_t chunk_size) {
+  std::size_t n = all.size();
+  if (chunk_size == 0) {
+    std::size_t target = 4 * pool.size();
+    chunk_size = std::max<std::size_t>(1, (n + target - 1) / target);
+  }
+  // Completions land on this coroutine's executor; the last one wakes it.
+  struct chunk_state {
+    std::vector<R> values;
+    std::exception_ptr error;
+  };
+  struct map_state {
+    explicit map_state(const asio::any_io_executor& ex)
+        : ready(ex, asio::steady_timer::time_point::max()) {}
+    std::vector<chunk_state> chunks;
+    std::size_t outstanding = 0;
+    asio::steady_timer ready;
+  };
+  auto here = co_await asio::this_coro::executor;
+  auto state = std::make_shared<map_state>(here);
+  state->chunks.resize((n + chunk_size - 1) / chunk_size);
+  state->outstanding = state->chunks.size();
+  for (std::size_t c = 0; c < state->chunks.size(); ++c) {
+    auto first = all.begin() + static_cast<std::ptrdiff_t>(c * chunk_size);
+    auto last = all.begin() + static_cast<std::ptrdiff_t>(std::min(n, (c + 1) * chunk_size));
+    pool.async_submit(chunk_task,
+                      std::vector<T>(std::make_move_iterator(first), std::make_move_iterator(last)),
+                      asio::bind_executor(here, [state, c](std::exception_ptr e, std::vector<R> v) {
+                        state->chunks[c] = {std::move(v), e};
+                        if (--state->outstanding == 0) {
+                          state->ready.cancel();
+                        }
+                      }));
+  }
+  if (state->outstanding > 0) {
+    std::error_code ec;
+    co_await state->ready.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+  }
+  std::vector<R> out;
+  out.reserve(n);
+  for (chunk_state& chunk : state->chunks) {
+    if (chunk.error) {
+      std::rethrow_exception(chunk.error);
+    }
+    std::move(chunk.values.begin(), chunk.values.end(), std::back_inserter(out));
+  }
+  co_return out;
+}
+
+/// One task per item, at most `window` in flight (0: twice the workers),
+/// results yielded as they complete.
+template <class R, class T, class Pool, class F>
+result_stream<R> unordered_map(Pool& pool, F fn, std::vector<T> items, std::size_t window) {
+  auto all = std::make_shared<std::vector<T>>(std::move(items));
+  std::size_t total = all->size();
+  return result_stream<R>(
+      [&pool, fn, all](std::size_t i, const asio::any_io_executor& ex,
+                       typename result_stream<R>::completion done) {
+        pool.async_submit(fn, (*all)[i], asio::bind_executor(ex, std::move(done)));
+      },
+      total, window == 0 ? 2 * pool.size() : window);
+}
+
+}  // namespace coproc::detail
