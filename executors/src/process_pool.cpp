@@ -23,6 +23,7 @@
 #include <mutex>
 #include <string>
 #include <unordered_map>
+#include <utility>
 
 #include "coproc/executors/detail/zygote.hpp"
 #include "coproc/ipc/remote_error.hpp"
@@ -84,6 +85,7 @@ struct worker_rec {
   std::uint64_t kill_target = 0;
   std::unique_ptr<asio::steady_timer> timer;
   bool timer_armed = false;
+  bool touched = false;  // sent to during the current pump()
 };
 
 class pool_core : public std::enable_shared_from_this<pool_core> {
@@ -103,7 +105,7 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
   void pump();
   void admit_waiting();
   worker_rec* pick(const task_op& op);
-  bool send(worker_rec& w, task_op* op);
+  bool send(worker_rec& w, task_op* op, std::size_t size);
   void drain();
   void drain(worker_rec& w);
   void finish(worker_rec& w, task_op* op, const result_header& h, std::span<const std::byte> body);
@@ -325,7 +327,6 @@ worker_rec* pool_core::pick(const task_op& op) {
 }
 
 void pool_core::pump() {
-  std::vector<worker_rec*> touched;
   admit_waiting();
   while (!queue_.empty()) {
     task_op* op = queue_.front();
@@ -340,24 +341,24 @@ void pool_core::pump() {
     }
     op->in_arena = sizeof(task_header) + size > inline_limit(workers_[0]->view.tasks);
     worker_rec* w = pick(*op);
-    if (!w || !send(*w, op)) {
+    if (!w || !send(*w, op, size)) {
       break;
     }
     queue_.pop_front();
-    if (std::find(touched.begin(), touched.end(), w) == touched.end()) {
-      touched.push_back(w);
-    }
+    w->touched = true;
     admit_waiting();
   }
   header_->parent_cpu.store(::sched_getcpu(), std::memory_order_relaxed);
-  for (worker_rec* w : touched) {
-    w->view.tasks.notify();
-    arm_timeout(*w);
+  // One doorbell per worker per batch, not one per task.
+  for (auto& w : workers_) {
+    if (std::exchange(w->touched, false)) {
+      w->view.tasks.notify();
+      arm_timeout(*w);
+    }
   }
 }
 
-bool pool_core::send(worker_rec& w, task_op* op) {
-  std::size_t size = op->body_size();
+bool pool_core::send(worker_rec& w, task_op* op, std::size_t size) {
   std::size_t frame_size = op->in_arena ? sizeof(task_header) : sizeof(task_header) + size;
   std::span<std::byte> frame = w.view.tasks.try_reserve(frame_size);
   if (frame.data() == nullptr) {
