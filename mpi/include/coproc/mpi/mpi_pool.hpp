@@ -282,8 +282,8 @@ auto mpi_pool::map(F fn, const Range& items, std::size_t chunk_size)
   using T = std::ranges::range_value_t<Range>;
   detail::check_callable<F>();
   return detail::ordered_map<detail::task_result_t<F, T>>(
-      *this, detail::mpi_chunk_task<F, T>(fn), std::vector<T>(std::ranges::begin(items), std::ranges::end(items)),
-      chunk_size);
+      *this, detail::mpi_chunk_task<F, T>(fn),
+      std::vector<T>(std::ranges::begin(items), std::ranges::end(items)), chunk_size);
 }
 
 template <class F, std::ranges::input_range Range>
