@@ -189,7 +189,7 @@ pool_core::pool_core(const asio::any_io_executor& ex, pool_options options)
   doorbell_fd_.reset(check_syscall(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK), "eventfd"));
   auto [cmd_read, cmd_write] = make_pipe();
   auto [report_read, report_write] = make_pipe();
-  config_ = {region_.data(), geometry_, doorbell_fd_.get(), &options_};
+  config_ = {region_.data(), geometry_, doorbell_fd_.get(), &options_, region_.fd()};
   // The zygote is forked now, before this pool has any ring or thread.
   pid_t pid = fork_zygote(config_, cmd_read.get(), report_write.get());
   zygote_ = child_process::adopt(pid);

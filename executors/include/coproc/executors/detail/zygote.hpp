@@ -56,6 +56,7 @@ struct worker_config {
   pool_geometry geometry{};
   int doorbell_fd = -1;  // eventfd the parent waits on
   const pool_options* options = nullptr;
+  int memfd = -1;  // the shared mapping's memfd (an exec'd zygote maps it anew)
 };
 
 /// Forks the zygote. In the parent, returns its pid; the child never returns.
