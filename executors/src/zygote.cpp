@@ -1,19 +1,33 @@
 #include "coproc/executors/detail/zygote.hpp"
 
+#include <elf.h>
+#include <fcntl.h>
+#include <link.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <csignal>
+#include <cstdlib>
+#include <cstring>
+#include <fstream>
+#include <stdexcept>
+#include <string>
 #include <vector>
 
+#include "coproc/executors/detail/callable.hpp"
 #include "coproc/runtime/detail/system_error.hpp"
+#include "coproc/runtime/unique_fd.hpp"
+
+extern "C" char** environ;
 
 namespace coproc::detail {
 namespace {
@@ -62,8 +76,8 @@ bool write_report(int fd, const zygote_report& r) {
 
 class zygote {
  public:
-  zygote(const worker_config& config, int cmd, int report, int sigfd)
-      : config_(config), cmd_(cmd), report_(report), sigfd_(sigfd) {}
+  zygote(const worker_config& config, int cmd, int report, int sigfd, bool bad_image)
+      : config_(config), cmd_(cmd), report_(report), sigfd_(sigfd), bad_image_(bad_image) {}
 
   [[noreturn]] void run() {
     for (;;) {
@@ -100,6 +114,11 @@ class zygote {
       ::sigprocmask(SIG_SETMASK, &none, nullptr);
       ::signal(SIGCHLD, SIG_DFL);
       die_with_parent(self);
+      if (bad_image_) {
+        // An exec'd zygote whose code differs from the parent's: every
+        // worker leaves at once, which the pool reports as a clean error.
+        ::_exit(worker_exit_bad_image);
+      }
       worker_main(config_, slot);
     }
     zygote_report r{};
@@ -167,12 +186,309 @@ class zygote {
   int cmd_;
   int report_;
   int sigfd_;
+  bool bad_image_;
   std::vector<entry> workers_;
 };
+
+/// The host's signal handlers belong to the host's event loop. Workers take
+/// the defaults, but ignore the terminal's SIGINT: the parent decides what an
+/// interrupt means, and workers die with it through the death signal.
+void reset_signals() {
+  for (int sig = 1; sig < NSIG; ++sig) {
+    if (sig != SIGKILL && sig != SIGSTOP) {
+      ::signal(sig, SIG_DFL);
+    }
+  }
+  ::signal(SIGINT, SIG_IGN);
+}
+
+/// The zygote's life once it is a process of its own (forked, or exec'd and
+/// configured): only its pipes and the doorbell stay open.
+[[noreturn]] void serve(const worker_config& config, int cmd_read, int report_write,
+                        bool bad_image) {
+  close_all_but({cmd_read, report_write, config.doorbell_fd});
+  sigset_t chld;
+  sigemptyset(&chld);
+  sigaddset(&chld, SIGCHLD);
+  ::sigprocmask(SIG_BLOCK, &chld, nullptr);
+  int sigfd = ::signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK);
+  if (sigfd < 0) {
+    ::_exit(worker_exit_orphaned);
+  }
+  ::prctl(PR_SET_NAME, "coproc-zygote");
+  zygote z(config, cmd_read, report_write, sigfd, bad_image);
+  z.run();
+}
+
+// ---- start_method::spawn -------------------------------------------------
+//
+// The parent forks and at once execs /proc/self/exe (the very inode it runs)
+// with its fds inherited and COPROC_ZYGOTE=<fd> in the environment. In the new
+// image, spawn_entry (a constructor of this translation unit, which any
+// program using process_pool links) reads the configuration from that fd,
+// runs the program's remaining static initializers, checks that its code is
+// the parent's, maps the pool's memfd and becomes the same zygote as above.
+
+constexpr const char* marker_name = "COPROC_ZYGOTE";
+constexpr std::uint64_t wire_magic = 0x31'6e'77'61'70'73'63'70ULL;  // "pcspawn1"
+
+/// Who this executable is: what a spawned zygote compares with its parent.
+struct image_id {
+  std::uint32_t build_id_len = 0;
+  unsigned char build_id[64] = {};
+  std::int64_t anchor_offset = 0;  // image_anchor minus the main program's load bias
+  std::uint64_t exe_dev = 0;
+  std::uint64_t exe_ino = 0;
+};
+
+struct image_scan {
+  image_id id;
+  std::vector<std::pair<std::uintptr_t, std::uintptr_t>> code;  // [begin, end)
+};
+
+// The first object dl_iterate_phdr reports is the main program.
+int scan_main_program(dl_phdr_info* info, std::size_t, void* data) {
+  auto* out = static_cast<image_scan*>(data);
+  for (int i = 0; i < info->dlpi_phnum; ++i) {
+    const ElfW(Phdr)& ph = info->dlpi_phdr[i];
+    std::uintptr_t begin = info->dlpi_addr + ph.p_vaddr;
+    if (ph.p_type == PT_LOAD && (ph.p_flags & PF_X) != 0) {
+      out->code.emplace_back(begin, begin + ph.p_memsz);
+    }
+    if (ph.p_type != PT_NOTE) {
+      continue;
+    }
+    // Notes: namesz, descsz, type, then name and desc, each padded to 4 bytes.
+    const auto* p = reinterpret_cast<const unsigned char*>(begin);
+    const auto* end = p + ph.p_memsz;
+    while (p + sizeof(ElfW(Nhdr)) <= end) {
+      ElfW(Nhdr) nh;
+      std::memcpy(&nh, p, sizeof nh);
+      const unsigned char* name = p + sizeof nh;
+      const unsigned char* desc = name + ((nh.n_namesz + 3) & ~3u);
+      const unsigned char* next = desc + ((nh.n_descsz + 3) & ~3u);
+      if (next > end) {
+        break;
+      }
+      if (nh.n_type == NT_GNU_BUILD_ID && nh.n_namesz == 4 && std::memcmp(name, "GNU", 4) == 0 &&
+          nh.n_descsz <= sizeof out->id.build_id) {
+        out->id.build_id_len = nh.n_descsz;
+        std::memcpy(out->id.build_id, desc, nh.n_descsz);
+      }
+      p = next;
+    }
+  }
+  out->id.anchor_offset =
+      static_cast<std::int64_t>(reinterpret_cast<std::uintptr_t>(&image_anchor) - info->dlpi_addr);
+  return 1;  // stop after the main program
+}
+
+image_scan scan_image() {
+  image_scan s;
+  ::dl_iterate_phdr(&scan_main_program, &s);
+  struct stat st {};
+  if (::stat("/proc/self/exe", &st) == 0) {
+    s.id.exe_dev = st.st_dev;
+    s.id.exe_ino = st.st_ino;
+  }
+  return s;
+}
+
+bool in_code(const image_scan& s, const void* p) {
+  auto a = reinterpret_cast<std::uintptr_t>(p);
+  return std::any_of(s.code.begin(), s.code.end(),
+                     [a](const auto& r) { return a >= r.first && a < r.second; });
+}
+
+bool same_image(const image_id& a, const image_id& b) {
+  return a.build_id_len == b.build_id_len &&
+         std::memcmp(a.build_id, b.build_id, a.build_id_len) == 0 &&
+         a.anchor_offset == b.anchor_offset && a.exe_dev == b.exe_dev && a.exe_ino == b.exe_ino;
+}
+
+/// Everything an exec'd zygote needs, trivially copyable, sent through a pipe.
+struct spawn_wire {
+  std::uint64_t magic;
+  std::int32_t parent;
+  std::int32_t cmd_fd;
+  std::int32_t report_fd;
+  std::int32_t doorbell_fd;
+  std::int32_t memfd;
+  std::uint32_t has_initializer;
+  std::int64_t initializer;  // code offset of the void(*)() initializer
+  std::uint64_t slots;
+  std::uint64_t ring_bytes;
+  std::uint64_t arena_bytes;
+  std::uint64_t max_tasks_per_worker;
+  std::uint64_t max_worker_rss;
+  std::int64_t task_timeout_ms;
+  std::uint64_t limit_address_space;
+  std::uint64_t limit_cpu_seconds;
+  std::uint64_t limit_open_files;
+  image_id image;
+};
+static_assert(std::is_trivially_copyable_v<spawn_wire>);
+static_assert(sizeof(spawn_wire) <= PIPE_BUF, "written before the fork, atomically");
+
+// True while a spawned zygote runs the program's static initializers: a
+// spawn pool created there would exec yet another zygote, and so on.
+bool bootstrapping = false;
+
+/// The initializer as a code offset, or a readable refusal.
+std::int64_t initializer_offset(const std::function<void()>& init, const image_scan& image) {
+  auto* const* fn = init.target<void (*)()>();
+  if (fn == nullptr || *fn == nullptr) {
+    throw std::invalid_argument(
+        "coproc::process_pool: with start_method::spawn, pool_options::initializer must be "
+        "empty or hold a plain function pointer void(*)() (a function, or a captureless "
+        "lambda converted with unary +): the worker runs in a separately exec'd image, where "
+        "only code can be named, not a function object's state");
+  }
+  if (!in_code(image, reinterpret_cast<const void*>(*fn))) {
+    throw std::invalid_argument(
+        "coproc::process_pool: with start_method::spawn, the initializer must be a function "
+        "of the main executable (not of a shared library)");
+  }
+  return code_offset(reinterpret_cast<const void*>(*fn));
+}
+
+/// The first argument of this process's command line, for the zygote's argv[0].
+std::string own_argv0() {
+  std::ifstream in("/proc/self/cmdline", std::ios::binary);
+  std::string arg0;
+  std::getline(in, arg0, '\0');
+  return arg0.empty() ? std::string("coproc-zygote") : arg0;
+}
+
+pid_t spawn_zygote(const worker_config& config, int cmd_read, int report_write) {
+  if (bootstrapping) {
+    throw std::logic_error(
+        "coproc::process_pool: a start_method::spawn pool cannot be created by a static "
+        "initializer of a spawned zygote (it would exec zygotes without end): create pools "
+        "in main()");
+  }
+  const pool_options& o = *config.options;
+  image_scan image = scan_image();
+  if (!in_code(image, reinterpret_cast<const void*>(&image_anchor))) {
+    throw std::invalid_argument(
+        "coproc::process_pool: start_method::spawn needs coproc linked into the executable "
+        "(its static libraries): code offsets are taken from the main program");
+  }
+  spawn_wire w{};
+  w.magic = wire_magic;
+  w.parent = ::getpid();
+  w.cmd_fd = cmd_read;
+  w.report_fd = report_write;
+  w.doorbell_fd = config.doorbell_fd;
+  w.memfd = config.memfd;
+  if (o.initializer) {
+    w.has_initializer = 1;
+    w.initializer = initializer_offset(o.initializer, image);
+  }
+  w.slots = config.geometry.slots;
+  w.ring_bytes = config.geometry.ring_bytes;
+  w.arena_bytes = config.geometry.arena_bytes;
+  w.max_tasks_per_worker = o.max_tasks_per_worker;
+  w.max_worker_rss = o.max_worker_rss;
+  w.task_timeout_ms = o.task_timeout.count();
+  w.limit_address_space = o.limits.address_space;
+  w.limit_cpu_seconds = o.limits.cpu_seconds;
+  w.limit_open_files = o.limits.open_files;
+  w.image = image.id;
+  if (config.memfd < 0) {
+    throw std::invalid_argument("coproc::process_pool: start_method::spawn needs the memfd");
+  }
+
+  // Everything the child needs between fork and exec is built here: in a
+  // host with threads, the child may only make async-signal-safe calls.
+  int ends[2];
+  check_syscall(::pipe2(ends, O_CLOEXEC), "pipe2");
+  unique_fd wire_read(ends[0]);
+  unique_fd wire_write(ends[1]);
+  check_syscall(::pipe2(ends, O_CLOEXEC), "pipe2");
+  unique_fd status_read(ends[0]);
+  unique_fd status_write(ends[1]);
+  // Fits the pipe's buffer: written whole before the child exists.
+  if (::write(wire_write.get(), &w, sizeof w) != static_cast<ssize_t>(sizeof w)) {
+    throw_errno("write");
+  }
+  std::string arg0 = own_argv0();
+  std::string marker = std::string(marker_name) + "=" + std::to_string(wire_read.get());
+  std::vector<char*> argv{arg0.data(), nullptr};
+  std::vector<char*> envp;
+  std::size_t marker_len = std::strlen(marker_name);
+  for (char** e = environ; e != nullptr && *e != nullptr; ++e) {
+    if (std::strncmp(*e, marker_name, marker_len) != 0 || (*e)[marker_len] != '=') {
+      envp.push_back(*e);
+    }
+  }
+  envp.push_back(marker.data());
+  envp.push_back(nullptr);
+  const int inherit[] = {wire_read.get(), cmd_read, report_write, config.doorbell_fd, config.memfd};
+  const pid_t parent = w.parent;
+
+  pid_t pid = ::fork();
+  if (pid < 0) {
+    throw_errno("fork");
+  }
+  if (pid == 0) {
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);  // kept across exec: same user, no capabilities
+    if (::getppid() != parent) {
+      ::_exit(worker_exit_orphaned);
+    }
+    for (int fd : inherit) {
+      int flags = ::fcntl(fd, F_GETFD);
+      if (flags < 0 || ::fcntl(fd, F_SETFD, flags & ~FD_CLOEXEC) < 0) {
+        int err = errno;
+        [[maybe_unused]] ssize_t n = ::write(status_write.get(), &err, sizeof err);
+        ::_exit(worker_exit_orphaned);
+      }
+    }
+    ::execve("/proc/self/exe", argv.data(), envp.data());
+    int err = errno;
+    [[maybe_unused]] ssize_t n = ::write(status_write.get(), &err, sizeof err);
+    ::_exit(worker_exit_orphaned);
+  }
+  status_write.reset();
+  // The status pipe's last writer closes on exec: EOF means the zygote runs
+  // the new image; an errno means it never will.
+  int err = 0;
+  ssize_t n;
+  while ((n = ::read(status_read.get(), &err, sizeof err)) < 0 && errno == EINTR) {
+  }
+  if (n == static_cast<ssize_t>(sizeof err)) {
+    while (::waitpid(pid, nullptr, 0) < 0 && errno == EINTR) {
+    }
+    throw_errno("execve", err);
+  }
+  return pid;
+}
+
+/// Reads exactly `size` bytes (the wire is in the pipe before the exec).
+bool read_all(int fd, void* out, std::size_t size) {
+  auto* p = static_cast<char*>(out);
+  while (size > 0) {
+    ssize_t n = ::read(fd, p, size);
+    if (n < 0 && errno == EINTR) {
+      continue;
+    }
+    if (n <= 0) {
+      return false;
+    }
+    p += n;
+    size -= static_cast<std::size_t>(n);
+  }
+  return true;
+}
+
+using init_fn = void (*)(int, char**, char**);
 
 }  // namespace
 
 pid_t fork_zygote(const worker_config& config, int cmd_read, int report_write) {
+  if (config.options != nullptr && config.options->start_method == start_method::spawn) {
+    return spawn_zygote(config, cmd_read, report_write);
+  }
   pid_t parent = ::getpid();
   pid_t pid = ::fork();
   if (pid < 0) {
@@ -184,27 +500,83 @@ pid_t fork_zygote(const worker_config& config, int cmd_read, int report_write) {
   // The zygote: single-threaded from here on; it must not touch the parent's
   // event loop or any object the parent owns besides the shared mapping.
   die_with_parent(parent);
-  // The host's signal handlers belong to the host's event loop. Workers take
-  // the defaults, but ignore the terminal's SIGINT: the parent decides what an
-  // interrupt means, and workers die with it through the death signal.
-  for (int sig = 1; sig < NSIG; ++sig) {
-    if (sig != SIGKILL && sig != SIGSTOP) {
-      ::signal(sig, SIG_DFL);
-    }
-  }
-  ::signal(SIGINT, SIG_IGN);
-  close_all_but({cmd_read, report_write, config.doorbell_fd});
-  sigset_t chld;
-  sigemptyset(&chld);
-  sigaddset(&chld, SIGCHLD);
-  ::sigprocmask(SIG_BLOCK, &chld, nullptr);
-  int sigfd = ::signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK);
-  if (sigfd < 0) {
-    ::_exit(worker_exit_orphaned);
-  }
-  ::prctl(PR_SET_NAME, "coproc-zygote");
-  zygote z(config, cmd_read, report_write, sigfd);
-  z.run();
+  reset_signals();
+  serve(config, cmd_read, report_write, false);
 }
 
+}  // namespace coproc::detail
+
+// The linker's bounds of the executable's .init_array (hidden: this object's
+// own executable, which spawn_zygote checked holds image_anchor).
+extern "C" {
+extern coproc::detail::init_fn __init_array_start[] __attribute__((visibility("hidden")));
+extern coproc::detail::init_fn __init_array_end[] __attribute__((visibility("hidden")));
+}
+
+namespace coproc::detail {
+namespace {
+
+/// Runs before main in every program that links process_pool. Without the
+/// marker it returns at once; with it, this process is a spawned zygote: it
+/// never returns to the C runtime, so main never runs.
+__attribute__((constructor)) void spawn_entry(int argc, char** argv, char** envp) {
+  const char* marker = ::getenv(marker_name);
+  if (marker == nullptr) {
+    return;
+  }
+  char* end = nullptr;
+  long wire_fd = std::strtol(marker, &end, 10);
+  ::unsetenv(marker_name);  // not for the workers, nor their children
+  spawn_wire w{};
+  if (end == marker || *end != '\0' || wire_fd < 0 ||
+      !read_all(static_cast<int>(wire_fd), &w, sizeof w) || w.magic != wire_magic) {
+    // Started as a zygote but not configured as one: running main would
+    // duplicate the host program, so leave.
+    ::_exit(worker_exit_bad_image);
+  }
+  ::close(static_cast<int>(wire_fd));
+  ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+  die_with_parent(w.parent);
+  reset_signals();
+  // The program's static initializers after this one: a task may rely on
+  // its globals as it does in a forked worker (the spawn analogue of Python
+  // re-importing the main module). Earlier ones already ran.
+  bootstrapping = true;
+  bool after = false;
+  for (init_fn* f = __init_array_start; f != __init_array_end; ++f) {
+    if (after) {
+      (*f)(argc, argv, envp);
+    } else if (*f == &spawn_entry) {
+      after = true;
+    }
+  }
+  bootstrapping = false;
+  pool_geometry geometry{w.slots, w.ring_bytes, w.arena_bytes};
+  void* base = ::mmap(nullptr, geometry.total(), PROT_READ | PROT_WRITE, MAP_SHARED, w.memfd, 0);
+  ::close(w.memfd);
+  if (base == MAP_FAILED) {
+    ::_exit(worker_exit_orphaned);
+  }
+  bool bad_image = !same_image(w.image, scan_image().id);
+  if (!bad_image) {
+    // The workers check the pool header's anchor against their own: in this
+    // image it sits elsewhere (another load address), at the same offset.
+    reinterpret_cast<pool_header*>(base)->anchor = reinterpret_cast<std::intptr_t>(&image_anchor);
+  }
+  static pool_options options;  // what the workers read through config.options
+  options.workers = w.slots;
+  options.max_tasks_per_worker = w.max_tasks_per_worker;
+  options.max_worker_rss = w.max_worker_rss;
+  options.task_timeout = std::chrono::milliseconds(w.task_timeout_ms);
+  options.limits = {w.limit_address_space, w.limit_cpu_seconds, w.limit_open_files};
+  options.start_method = start_method::spawn;
+  if (w.has_initializer != 0 && !bad_image) {
+    options.initializer =
+        reinterpret_cast<void (*)()>(const_cast<void*>(code_address(w.initializer)));
+  }
+  worker_config config{static_cast<std::byte*>(base), geometry, w.doorbell_fd, &options, -1};
+  serve(config, w.cmd_fd, w.report_fd, bad_image);
+}
+
+}  // namespace
 }  // namespace coproc::detail

@@ -8,9 +8,31 @@
 
 namespace coproc {
 
-/// How workers are started. Only fork_server exists today: workers are forked
-/// from a zygote process that was forked when the pool was created.
-enum class start_method { fork_server };
+/// How workers are started. In both methods workers are forked from a zygote
+/// (a single-threaded fork server) that the pool starts in its constructor;
+/// the methods differ in how that zygote comes to be.
+enum class start_method {
+  /// The zygote is forked from the pool's constructor and inherits the
+  /// process as it is then: the fastest start, and any callable or initializer
+  /// works. Create the pool early in main(), before the host runs threads: a
+  /// fork copies only the calling thread, and a lock another thread held stays
+  /// held in the zygote.
+  fork_server,
+  /// The zygote is forked and at once exec'd from /proc/self/exe (the same
+  /// binary), for hosts that already run many threads or hold much memory:
+  /// it starts as a fresh image, runs the program's static initializers (not
+  /// main), checks its GNU build id and code layout against the parent's, and
+  /// maps the pool's memfd. Tasks are named by code offsets as ever, so user
+  /// code does not change. Requirements: coproc linked into the executable
+  /// (its static libraries), task functions in the executable, and an
+  /// `initializer` that is empty or holds a plain `void(*)()` (a captureless
+  /// lambda converted with unary +); otherwise the pool's constructor throws
+  /// std::invalid_argument. A zygote whose image differs from the parent's
+  /// makes every worker leave at once, which fails the pool's tasks with
+  /// errc::worker_crashed. Costs a few milliseconds more per pool start;
+  /// tasks run as fast as with fork_server.
+  spawn,
+};
 
 /// Resource limits (setrlimit) applied inside each worker.
 struct worker_limits {

@@ -6,6 +6,12 @@
 // respawn is safe however many threads the host runs by then. It talks to the
 // parent over two pipes (commands in, reports out) and reaps its workers,
 // reporting each exit status with the worker's peak RSS.
+//
+// With start_method::spawn the zygote is forked and exec'd from /proc/self/exe;
+// a constructor in zygote.cpp takes control of the new image before main, reads
+// a serialized configuration from the fd named by COPROC_ZYGOTE, maps the memfd
+// anew, stores its own image_anchor in the pool header (the same offset at
+// another load address) and then serves exactly like a forked zygote.
 
 #include <sys/types.h>
 
@@ -49,8 +55,9 @@ enum worker_exit_code : int {
   worker_exit_corrupt_frame = 123,  // the task ring held bytes no parent wrote
 };
 
-/// What the zygote and its workers need; lives in the pool object, which the
-/// zygote's memory holds a copy of.
+/// What the zygote and its workers need; lives in the pool object, which a
+/// forked zygote's memory holds a copy of (an exec'd zygote rebuilds it, with
+/// `options` pointing to its own copy of the fields workers read).
 struct worker_config {
   std::byte* base = nullptr;  // the shared mapping
   pool_geometry geometry{};
@@ -59,8 +66,12 @@ struct worker_config {
   int memfd = -1;  // the shared mapping's memfd (an exec'd zygote maps it anew)
 };
 
-/// Forks the zygote. In the parent, returns its pid; the child never returns.
+/// Starts the zygote as `config.options->start_method` says (fork, or fork
+/// and exec). In the parent, returns its pid; a forked child never returns.
 /// `cmd_read` and `report_write` are the zygote's pipe ends.
+/// Throws std::system_error naming the failing call (fork, pipe2, execve), and
+/// for spawn std::invalid_argument when the initializer or the link cannot
+/// cross an exec.
 pid_t fork_zygote(const worker_config& config, int cmd_read, int report_write);
 
 /// Runs tasks of `slot` until the process is killed or retires.
