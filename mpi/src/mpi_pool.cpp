@@ -17,6 +17,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <future>
 #include <map>
 #include <mutex>
@@ -32,6 +33,9 @@ namespace {
 enum tag : int { tag_hello = 101, tag_ack, tag_task, tag_result, tag_bye, tag_stop };
 constexpr std::uint32_t status_value = 0;
 constexpr std::uint32_t status_exception = 1;
+constexpr std::uint32_t ack_refused = 0;  // another build
+constexpr std::uint32_t ack_ok = 1;
+constexpr std::uint32_t ack_init_failed = 2;  // the initializer threw; text = its message
 
 struct task_wire {
   std::uint64_t id;
@@ -44,7 +48,13 @@ struct result_wire {
 };
 struct hello_wire {
   std::int64_t anchor_in_image;  // image_anchor's offset from the first code segment
+  std::int64_t initializer;      // pool_options::initializer's code offset (if has_initializer)
+  std::uint64_t max_result;      // pool_options::max_payload
+  std::uint32_t has_initializer;
+  std::uint32_t pad;
 };
+// The largest body one MPI message carries (its count is an int).
+constexpr std::size_t message_limit = static_cast<std::size_t>(INT_MAX) - 64;
 struct ack_wire {
   std::uint32_t ok;
   std::int32_t pid;
@@ -102,7 +112,7 @@ std::vector<std::byte> message(const void* head, std::size_t head_size, std::str
 class rank_result final : public result_writer {
  public:
   std::span<std::byte> reserve(std::size_t n) override {
-    if (n > static_cast<std::size_t>(INT_MAX) - sizeof(result_wire)) {
+    if (n > limit) {
       throw std::system_error(coproc::errc::payload_too_large,
                               "mpi_pool: result of " + std::to_string(n) + " bytes");
     }
@@ -112,12 +122,14 @@ class rank_result final : public result_writer {
   void commit(std::size_t n) override { buf.resize(sizeof(result_wire) + n); }
 
   std::vector<std::byte> buf;
+  std::size_t limit = message_limit;
 };
 
 int worker_loop() {
   std::vector<std::byte> in;
   rank_result out;
   bool attached = false;
+  std::string refusal = "mpi_pool: this rank runs another build";
   backoff idle;
   for (;;) {
     MPI_Status st;
@@ -152,8 +164,32 @@ int worker_loop() {
         }
         attached = theirs == mpi_build_id() && h.anchor_in_image == anchor_in_image() &&
                    mpi_code_in_image(reinterpret_cast<const void*>(&image_anchor));
-        ack_wire a{attached ? 1u : 0u, static_cast<std::int32_t>(::getpid())};
-        auto m = message(&a, sizeof a, mpi_build_id());
+        refusal = "mpi_pool: this rank runs another build";
+        out.limit = std::min<std::uint64_t>(h.max_result, message_limit);
+        ack_wire a{attached ? ack_ok : ack_refused, static_cast<std::int32_t>(::getpid())};
+        std::string text = mpi_build_id();
+        if (attached && h.has_initializer != 0) {
+          // pool_options::initializer, once per rank and pool, on this (the MPI) thread.
+          try {
+            const void* code = code_address(h.initializer);
+            if (!mpi_code_in_image(code)) {
+              throw std::system_error(coproc::errc::function_mismatch,
+                                      "initializer outside the executable");
+            }
+            reinterpret_cast<void (*)()>(const_cast<void*>(code))();
+          } catch (const std::exception& e) {
+            text = e.what();
+            a.ok = ack_init_failed;
+          } catch (...) {
+            text = "an exception not derived from std::exception";
+            a.ok = ack_init_failed;
+          }
+          if (a.ok == ack_init_failed) {
+            attached = false;
+            refusal = "mpi_pool: the initializer failed on this rank";
+          }
+        }
+        auto m = message(&a, sizeof a, text);
         if (MPI_Send(m.data(), static_cast<int>(m.size()), MPI_BYTE, 0, tag_ack, MPI_COMM_WORLD) !=
             MPI_SUCCESS) {
           return 2;
@@ -170,8 +206,7 @@ int worker_loop() {
           std::memcpy(&t, in.data(), sizeof t);
           r.id = t.id;
           if (!attached) {
-            throw std::system_error(coproc::errc::function_mismatch,
-                                    "mpi_pool: this rank runs another build");
+            throw std::system_error(coproc::errc::function_mismatch, refusal);
           }
           const void* code = code_address(t.thunk);
           if (!mpi_code_in_image(code)) {
@@ -244,7 +279,20 @@ class runtime {
 
   // --- pool operations (any thread) -------------------------------------
 
-  std::size_t open(const mpi_options& options) {
+  std::size_t open(const pool_options& options, const mpi_options& mpi) {
+    hello_wire h{anchor_in_image(), 0, options.max_payload, 0, 0};
+    if (options.initializer) {
+      auto* fn = options.initializer.target<void (*)()>();
+      if (fn == nullptr || *fn == nullptr ||
+          !mpi_code_in_image(reinterpret_cast<const void*>(*fn))) {
+        throw std::system_error(coproc::errc::function_mismatch,
+                                "mpi_pool: the initializer must be a function of the main "
+                                "executable (+[] {...} for a captureless lambda): a closure "
+                                "cannot travel to another rank");
+      }
+      h.initializer = code_offset(reinterpret_cast<const void*>(*fn));
+      h.has_initializer = 1;
+    }
     std::unique_lock lk(m_);
     if (size < 2) {
       throw std::system_error(coproc::errc::pool_stopped,
@@ -256,10 +304,13 @@ class runtime {
     if (fatal_) {
       throw std::system_error(coproc::errc::worker_crashed, "mpi_pool: MPI failed earlier");
     }
-    per_rank_ = std::max<std::size_t>(1, options.tasks_per_rank);
+    per_rank_ = std::max<std::size_t>(1, mpi.tasks_per_rank);
+    capacity_ = std::max<std::size_t>(1, options.queue_capacity);
+    max_payload_ = std::min(options.max_payload, message_limit);
+    timeout_ns_ =
+        std::chrono::duration_cast<std::chrono::nanoseconds>(options.task_timeout).count();
     hello_error_.clear();
     acks_pending_ = size - 1;
-    hello_wire h{anchor_in_image()};
     for (int r = 1; r < size; ++r) {
       control_.push_back({r, tag_hello, message(&h, sizeof h, announced_build_id())});
     }
@@ -269,7 +320,7 @@ class runtime {
       throw std::system_error(coproc::errc::worker_crashed, "mpi_pool: MPI failed at start-up");
     }
     if (!hello_error_.empty()) {
-      throw std::system_error(coproc::errc::function_mismatch, hello_error_);
+      throw std::system_error(hello_code_, hello_error_);
     }
     open_ = true;
     accepting_ = true;
@@ -305,7 +356,13 @@ class runtime {
     {
       std::lock_guard lk(m_);
       if (open_ && accepting_ && !fatal_) {
-        queue_.emplace(op->id, op);
+        // Back-pressure: past queue_capacity the task waits (in order) until
+        // the queue has room, instead of growing the queue.
+        if (waiting_.empty() && queue_.size() < capacity_) {
+          queue_.emplace(op->id, op);
+        } else {
+          waiting_.emplace(op->id, op);
+        }
         cv_.notify_one();
         return;
       }
@@ -321,6 +378,10 @@ class runtime {
       if (auto it = queue_.find(id); it != queue_.end()) {
         op = it->second;
         queue_.erase(it);
+        admit_locked();
+      } else if (auto w = waiting_.find(id); w != waiting_.end()) {
+        op = w->second;
+        waiting_.erase(w);
       } else if (auto s = sent_.find(id); s != sent_.end()) {
         op = s->second;  // its rank still runs it; the result will be dropped
         sent_.erase(s);
@@ -364,6 +425,7 @@ class runtime {
     pool_stats s = stats_;
     s.workers_alive = size > 0 ? static_cast<std::size_t>(size - 1) : 0;
     s.tasks_queued = queue_.size();
+    s.tasks_waiting = waiting_.size();
     for (int r = 1; r < size; ++r) {
       if (load_[r] > 0) {
         ++s.workers_busy;
@@ -395,6 +457,8 @@ class runtime {
     MPI_Comm_rank(MPI_COMM_WORLD, &rank);
     MPI_Comm_size(MPI_COMM_WORLD, &size);
     load_.assign(static_cast<std::size_t>(size), 0);
+    order_.assign(static_cast<std::size_t>(size), {});
+    head_since_.assign(static_cast<std::size_t>(size), 0);
     pids_.assign(static_cast<std::size_t>(size), 0);
     if (rank != 0) {
       ready.set_value(rank);  // the main thread waits for this thread to end
@@ -424,12 +488,16 @@ class runtime {
     for (auto& [id, op] : sent_) {
       all.push_back(op);
     }
+    for (auto& [id, op] : waiting_) {
+      all.push_back(op);
+    }
     queue_.clear();
     sent_.clear();
+    waiting_.clear();
   }
 
   std::function<void()> idle_done_locked() {
-    if (shutdown_done_ && !accepting_ && queue_.empty() && sent_.empty()) {
+    if (shutdown_done_ && !accepting_ && queue_.empty() && sent_.empty() && waiting_.empty()) {
       return std::exchange(shutdown_done_, nullptr);
     }
     return nullptr;
@@ -449,6 +517,39 @@ class runtime {
     return best;
   }
 
+  /// Moves waiting tasks into the queue while it has room.
+  void admit_locked() {
+    while (!waiting_.empty() && queue_.size() < capacity_) {
+      queue_.insert(waiting_.extract(waiting_.begin()));
+    }
+  }
+
+  static std::int64_t now_ns() {
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(
+               std::chrono::steady_clock::now().time_since_epoch())
+        .count();
+  }
+
+  /// Under the lock: the tasks whose rank has run them for task_timeout. A
+  /// rank runs its tasks in the order received, so the oldest outstanding
+  /// task of a rank is the running one, since the previous result arrived.
+  void expire_locked(std::vector<task_op*>& expired) {
+    if (timeout_ns_ <= 0) {
+      return;
+    }
+    std::int64_t now = now_ns();
+    for (int r = 1; r < size; ++r) {
+      if (order_[r].empty() || now - head_since_[r] < timeout_ns_) {
+        continue;
+      }
+      if (auto it = sent_.find(order_[r].front()); it != sent_.end()) {
+        expired.push_back(it->second);
+        sent_.erase(it);
+        ++stats_.tasks_failed;
+      }
+    }
+  }
+
   /// Under the lock: control messages, then tasks for ranks with room.
   void collect_locked(std::vector<outgoing>& out, std::vector<task_op*>& too_large) {
     for (auto& c : control_) {
@@ -463,8 +564,10 @@ class runtime {
       auto it = queue_.begin();
       task_op* op = it->second;
       queue_.erase(it);
+      admit_locked();
       std::size_t body = op->body_size();
-      if (body > static_cast<std::size_t>(INT_MAX) - sizeof(task_wire)) {
+      if (body > max_payload_) {
+        ++stats_.tasks_failed;
         too_large.push_back(op);
         continue;
       }
@@ -473,6 +576,10 @@ class runtime {
       std::memcpy(m.data(), &t, sizeof t);
       op->encode_body(std::span<std::byte>(m).subspan(sizeof t));
       sent_.emplace(op->id, op);
+      order_[r].push_back(op->id);
+      if (order_[r].size() == 1) {
+        head_since_[r] = now_ns();
+      }
       ++load_[r];
       ++expected_;
       out.push_back({r, tag_task, std::move(m), op});
@@ -482,6 +589,8 @@ class runtime {
   void progress_loop() {
     std::vector<outgoing> out;
     std::vector<task_op*> too_large;
+    std::vector<task_op*> expired;
+    std::function<void()> expired_done;
     std::vector<in_flight_send> sends;
     std::vector<std::byte> in;
     backoff idle;
@@ -499,12 +608,24 @@ class runtime {
           break;
         }
         collect_locked(out, too_large);
+        expire_locked(expired);
+        if (!expired.empty() || !too_large.empty()) {
+          expired_done = idle_done_locked();
+        }
       }
       bool busy = !out.empty();
       for (task_op* op : too_large) {
-        op->fail(error_ptr(coproc::errc::payload_too_large, "mpi_pool: task above 2 GiB"));
+        op->fail(error_ptr(coproc::errc::payload_too_large,
+                           "mpi_pool: task above pool_options::max_payload (or 2 GiB)"));
       }
       too_large.clear();
+      for (task_op* op : expired) {
+        op->fail(error_ptr(coproc::errc::task_timeout, "mpi_pool: task ran past task_timeout"));
+      }
+      expired.clear();
+      if (expired_done) {
+        std::exchange(expired_done, nullptr)();
+      }
       for (outgoing& o : out) {
         in_flight_send s{MPI_REQUEST_NULL, std::move(o.bytes)};
         if (MPI_Isend(s.bytes.data(), static_cast<int>(s.bytes.size()), MPI_BYTE, o.rank, o.tag,
@@ -573,6 +694,11 @@ class runtime {
       std::lock_guard lk(m_);
       --load_[source];
       --expected_;
+      auto& order = order_[source];
+      if (auto o = std::find(order.begin(), order.end(), r.id); o != order.end()) {
+        order.erase(o);  // the front: a rank answers in order
+      }
+      head_since_[source] = now_ns();
       if (auto it = sent_.find(r.id); it != sent_.end()) {
         op = it->second;
         sent_.erase(it);
@@ -606,9 +732,14 @@ class runtime {
     }
     std::lock_guard lk(m_);
     pids_[source] = a.pid;
-    if (a.ok == 0 && hello_error_.empty()) {
+    if (a.ok == ack_refused && hello_error_.empty()) {
+      hello_code_ = coproc::errc::function_mismatch;
       hello_error_ = "mpi_pool: rank " + std::to_string(source) + " runs build " + theirs +
                      ", rank 0 announced " + announced_build_id();
+    } else if (a.ok == ack_init_failed && hello_error_.empty()) {
+      hello_code_ = coproc::errc::worker_crashed;
+      hello_error_ =
+          "mpi_pool: the initializer failed on rank " + std::to_string(source) + ": " + theirs;
     }
     if (--acks_pending_ == 0) {
       opened_.notify_all();
@@ -617,6 +748,12 @@ class runtime {
 
   void rank_failed(int rank, task_op* op) {
     std::lock_guard lk(m_);
+    if (op != nullptr) {
+      auto& order = order_[rank];
+      if (auto o = std::find(order.begin(), order.end(), op->id); o != order.end()) {
+        order.erase(o);
+      }
+    }
     if (op != nullptr && sent_.erase(op->id) != 0) {
       --load_[rank];
       --expected_;
@@ -652,12 +789,19 @@ class runtime {
   std::size_t per_rank_ = 2;
   int acks_pending_ = 0;
   std::string hello_error_;
+  coproc::errc hello_code_ = coproc::errc::function_mismatch;
+  std::size_t capacity_ = 4096;  // pool_options::queue_capacity
+  std::size_t max_payload_ = message_limit;
+  std::int64_t timeout_ns_ = 0;                // pool_options::task_timeout
+  std::map<std::uint64_t, task_op*> waiting_;  // submitted while the queue was full
   std::vector<outgoing> control_;
   std::map<std::uint64_t, task_op*> queue_;  // ids grow: map order is FIFO
   std::map<std::uint64_t, task_op*> sent_;
   std::vector<std::size_t> load_;  // tasks a rank holds (cancelled ones too)
   std::vector<int> pids_;
-  std::size_t expected_ = 0;  // results still to come
+  std::vector<std::deque<std::uint64_t>> order_;  // ids a rank holds, oldest (running) first
+  std::vector<std::int64_t> head_since_;          // when order_[r].front() started running
+  std::size_t expected_ = 0;                      // results still to come
   std::function<void()> shutdown_done_;
   pool_stats stats_;
 };
@@ -692,10 +836,10 @@ int mpi_pool::rank() {
   return rt.rank;
 }
 
-mpi_pool::mpi_pool(const executor_type& ex, mpi_options options) : ex_(ex) {
+mpi_pool::mpi_pool(const executor_type& ex, pool_options options, mpi_options mpi) : ex_(ex) {
   auto& rt = detail::runtime::instance();
   rt.init(nullptr, nullptr);
-  workers_ = rt.open(options);
+  workers_ = rt.open(options, mpi);
 }
 
 mpi_pool::~mpi_pool() {

@@ -25,6 +25,7 @@
 #include <stdexcept>
 #include <string>
 #include <system_error>
+#include <utility>
 #include <vector>
 
 #include "coproc/ipc/remote_error.hpp"
@@ -89,6 +90,46 @@ std::vector<int> first(int n) {
   std::vector<int> v(static_cast<std::size_t>(n));
   std::iota(v.begin(), v.end(), 0);
   return v;
+}
+
+// pool_options::initializer: counts its runs in this rank.
+int initializer_runs = 0;
+void count_initializer() {
+  ++initializer_runs;
+}
+void failing_initializer() {
+  throw std::runtime_error("no init here");
+}
+std::pair<int, int> initializer_runs_and_pid(int) {
+  return {initializer_runs, static_cast<int>(::getpid())};
+}
+std::vector<std::uint8_t> make_bytes(int n) {
+  return std::vector<std::uint8_t>(static_cast<std::size_t>(n), 1);
+}
+
+std::string new_gate() {
+  static int n = 0;
+  std::string gate =
+      "/tmp/coproc_mpi_gate_" + std::to_string(::getpid()) + "_" + std::to_string(++n);
+  ::unlink(gate.c_str());
+  return gate;
+}
+void open_gate(const std::string& gate) {
+  std::FILE* f = std::fopen(gate.c_str(), "w");
+  if (f != nullptr) {
+    std::fclose(f);
+  }
+}
+
+// Polls the pool (1 ms) until `ready()`: a state the progress thread
+// reaches on its own, observed rather than assumed after a delay.
+template <class Ready>
+asio::awaitable<void> until(Ready ready) {
+  asio::steady_timer t(co_await asio::this_coro::executor);
+  for (int i = 0; i < 20000 && !ready(); ++i) {
+    t.expires_after(std::chrono::milliseconds(1));
+    co_await t.async_wait(asio::use_awaitable);
+  }
 }
 
 [[noreturn]] int abort_rank(int) {
@@ -277,6 +318,129 @@ asio::awaitable<void> shutdown(coproc::mpi_pool& pool) {
   std::printf("shutdown: ok\n");
 }
 
+// Needs queue_capacity = 2, tasks_per_rank = 1 and 2 worker ranks.
+asio::awaitable<void> back_pressure(coproc::mpi_pool& pool) {
+  auto ex = co_await asio::this_coro::executor;
+  std::string gate = new_gate();
+  int gated = 0;
+  auto count =
+      asio::bind_executor(ex, [&gated](std::exception_ptr e, int) { gated += e ? 100 : 1; });
+  pool.async_submit(wait_for_file, gate, count);
+  pool.async_submit(wait_for_file, gate, count);
+  co_await until([&] { return pool.stats().workers_busy == 2; });
+  std::vector<int> got(5, -1);
+  std::vector<std::error_code> codes(5);
+  asio::cancellation_signal cancel_last;
+  for (int i = 0; i < 5; ++i) {
+    auto h = asio::bind_executor(ex, [&got, &codes, i](std::exception_ptr e, int v) {
+      got[static_cast<std::size_t>(i)] = v;
+      try {
+        if (e) {
+          std::rethrow_exception(e);
+        }
+      } catch (const std::system_error& s) {
+        codes[static_cast<std::size_t>(i)] = s.code();
+      }
+    });
+    if (i == 4) {
+      pool.async_submit(square, i, asio::bind_cancellation_slot(cancel_last.slot(), h));
+    } else {
+      pool.async_submit(square, i, h);
+    }
+  }
+  // Both ranks hold a gated task: 2 tasks fill the queue, 3 wait for room.
+  coproc::pool_stats s = pool.stats();
+  EXPECT(s.tasks_queued == 2);
+  EXPECT(s.tasks_waiting == 3);
+  cancel_last.emit(asio::cancellation_type::terminal);  // a waiting task is dropped
+  EXPECT(pool.stats().tasks_waiting == 2);
+  open_gate(gate);
+  co_await until([&] { return gated == 2 && got[3] != -1 && codes[4]; });
+  EXPECT(gated == 2);
+  EXPECT(got[0] == 0 && got[1] == 1 && got[2] == 4 && got[3] == 9);
+  EXPECT(codes[4] == asio::error::operation_aborted);
+  s = pool.stats();
+  EXPECT(s.tasks_waiting == 0 && s.tasks_queued == 0);
+  ::unlink(gate.c_str());
+  std::printf("back-pressure: ok\n");
+}
+
+// Needs task_timeout = 200 ms and tasks_per_rank = 1.
+asio::awaitable<void> timeouts(coproc::mpi_pool& pool) {
+  std::string gate = new_gate();
+  auto t0 = std::chrono::steady_clock::now();
+  bool timed_out = false;
+  try {
+    co_await pool.submit(wait_for_file, gate);
+  } catch (const std::system_error& e) {
+    timed_out = e.code() == coproc::errc::task_timeout;
+  }
+  auto waited = std::chrono::steady_clock::now() - t0;
+  EXPECT(timed_out);
+  EXPECT(waited >= std::chrono::milliseconds(200));
+  EXPECT(waited < std::chrono::seconds(5));
+  int quick = co_await pool.submit(square, 5);  // the other rank, well within the limit
+  EXPECT(quick == 25);
+  open_gate(gate);  // the timed-out task's rank finishes; its result is discarded
+  std::vector<int> all = co_await pool.map(square, first(20), 1);
+  EXPECT(all.size() == 20 && all[19] == 361);
+  EXPECT(pool.stats().tasks_failed == 1);
+  ::unlink(gate.c_str());
+  std::printf("task_timeout: ok (%lld ms)\n",
+              static_cast<long long>(
+                  std::chrono::duration_cast<std::chrono::milliseconds>(waited).count()));
+}
+
+asio::awaitable<void> per_call_deadline(coproc::mpi_pool& pool) {
+  std::string gate = new_gate();
+  bool timed_out = false;
+  try {
+    co_await pool.submit_for(std::chrono::milliseconds(50), wait_for_file, gate);
+  } catch (const std::system_error& e) {
+    timed_out = e.code() == coproc::errc::task_timeout;
+  }
+  EXPECT(timed_out);
+  open_gate(gate);
+  int v = co_await pool.submit_for(std::chrono::seconds(30), square, 6);
+  EXPECT(v == 36);
+  co_await pool.submit_for(std::chrono::seconds(30), nothing);
+  ::unlink(gate.c_str());
+  std::printf("submit_for: ok\n");
+}
+
+asio::awaitable<void> initialized(coproc::mpi_pool& pool) {
+  auto runs = co_await pool.map(initializer_runs_and_pid, first(16), 1);
+  std::set<int> pids;
+  bool once = true;
+  for (auto [n, pid] : runs) {
+    once = once && n == 1;
+    pids.insert(pid);
+  }
+  EXPECT(once);
+  EXPECT(pids.count(static_cast<int>(::getpid())) == 0);
+  std::printf("initializer: ok (ran once on each of %zu ranks seen)\n", pids.size());
+}
+
+asio::awaitable<void> payload_limit(coproc::mpi_pool& pool) {
+  bool args_refused = false;
+  try {
+    co_await pool.submit(sum_bytes, std::vector<std::uint8_t>(4096, 1));
+  } catch (const std::system_error& e) {
+    args_refused = e.code() == coproc::errc::payload_too_large;
+  }
+  EXPECT(args_refused);
+  bool result_refused = false;
+  try {
+    co_await pool.submit(make_bytes, 4096);
+  } catch (const std::system_error& e) {
+    result_refused = e.code() == coproc::errc::payload_too_large;
+  }
+  EXPECT(result_refused);
+  auto small = co_await pool.submit(make_bytes, 100);
+  EXPECT(small.size() == 100);
+  std::printf("max_payload: ok\n");
+}
+
 template <class Body>
 void run(const char* name, Body body) {
   asio::io_context ctx;
@@ -337,8 +501,53 @@ int main(int argc, char** argv) {
     EXPECT(s.tasks_completed > 0 && s.tasks_failed >= 3);
   }
   {
-    coproc::mpi_pool pool(ctx.get_executor(), {.tasks_per_rank = 1});
+    coproc::mpi_pool pool(ctx.get_executor(), {}, {.tasks_per_rank = 1});
     run("cancellation", [&] { return cancellation(pool); });
+  }
+  // process_pool's options, as a program written for it passes them.
+  {
+    coproc::mpi_pool pool(ctx.get_executor(), {.queue_capacity = 2}, {.tasks_per_rank = 1});
+    run("back-pressure", [&] { return back_pressure(pool); });
+  }
+  {
+    coproc::mpi_pool pool(ctx.get_executor(),
+                          {.workers = 7, .task_timeout = std::chrono::milliseconds(200)},
+                          {.tasks_per_rank = 1});
+    EXPECT(pool.size() == 2);  // the job decides, not .workers
+    run("task_timeout", [&] { return timeouts(pool); });
+  }
+  {
+    coproc::mpi_pool pool(ctx.get_executor());
+    run("submit_for", [&] { return per_call_deadline(pool); });
+  }
+  {
+    coproc::mpi_pool pool(ctx.get_executor(), {.initializer = count_initializer});
+    run("initializer", [&] { return initialized(pool); });
+  }
+  std::string what;
+  bool init_failed = throws_code(
+      [&] {
+        try {
+          coproc::mpi_pool bad(ctx.get_executor(), {.initializer = failing_initializer});
+        } catch (const std::system_error& e) {
+          what = e.what();
+          throw;
+        }
+      },
+      coproc::errc::worker_crashed);
+  EXPECT(init_failed);
+  EXPECT(what.find("no init here") != std::string::npos);
+  int captured = 1;
+  bool closure_refused = throws_code(
+      [&] {
+        coproc::mpi_pool bad(ctx.get_executor(), {.initializer = [captured] { (void)captured; }});
+      },
+      coproc::errc::function_mismatch);
+  EXPECT(closure_refused);
+  std::printf("initializer refusals: %s\n", init_failed && closure_refused ? "ok" : "FAILED");
+  {
+    coproc::mpi_pool pool(ctx.get_executor(), {.max_payload = 1024});
+    run("max_payload", [&] { return payload_limit(pool); });
   }
   {
     coproc::mpi_pool pool(ctx.get_executor());

@@ -14,11 +14,13 @@
 #include <asio/bind_executor.hpp>
 #include <asio/cancellation_type.hpp>
 #include <asio/executor_work_guard.hpp>
+#include <asio/experimental/awaitable_operators.hpp>
 #include <asio/post.hpp>
 #include <asio/redirect_error.hpp>
 #include <asio/steady_timer.hpp>
 #include <asio/this_coro.hpp>
 #include <asio/use_awaitable.hpp>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <exception>
@@ -34,6 +36,7 @@
 
 #include "coproc/executors/detail/callable.hpp"
 #include "coproc/executors/detail/task_op.hpp"
+#include "coproc/executors/pool_options.hpp"
 #include "coproc/executors/pool_stats.hpp"
 #include "coproc/executors/process_pool.hpp"
 #include "coproc/executors/result_stream.hpp"
@@ -134,6 +137,21 @@ auto mpi_chunk_task(F fn) {
 /// A trivially copyable functor travels byte for byte, so it must not hold
 /// pointers (a captured function pointer would be a raw address of rank 0).
 ///
+/// Options: the constructor takes process_pool's coproc::pool_options, so a
+/// program switches executors by changing the type it constructs. Applied:
+/// queue_capacity (a full queue on rank 0 defers further submits: they count
+/// as stats().tasks_waiting), task_timeout (measured from when the task
+/// becomes the oldest on its rank, i.e. starts running there), initializer
+/// (run on every worker rank when the pool opens; it must be a plain function
+/// pointer, `+[] {...}` for a captureless lambda, because a closure cannot
+/// travel to another exec), max_payload (arguments and results). Not
+/// applicable to ranks, ignored: workers (the job's size decides: mpirun -np),
+/// start_method (mpirun starts the ranks), max_tasks_per_worker and
+/// max_worker_rss (both recycle a worker, and a rank cannot be replaced: Open
+/// MPI 4.1 has no way to respawn a rank into MPI_COMM_WORLD), limits and
+/// ring_bytes (a rank outlives the pool and serves later pools; there are no
+/// rings, MPI messages carry the tasks).
+///
 /// Thread safety: every member function may be called from any thread.
 /// The pool must outlive the operations it started; destroying it completes
 /// them with asio::error::operation_aborted.
@@ -152,10 +170,15 @@ class mpi_pool {
 
   /// Opens a session with every worker rank: sends the build id and waits
   /// for each rank to confirm it runs the same build.
+  /// `options` as for process_pool (see the class comment for what applies
+  /// to ranks); `mpi` holds what only MPI has.
   /// Throws std::system_error: errc::function_mismatch when a rank runs
-  /// another build (that rank then refuses every task), errc::pool_stopped
-  /// when the job has a single rank or another mpi_pool is open.
-  explicit mpi_pool(const executor_type& ex, mpi_options options = {});
+  /// another build (that rank then refuses every task) or the initializer is
+  /// not a function of the main executable, errc::worker_crashed when the
+  /// initializer threw on a rank (naming the rank and the message),
+  /// errc::pool_stopped when the job has a single rank or another mpi_pool
+  /// is open.
+  explicit mpi_pool(const executor_type& ex, pool_options options = {}, mpi_options mpi = {});
   mpi_pool(const mpi_pool&) = delete;
   mpi_pool& operator=(const mpi_pool&) = delete;
   /// Closes the session: pending operations complete with
@@ -172,7 +195,9 @@ class mpi_pool {
   /// (or std::system_error with its code when the task threw one), or a
   /// std::system_error with errc::pool_stopped, errc::payload_too_large (above
   /// 2 GiB, MPI's count limit), errc::function_mismatch, errc::frame_corrupt,
-  /// errc::worker_crashed (an MPI error towards the rank).
+  /// errc::worker_crashed (an MPI error towards the rank), errc::task_timeout
+  /// (pool_options::task_timeout passed: the rank finishes the task, its
+  /// result is discarded, and the rank's next task waits for it).
   /// Cancellation: terminal, partial and total. A task not yet sent to a rank
   /// is dropped; a task already sent keeps running on its rank (a rank cannot
   /// be killed and replaced) and its result is discarded. Either way the
@@ -192,6 +217,16 @@ class mpi_pool {
   template <class F, class... Args>
   auto submit(F fn, Args&&... args) {
     return async_submit(std::move(fn), std::forward<Args>(args)..., asio::use_awaitable);
+  }
+
+  /// Like submit(), with a per-call deadline: when the task has not finished
+  /// `timeout` after the call, it fails with std::system_error of
+  /// errc::task_timeout (a task already on a rank runs to its end there and
+  /// its result is discarded).
+  template <class F, class... Args>
+  auto submit_for(std::chrono::steady_clock::duration timeout, F fn, Args&&... args) {
+    return submit_for_values<F, detail::wire_t<Args>...>(timeout, std::move(fn),
+                                                         std::forward<Args>(args)...);
   }
 
   /// Applies `fn` to every element of `items` on the ranks and returns the
@@ -215,7 +250,7 @@ class mpi_pool {
   auto async_shutdown(shutdown_mode mode, Token&& token);
 
   /// A snapshot of the counters. worker_pids are the ranks' pids on their
-  /// own hosts; workers_alive is the number of worker ranks.
+  /// own hosts; workers_alive is the number of worker ranks; respawns stays 0.
   pool_stats stats() const;
 
   /// The number of worker ranks (MPI_COMM_WORLD size - 1).
@@ -224,6 +259,10 @@ class mpi_pool {
  private:
   template <class F, class Args, class Token>
   auto async_submit_tuple(F fn, Args args, Token&& token);
+
+  template <class F, class... W>
+  auto submit_for_values(std::chrono::steady_clock::duration timeout, F fn, W... args)
+      -> asio::awaitable<detail::task_result_t<F, W...>>;
 
   void start(detail::task_op* op);
   void start_shutdown(shutdown_mode mode, std::function<void()> done);
@@ -273,6 +312,23 @@ auto mpi_pool::async_submit_tuple(F fn, Args args, Token&& token) {
         }(static_cast<tuple_t*>(nullptr));
       },
       std::move(args));
+}
+
+template <class F, class... W>
+auto mpi_pool::submit_for_values(std::chrono::steady_clock::duration timeout, F fn, W... args)
+    -> asio::awaitable<detail::task_result_t<F, W...>> {
+  using namespace asio::experimental::awaitable_operators;
+  asio::steady_timer deadline(co_await asio::this_coro::executor, timeout);
+  // The loser of the race is cancelled: a queued task is dropped, a sent
+  // task's result discarded.
+  auto r = co_await (async_submit(std::move(fn), std::move(args)..., asio::use_awaitable) ||
+                     deadline.async_wait(asio::use_awaitable));
+  if (r.index() == 1) {
+    throw std::system_error(coproc::errc::task_timeout, "mpi_pool: per-call deadline passed");
+  }
+  if constexpr (!std::is_void_v<detail::task_result_t<F, W...>>) {
+    co_return std::get<0>(std::move(r));
+  }
 }
 
 // map and map_unordered are process_pool's (detail/pool_algorithms.hpp) with the MPI chunk task.
