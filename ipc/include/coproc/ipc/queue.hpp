@@ -84,7 +84,8 @@ class queue {
             mapped_region::create(sizeof(detail::queue_state) + ring_bytes(opts), "coproc-queue")),
         s_(::new (region_.data())
                detail::queue_state(ring_bytes(opts), static_cast<std::uint32_t>(opts.max_items))),
-        data_(region_.data() + sizeof(detail::queue_state)) {}
+        data_(region_.data() + sizeof(detail::queue_state)),
+        cap_(ring_bytes(opts)) {}
 
   queue(const queue&) = delete;
   queue& operator=(const queue&) = delete;
@@ -96,6 +97,8 @@ class queue {
   /// (or becomes, while waiting) closed; errc::frame_too_large when the item
   /// encodes to more than max_item_bytes(). Whatever encoding throws (a
   /// cereal save()) propagates; nothing is enqueued then.
+  /// errc::frame_corrupt when another process overwrote the queue's cursors
+  /// (the queue is lost; nothing is written outside the ring).
   void put(const T& value) { put_until(value, nullptr); }
 
   /// Appends `value` if there is room now; never waits for room.
@@ -125,6 +128,10 @@ class queue {
   /// closed and empty; errc::frame_corrupt when the item does not decode
   /// (the item is dropped: it would fail for every consumer). Whatever
   /// decoding throws (a cereal load()) propagates after dropping the item.
+  /// Also errc::frame_corrupt, with nothing dropped, when another process
+  /// overwrote the shared cursors or a length word so that the next item
+  /// would lie outside the ring or the published bytes: the queue is lost,
+  /// but nothing outside the ring is read and tail never passes head.
   T get() { return *get_until(nullptr); }
 
   /// Removes up to `max` (>= 1) items at once (FIFO order), blocking only
@@ -225,11 +232,9 @@ class queue {
 
   std::size_t max_items() const noexcept { return s_->max_items; }
   /// Bytes of the ring (max_bytes rounded up to a power of two).
-  std::size_t max_bytes() const noexcept { return s_->capacity; }
+  std::size_t max_bytes() const noexcept { return cap_; }
   /// The largest encoded item the queue accepts.
-  std::size_t max_item_bytes() const noexcept {
-    return s_->capacity / 2 - detail::queue_frame_overhead;
-  }
+  std::size_t max_item_bytes() const noexcept { return cap_ / 2 - detail::queue_frame_overhead; }
 
  private:
   enum class put_outcome { done, full, closed, timeout };
@@ -263,6 +268,16 @@ class queue {
     return n;
   }
 
+  // Cursors another process could have overwritten: 8-aligned, head at most
+  // one ring ahead of tail.
+  bool cursors_sane(std::uint64_t tail, std::uint64_t head) const noexcept {
+    return (tail & 7) == 0 && (head & 7) == 0 && detail::cursor_bytes(tail, head) <= cap_;
+  }
+  [[noreturn]] static void throw_overwritten() {
+    throw std::system_error(make_error_code(errc::frame_corrupt),
+                            "coproc::queue: shared state overwritten");
+  }
+
   std::uint64_t read_len(std::uint64_t pos) const noexcept {
     std::uint64_t len;
     std::memcpy(&len, data_ + pos, sizeof len);
@@ -281,8 +296,11 @@ class queue {
     if (s.closed.load(std::memory_order_acquire) != 0) {
       return put_outcome::closed;
     }
-    const std::uint64_t cap = s.capacity;
+    const std::uint64_t cap = cap_;
     const std::uint64_t head = s.head.load(std::memory_order_relaxed);
+    if ((head & 7) != 0) {
+      throw_overwritten();  // a frame would start (and its length word end) off the ring
+    }
     if (head != last_head_) {
       // Another producer ran since our last put: our view of tail may be
       // arbitrarily old, so it is no longer a safe lower bound.
@@ -299,6 +317,9 @@ class queue {
     if (!fits()) {
       cached_tail_ = s.tail.load(std::memory_order_acquire);
       if (!fits()) {
+        if (!cursors_sane(cached_tail_, head)) {
+          throw_overwritten();  // else the queue would stay "full" forever
+        }
         last_head_ = head;
         seen_tail = cached_tail_;
         return put_outcome::full;
@@ -322,7 +343,7 @@ class queue {
   // thrown); false leaves it in place (a batch returns what it has first).
   get_outcome get_locked(std::optional<T>& out, bool drop_bad = true) {
     detail::queue_state& s = *s_;
-    const std::uint64_t cap = s.capacity;
+    const std::uint64_t cap = cap_;
     std::uint64_t tail = s.tail.load(std::memory_order_relaxed);
     if (tail != last_tail_) {
       cached_head_ = s.head.load(std::memory_order_acquire);
@@ -339,20 +360,36 @@ class queue {
         return cached_head_ == tail ? get_outcome::closed : get_locked(out);
       }
     }
+    // Every byte here may have been written by another process, which may
+    // be broken or hostile: the frame (and a wrap before it) must lie inside
+    // the ring and inside the published bytes, else the queue is lost
+    // (frame_corrupt, nothing released) - never a read outside the ring, nor
+    // a tail moved past head.
+    if (!cursors_sane(tail, cached_head_) || detail::cursor_items(tail, cached_head_) == 0) {
+      throw_overwritten();
+    }
+    const std::uint64_t avail = detail::cursor_bytes(tail, cached_head_);
     std::uint64_t pos = detail::cursor_offset(tail, cap);
     std::uint64_t len = read_len(pos);
+    std::uint64_t skip = 0;
     if (len == detail::queue_wrap_marker) {
-      tail = detail::cursor_advance(tail, cap - pos, 0);
-      s.tail.store(tail, std::memory_order_release);
+      skip = cap - pos;  // a producer never writes a wrap marker at 0
+      if (pos == 0 || skip + detail::queue_frame_overhead > avail) {
+        throw_overwritten();
+      }
       pos = 0;
       len = read_len(0);
     }
-    last_tail_ = tail;
-    if (len > max_item_bytes()) {
-      // Only an overwrite of the shared memory gets here; the queue is lost.
-      throw std::system_error(make_error_code(errc::frame_corrupt),
-                              "coproc::queue: ring overwritten");
+    if (len > max_item_bytes() ||
+        skip + detail::queue_frame_overhead + detail::align8(len) > avail ||
+        pos + detail::queue_frame_overhead + detail::align8(len) > cap) {
+      throw_overwritten();
     }
+    if (skip != 0) {
+      tail = detail::cursor_advance(tail, skip, 0);
+      s.tail.store(tail, std::memory_order_release);
+    }
+    last_tail_ = tail;
     const std::uint64_t next =
         detail::cursor_advance(tail, detail::queue_frame_overhead + detail::align8(len), 1);
     auto release = [&] {
@@ -387,7 +424,7 @@ class queue {
       // be woken for every item (it would sleep again at once): ring once a
       // quarter of the ring is free again.
       const std::uint64_t tail = s_->tail.load(std::memory_order_relaxed);
-      if (detail::cursor_bytes(rung_at, tail) >= s_->capacity / 4) {
+      if (detail::cursor_bytes(rung_at, tail) >= cap_ / 4) {
         detail::bell_ring(s_->not_full);
         rung_at = tail;
       }
@@ -673,6 +710,9 @@ class queue {
   mapped_region region_;
   detail::queue_state* s_;
   std::byte* data_;
+  // This process's copy of the ring size: the one in shared memory could be
+  // overwritten by another process, and offsets derive from it.
+  std::uint64_t cap_;
   // Process-local views, touched only under the matching lock.
   std::uint64_t cached_tail_ = 0;  // producers' last view of tail
   std::uint64_t last_head_ = 0;    // head after this process's last put
