@@ -5,6 +5,7 @@
 #include <link.h>
 #include <poll.h>
 #include <signal.h>
+#include <spawn.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
@@ -222,8 +223,8 @@ void reset_signals() {
 
 // ---- start_method::spawn -------------------------------------------------
 //
-// The parent forks and at once execs /proc/self/exe (the very inode it runs)
-// with its fds inherited and COPROC_ZYGOTE=<fd> in the environment. In the new
+// The parent posix_spawns /proc/self/exe (the very inode it runs) with the
+// zygote's fds inherited and COPROC_ZYGOTE=<fd> in the environment. In the new
 // image, spawn_entry (a constructor of this translation unit, which any
 // program using process_pool links) reads the configuration from that fd,
 // runs the program's remaining static initializers, checks that its code is
@@ -399,15 +400,10 @@ pid_t spawn_zygote(const worker_config& config, int cmd_read, int report_write) 
     throw std::invalid_argument("coproc::process_pool: start_method::spawn needs the memfd");
   }
 
-  // Everything the child needs between fork and exec is built here: in a
-  // host with threads, the child may only make async-signal-safe calls.
   int ends[2];
   check_syscall(::pipe2(ends, O_CLOEXEC), "pipe2");
   unique_fd wire_read(ends[0]);
   unique_fd wire_write(ends[1]);
-  check_syscall(::pipe2(ends, O_CLOEXEC), "pipe2");
-  unique_fd status_read(ends[0]);
-  unique_fd status_write(ends[1]);
   // Fits the pipe's buffer: written whole before the child exists.
   if (::write(wire_write.get(), &w, sizeof w) != static_cast<ssize_t>(sizeof w)) {
     throw_errno("write");
@@ -424,42 +420,31 @@ pid_t spawn_zygote(const worker_config& config, int cmd_read, int report_write) 
   }
   envp.push_back(marker.data());
   envp.push_back(nullptr);
-  const int inherit[] = {wire_read.get(), cmd_read, report_write, config.doorbell_fd, config.memfd};
-  const pid_t parent = w.parent;
 
-  pid_t pid = ::fork();
-  if (pid < 0) {
-    throw_errno("fork");
-  }
-  if (pid == 0) {
-    ::prctl(PR_SET_PDEATHSIG, SIGKILL);  // kept across exec: same user, no capabilities
-    if (::getppid() != parent) {
-      ::_exit(worker_exit_orphaned);
+  // posix_spawn is fork and exec without copying this process: glibc clones
+  // with CLONE_VM | CLONE_VFORK, so a host with threads or a large address
+  // space pays neither a page-table copy nor the fork-in-threads hazards, and
+  // an exec failure comes back here as an error. dup2(fd, fd) in the child
+  // clears FD_CLOEXEC on exactly the fds the zygote needs; every other fd of
+  // this process stays close-on-exec. The death signal is set after the exec
+  // (spawn_entry), where a getppid check closes the window before it.
+  struct file_actions {
+    posix_spawn_file_actions_t fa;
+    file_actions() { ::posix_spawn_file_actions_init(&fa); }
+    ~file_actions() { ::posix_spawn_file_actions_destroy(&fa); }
+    file_actions(const file_actions&) = delete;
+    file_actions& operator=(const file_actions&) = delete;
+  } actions;
+  for (int fd : {wire_read.get(), cmd_read, report_write, config.doorbell_fd, config.memfd}) {
+    if (int rc = ::posix_spawn_file_actions_adddup2(&actions.fa, fd, fd); rc != 0) {
+      throw_errno("posix_spawn_file_actions_adddup2", rc);
     }
-    for (int fd : inherit) {
-      int flags = ::fcntl(fd, F_GETFD);
-      if (flags < 0 || ::fcntl(fd, F_SETFD, flags & ~FD_CLOEXEC) < 0) {
-        int err = errno;
-        [[maybe_unused]] ssize_t n = ::write(status_write.get(), &err, sizeof err);
-        ::_exit(worker_exit_orphaned);
-      }
-    }
-    ::execve("/proc/self/exe", argv.data(), envp.data());
-    int err = errno;
-    [[maybe_unused]] ssize_t n = ::write(status_write.get(), &err, sizeof err);
-    ::_exit(worker_exit_orphaned);
   }
-  status_write.reset();
-  // The status pipe's last writer closes on exec: EOF means the zygote runs
-  // the new image; an errno means it never will.
-  int err = 0;
-  ssize_t n;
-  while ((n = ::read(status_read.get(), &err, sizeof err)) < 0 && errno == EINTR) {
-  }
-  if (n == static_cast<ssize_t>(sizeof err)) {
-    while (::waitpid(pid, nullptr, 0) < 0 && errno == EINTR) {
-    }
-    throw_errno("execve", err);
+  pid_t pid = -1;
+  if (int rc =
+          ::posix_spawn(&pid, "/proc/self/exe", &actions.fa, nullptr, argv.data(), envp.data());
+      rc != 0) {
+    throw_errno("posix_spawn", rc);
   }
   return pid;
 }
@@ -535,7 +520,8 @@ __attribute__((constructor)) void spawn_entry(int argc, char** argv, char** envp
     ::_exit(worker_exit_bad_image);
   }
   ::close(static_cast<int>(wire_fd));
-  ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+  // A parent that died since posix_spawn left us to init (or a subreaper):
+  // getppid tells, after the death signal is armed.
   die_with_parent(w.parent);
   reset_signals();
   // The program's static initializers after this one: a task may rely on
