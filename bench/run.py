@@ -74,11 +74,37 @@ class Contender:
     def available(self):
         return os.path.isfile(self.program) and (self.python or os.access(self.program, os.X_OK))
 
+    def missing(self):
+        """What to name when available() is false."""
+        return os.path.relpath(self.program, ROOT)
+
     def argv(self, group, quick):
         head = [sys.executable, self.program] if self.python else [self.program]
         if self.text:
             return head + self.text[0](quick)
         return head + [group] + (["--quick"] if quick else []) + self.argv_tail
+
+
+class MpiContender(Contender):
+    """bench_mpi under ``mpirun -np 3`` (rank 0 measures process_pool and mpi_pool
+    with 2 workers each; ranks 1-2 serve): one machine, shared-memory transport."""
+
+    def __init__(self, program):
+        super().__init__("coproc", program, label="mpirun -np 3 bench_mpi")
+        self.mpirun = shutil.which("mpirun")
+
+    def available(self):
+        return self.mpirun is not None and super().available()
+
+    def missing(self):
+        return "mpirun (not on PATH)" if self.mpirun is None else super().missing()
+
+    def argv(self, group, quick):
+        # 3 ranks on fewer CPUs need --oversubscribe; root needs --allow-run-as-root.
+        flags = ["--oversubscribe", "--mca", "btl", "self,vader"]
+        if os.geteuid() == 0:
+            flags.insert(0, "--allow-run-as-root")
+        return [self.mpirun, *flags, "-np", "3"] + super().argv(group, quick)
 
 
 def _line(metric, contender, value, unit, better, kind):
@@ -164,6 +190,8 @@ def build_groups(build):
         # wrk against examples/http_server and bench/peers/http_peer.py (bench/http_load.py).
         ("http", "", [http_load("coproc", "--server", "coproc", "--build", build),
                       http_load("peer", "--server", "python")]),
+        # mpi_pool through MPI ranks next to process_pool, in one program (bench/mpi.cpp).
+        ("mpi", "", [MpiContender(os.path.join(b, "bench_mpi"))]),
     ]
 
 
@@ -208,6 +236,10 @@ def known_rows(cpus):
         ("codec_64MiB", "codec encode+decode 64 MiB vector<double>"),
         ("ring_pipe_rtt_cpu0", "pipe ping-pong through the ring, one core"),
         ("ring_pipe_rtt_free", "pipe ping-pong through the ring, free placement"),
+        # coproc = mpi_pool over 2 ranks, limit = process_pool with 2 workers.
+        ("mpi_rtt_p50", "mpi_pool round trip p50 (limit: process_pool)"),
+        ("mpi_rtt_p99", "mpi_pool round trip p99 (limit: process_pool)"),
+        ("mpi_noop_tput", "mpi_pool no-op tasks/s, map chunk 1 (limit: process_pool)"),
     ]
     return rows
 
@@ -645,7 +677,7 @@ def main():
     if args.only:
         groups = [g for g in groups if g[0] in args.only]
     for group, placement, contenders in groups:
-        missing = [os.path.relpath(c.program, ROOT) for c in contenders if not c.available()]
+        missing = [c.missing() for c in contenders if not c.available()]
         if missing:
             print(f"group {group} {placement}: not measured (missing): {', '.join(missing)}")
     log = []
