@@ -17,6 +17,11 @@ constexpr std::size_t min_read_space = std::size_t{64} << 10;
 // A buffer grown for a big frame is given back once empty: a connection that
 // once carried 64 MiB must not pin 64 MiB for the rest of its life.
 constexpr std::size_t keep_capacity = std::size_t{1} << 20;
+// A frame header is only the peer's word: space for a frame is reserved up
+// to this much beyond what arrived, then doubles as its bytes arrive, so 16
+// bytes claiming max_message_size do not allocate gigabytes (fuzz finding,
+// fuzz/manager_request_fuzz; test: tests/reliability/frame_reserve_test.cpp).
+constexpr std::size_t trust_ahead = std::size_t{1} << 20;
 
 struct header {
   std::uint32_t magic;
@@ -140,7 +145,8 @@ std::span<std::byte> connection_core::read_space() {
     header h;
     std::memcpy(&h, buf_.get() + begin_, sizeof h);
     // parse() already checked magic and size against the maximum.
-    want = std::max(want, frame_header_size + static_cast<std::size_t>(h.size));
+    const std::size_t total = frame_header_size + static_cast<std::size_t>(h.size);
+    want = std::max(want, std::min(total, std::max(2 * have, trust_ahead)));
   }
   if (buf_ == nullptr || cap_ - begin_ < want || (begin_ > 0 && cap_ - end_ < 4096)) {
     reserve_frame(want);
