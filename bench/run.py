@@ -252,8 +252,19 @@ def higher_is_better(key):
 # Running.
 
 
-def pin_cpu0():
-    os.sched_setaffinity(0, {0})
+# --fifo: every contender (and each process it forks) runs under SCHED_FIFO,
+# so builds and other ordinary (CFS) work on a shared machine cannot take its
+# CPU. The kernel's RT throttling still leaves 5% of each CPU to the rest.
+FIFO_PRIORITY = 0
+
+
+def prepare_child(placement):
+    def prepare():
+        if placement == "cpu0":
+            os.sched_setaffinity(0, {0})
+        if FIFO_PRIORITY:
+            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(FIFO_PRIORITY))
+    return prepare
 
 
 def run_one(contender, group, placement, quick, timeout, log):
@@ -262,8 +273,7 @@ def run_one(contender, group, placement, quick, timeout, log):
     t0 = time.monotonic()
     try:
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
-                              preexec_fn=pin_cpu0 if placement == "cpu0" else None,
-                              cwd=ROOT)
+                              preexec_fn=prepare_child(placement), cwd=ROOT)
     except subprocess.TimeoutExpired:
         log.append(f"{shlex.join(argv)}: timed out after {timeout} s")
         return []
@@ -501,6 +511,9 @@ def write_markdown(path, info, rows, results, plots, log, plot_dir):
              f"- command: `{info['command']}` ({info['duration_s']} s)",
              f"- repetitions: {info['reps']} per contender, interleaved; cells are medians, "
              "± is half the range (max-min) over repetitions relative to the median"]
+    if info.get("scheduling"):
+        lines += [f"- scheduling: {info['scheduling']} (and every process it forks), so the "
+                  "machine's other ordinary work could not take their CPU"]
     if info.get("note"):
         lines += [f"- note: {info['note']}"]
     lines += ["",
@@ -643,6 +656,9 @@ def main():
     p.add_argument("--only", nargs="*", default=None, help="run only these groups")
     p.add_argument("--note", default=None,
                    help="a sentence for the Run section (e.g. what else loaded the machine)")
+    p.add_argument("--fifo", type=int, nargs="?", const=10, default=0, metavar="PRIORITY",
+                   help="run every contender under SCHED_FIFO (needs root or CAP_SYS_NICE): "
+                        "figures a busy machine's ordinary work cannot disturb")
     p.add_argument("--plot-only", nargs=2, metavar=("JSON", "DIR"), help=argparse.SUPPRESS)
     p.add_argument("--from-json", metavar="JSON",
                    help="rebuild table, CSV, plots and report from a saved latest.json")
@@ -670,7 +686,18 @@ def main():
         log = []
         return report(info, results, results_dir, md_path, log)
 
+    global FIFO_PRIORITY
+    if args.fifo:
+        try:
+            os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(args.fifo))
+            os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+        except OSError as e:
+            print(f"--fifo: cannot use SCHED_FIFO here ({e})", file=sys.stderr)
+            return 2
+        FIFO_PRIORITY = args.fifo
     info = machine_info(args)
+    if args.fifo:
+        info["scheduling"] = f"SCHED_FIFO priority {args.fifo} for every contender"
     if args.note:
         info["note"] = args.note
     groups = build_groups(build)
