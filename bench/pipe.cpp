@@ -4,6 +4,7 @@
 // with blocking calls on both sides (as Python's peer does) and with the
 // parent awaiting through the io_uring loop; pipe_tput (one way, 8 B).
 
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -12,6 +13,7 @@
 #include <chrono>
 #include <coproc/ipc/pipe.hpp>
 #include <cstdio>
+#include <cstdlib>
 #include <cstring>
 #include <string>
 #include <vector>
@@ -56,11 +58,25 @@ pid_t fork_echo(coproc::connection& mine, coproc::connection& theirs, int n) {
   return pid;
 }
 
+// The pair over one socketpair (the design before two pipes), for comparison.
+std::pair<coproc::connection, coproc::connection> socket_pair(const asio::any_io_executor& ex,
+                                                              coproc::connection_options o) {
+  int fds[2];
+  if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds) != 0) {
+    std::perror("socketpair");
+    std::exit(1);
+  }
+  return {coproc::connection(ex, coproc::unique_fd(fds[0]), o),
+          coproc::connection(ex, coproc::unique_fd(fds[1]), o)};
+}
+
 template <class T>
-std::vector<double> blocking_rtt(const T& msg, int n, coproc::connection_options o = {}) {
+std::vector<double> blocking_rtt(const T& msg, int n, coproc::connection_options o = {},
+                                 bool over_socket = false) {
   asio::io_context ctx;
   // Named ends, not a structured binding: clang 14 cannot capture those.
-  auto a_b_ends = coproc::make_connection_pair(ctx.get_executor(), o);
+  auto a_b_ends = over_socket ? socket_pair(ctx.get_executor(), o)
+                              : coproc::make_connection_pair(ctx.get_executor(), o);
   [[maybe_unused]] auto& a = std::get<0>(a_b_ends);
   [[maybe_unused]] auto& b = std::get<1>(a_b_ends);
   const int warm = 200;
@@ -156,6 +172,11 @@ void group_pipe(bool quick) {
     auto us = blocking_rtt(small, n, {.spin = std::chrono::microseconds(0)});
     emit("pipe_rtt_p50", "coproc::connection (blocking, no spin, 8 B)", percentile(us, 0.5), "us",
          "lower");
+  }
+  {
+    auto us = blocking_rtt(small, n, {.spin = std::chrono::microseconds(0)}, true);
+    emit("pipe_rtt_p50", "coproc::connection over a socketpair (blocking, no spin, 8 B)",
+         percentile(us, 0.5), "us", "lower");
   }
   {
     auto us = async_rtt(small, n);

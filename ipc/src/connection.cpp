@@ -1,5 +1,9 @@
+#include <fcntl.h>
+#include <poll.h>
 #include <sched.h>
+#include <signal.h>
 #include <sys/socket.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <asio/error.hpp>
@@ -38,6 +42,32 @@ bool is_end_of_stream(int err) noexcept {
   return err == EPIPE || err == ECONNRESET || err == ENOTCONN || err == ESHUTDOWN;
 }
 
+// One write(2) to a pipe that never raises SIGPIPE: SIGPIPE is blocked in this
+// thread around the call, and a SIGPIPE the kernel queued for it (no reader
+// left: EPIPE) is taken before the mask is restored. Two rt_sigprocmask calls
+// (measured ~0.4 us per write here); still far below the socket's extra cost.
+// A thread that already blocks SIGPIPE pays one call and keeps its own state.
+ssize_t pipe_write(int fd, const std::byte* p, std::size_t n, bool nowait) noexcept {
+  sigset_t pipe_set;
+  sigset_t old;
+  ::sigemptyset(&pipe_set);
+  ::sigaddset(&pipe_set, SIGPIPE);
+  ::pthread_sigmask(SIG_BLOCK, &pipe_set, &old);
+  iovec iov{const_cast<std::byte*>(p), n};
+  ssize_t r = ::pwritev2(fd, &iov, 1, -1, nowait ? RWF_NOWAIT : 0);
+  int err = errno;
+  if (::sigismember(&old, SIGPIPE) == 0) {
+    if (r < 0 && err == EPIPE) {
+      timespec zero{};
+      while (::sigtimedwait(&pipe_set, nullptr, &zero) < 0 && errno == EINTR) {
+      }
+    }
+    ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  }
+  errno = err;
+  return r;
+}
+
 }  // namespace
 
 frame_buffer make_frame(std::size_t payload) {
@@ -47,6 +77,12 @@ frame_buffer make_frame(std::size_t payload) {
   header h{frame_magic, current_cpu(), payload};
   std::memcpy(f.data.get(), &h, sizeof h);
   return f;
+}
+
+io_uring_sqe poll_out_impl::prepare() noexcept {
+  io_uring_sqe sqe{};
+  io_uring_prep_poll_add(&sqe, fd, POLLOUT);
+  return sqe;
 }
 
 io_uring_sqe send_impl::prepare() noexcept {
@@ -59,6 +95,10 @@ connection_core::connection_core(const asio::any_io_executor& ex, unique_fd fd,
                                  const connection_options& o)
     : ex_(ex), fd_(std::move(fd)), options_(o) {}
 
+connection_core::connection_core(const asio::any_io_executor& ex, unique_fd read_end,
+                                 unique_fd write_end, const connection_options& o)
+    : ex_(ex), fd_(std::move(read_end)), wfd_(std::move(write_end)), socket_(false), options_(o) {}
+
 uring_service& connection_core::service() {
   if (service_ == nullptr) {
     service_ = &uring_service::of(ex_);
@@ -68,19 +108,29 @@ uring_service& connection_core::service() {
 }
 
 void connection_core::cancel() noexcept {
-  if (fd_ && service_ != nullptr && ring_pid_ == ::getpid()) {
-    service_->cancel_fd(fd_.get());
+  if (service_ != nullptr && ring_pid_ == ::getpid()) {
+    if (fd_) {
+      service_->cancel_fd(fd_.get());
+    }
+    if (wfd_) {
+      service_->cancel_fd(wfd_.get());
+    }
   }
 }
 
 void connection_core::close() noexcept {
   cancel();
   fd_.reset();
+  wfd_.reset();
 }
 
 unique_fd connection_core::release() noexcept {
   cancel();
-  return std::move(fd_);
+  if (socket_) {
+    return std::move(fd_);
+  }
+  fd_.reset();
+  return std::move(wfd_);
 }
 
 void connection_core::reserve_frame(std::size_t total) {
@@ -169,7 +219,15 @@ std::error_code connection_core::try_read(std::size_t& got) {
   }
   std::span<std::byte> space = read_space();
   for (;;) {
-    ssize_t r = ::recv(fd_.get(), space.data(), space.size(), MSG_DONTWAIT);
+    ssize_t r = 0;
+    if (socket_) {
+      r = ::recv(fd_.get(), space.data(), space.size(), MSG_DONTWAIT);
+    } else {
+      // RWF_NOWAIT: non-blocking for this call only; the fd stays blocking
+      // for the ring and for the peer that shares the open file after fork.
+      iovec iov{space.data(), space.size()};
+      r = ::preadv2(fd_.get(), &iov, 1, -1, RWF_NOWAIT);
+    }
     if (r > 0) {
       got = static_cast<std::size_t>(r);
       end_ += got;
@@ -214,7 +272,7 @@ std::error_code connection_core::read_blocking() {
   }
   std::span<std::byte> space = read_space();
   for (;;) {
-    ssize_t r = ::recv(fd_.get(), space.data(), space.size(), 0);
+    ssize_t r = ::read(fd_.get(), space.data(), space.size());
     if (r > 0) {
       end_ += static_cast<std::size_t>(r);
       return {};
@@ -238,7 +296,8 @@ std::error_code connection_core::write_blocking(std::span<const std::byte> bytes
     return write_error_;
   }
   while (!bytes.empty()) {
-    ssize_t r = ::send(fd_.get(), bytes.data(), bytes.size(), MSG_NOSIGNAL);
+    ssize_t r = socket_ ? ::send(fd_.get(), bytes.data(), bytes.size(), MSG_NOSIGNAL)
+                        : pipe_write(wfd_.get(), bytes.data(), bytes.size(), false);
     if (r < 0) {
       if (errno == EINTR) {
         continue;
@@ -260,7 +319,8 @@ std::error_code connection_core::try_write(std::span<const std::byte> bytes, std
     return write_error_;
   }
   for (;;) {
-    ssize_t r = ::send(fd_.get(), bytes.data(), bytes.size(), MSG_DONTWAIT | MSG_NOSIGNAL);
+    ssize_t r = socket_ ? ::send(fd_.get(), bytes.data(), bytes.size(), MSG_DONTWAIT | MSG_NOSIGNAL)
+                        : pipe_write(wfd_.get(), bytes.data(), bytes.size(), true);
     if (r >= 0) {
       sent = static_cast<std::size_t>(r);
       return {};
@@ -278,8 +338,13 @@ std::error_code connection_core::try_write(std::span<const std::byte> bytes, std
 
 void connection_core::break_writes() noexcept {
   write_error_ = errc::end_of_stream;
-  if (fd_) {
+  if (socket_ && fd_) {
     ::shutdown(fd_.get(), SHUT_WR);
+  } else if (!socket_) {
+    if (service_ != nullptr && ring_pid_ == ::getpid() && wfd_) {
+      service_->cancel_fd(wfd_.get());
+    }
+    wfd_.reset();  // the peer's read sees the end of the stream
   }
 }
 
@@ -293,6 +358,11 @@ void connection_core::check_send_size(std::size_t payload) const {
 
 connection::connection(const executor_type& ex, unique_fd fd, connection_options options)
     : core_(std::make_shared<detail::connection_core>(ex, std::move(fd), options)) {}
+
+connection::connection(const executor_type& ex, unique_fd read_end, unique_fd write_end,
+                       connection_options options)
+    : core_(std::make_shared<detail::connection_core>(ex, std::move(read_end), std::move(write_end),
+                                                      options)) {}
 
 connection::~connection() {
   if (core_) {
@@ -312,11 +382,18 @@ connection& connection::operator=(connection&& other) noexcept {
 
 std::pair<connection, connection> make_connection_pair(const asio::any_io_executor& ex,
                                                        connection_options options) {
-  int fds[2];
-  detail::check_syscall(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds), "socketpair");
-  unique_fd a(fds[0]);
-  unique_fd b(fds[1]);
-  return {connection(ex, std::move(a), options), connection(ex, std::move(b), options)};
+  // Two pipes, not a socketpair: a pipe round trip costs about half of a
+  // socket's on this kernel (docs/ARCHITECTURE.md, "Connections").
+  int ab[2];
+  int ba[2];
+  detail::check_syscall(::pipe2(ab, O_CLOEXEC), "pipe2");
+  unique_fd ab_read(ab[0]);
+  unique_fd ab_write(ab[1]);
+  detail::check_syscall(::pipe2(ba, O_CLOEXEC), "pipe2");
+  unique_fd ba_read(ba[0]);
+  unique_fd ba_write(ba[1]);
+  return {connection(ex, std::move(ba_read), std::move(ab_write), options),
+          connection(ex, std::move(ab_read), std::move(ba_write), options)};
 }
 
 }  // namespace coproc

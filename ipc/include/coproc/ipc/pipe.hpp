@@ -25,7 +25,7 @@ namespace coproc {
 /// One end of a duplex message connection (Python's multiprocessing
 /// Connection): typed messages of any codable type and any size (up to
 /// connection_options::max_message_size), sent as length-prefixed frames over
-/// a connected AF_UNIX stream socket.
+/// two pipes (make_connection_pair) or one connected AF_UNIX stream socket.
 ///
 /// In the event loop, async_send/async_receive are driven by the io_uring ring
 /// of the executor's io_context (coproc::uring_service); in plain code (a
@@ -46,7 +46,10 @@ namespace coproc {
 /// parent keeps (close() in a forked child only closes the fd: it never
 /// touches the parent's ring) and use the blocking calls.
 ///
-/// Sends are never raced by a SIGPIPE: writes use MSG_NOSIGNAL.
+/// Sends never raise SIGPIPE: a socket is written with MSG_NOSIGNAL, a pipe
+/// with SIGPIPE blocked in the calling thread for the duration of the write
+/// (a SIGPIPE the write caused is taken before the mask is restored); the
+/// ring only polls a pipe for room, it never writes to it.
 /// Thread safety: distinct objects: safe; shared objects: unsafe. At most one
 /// send and one receive may be in progress at a time (as for Asio streams);
 /// one send and one receive may run at once (that is how two peers exchange
@@ -57,6 +60,10 @@ class connection {
 
   /// Takes ownership of `fd`, a connected AF_UNIX SOCK_STREAM socket.
   connection(const executor_type& ex, unique_fd fd, connection_options options = {});
+  /// Takes ownership of two pipe ends: messages arrive on `read_end` and
+  /// leave through `write_end` (what make_connection_pair builds).
+  connection(const executor_type& ex, unique_fd read_end, unique_fd write_end,
+             connection_options options = {});
   connection(connection&&) noexcept = default;
   connection& operator=(connection&& other) noexcept;
   connection(const connection&) = delete;
@@ -65,7 +72,12 @@ class connection {
   ~connection();
 
   executor_type get_executor() const noexcept { return core_->executor(); }
+  /// The fd messages arrive on (poll it for POLLIN): the read end of the
+  /// inbound pipe, or the socket.
   int native_handle() const noexcept { return core_ ? core_->fd() : -1; }
+  /// The fd messages leave through: the write end of the outbound pipe, or
+  /// the socket (the same fd as native_handle()).
+  int native_write_handle() const noexcept { return core_ ? core_->write_fd() : -1; }
   bool is_open() const noexcept { return core_ && core_->is_open(); }
   const connection_options& options() const noexcept { return core_->options(); }
 
@@ -81,7 +93,9 @@ class connection {
       core_->close();
     }
   }
-  /// Gives the socket up (pending async operations are cancelled).
+  /// Gives the outbound fd up (pending async operations are cancelled): the
+  /// socket, or the write end of the outbound pipe (the read end is closed,
+  /// so the peer can still be fed raw bytes through the returned fd).
   unique_fd release() noexcept { return core_ ? core_->release() : unique_fd(); }
 
   /// Sends `value` as one message, blocking until the socket took all of it.
@@ -199,7 +213,7 @@ class connection {
         return;
       }
       if (phase == 1) {
-        done += n;
+        done += n;  // a pipe's POLL_ADD moved nothing (n == 0)
         if (!io_ec && self.get_cancellation_state().cancelled() != asio::cancellation_type::none &&
             done < frame.size) {
           io_ec = asio::error::operation_aborted;
@@ -211,6 +225,15 @@ class connection {
           }
           self.complete(ec);
           return;
+        }
+        if (!core->is_socket()) {
+          // The pipe has room (or no reader: the write says which).
+          std::size_t sent = 0;
+          std::error_code wec = core->try_write({frame.data.get() + done, frame.size - done}, sent);
+          done += sent;
+          if (wec && wec != asio::error::would_block) {
+            ec = wec;
+          }
         }
       } else if (!ec) {
         // Initiation: the socket buffer usually takes a small frame at once.
@@ -232,9 +255,14 @@ class connection {
       }
       phase = 1;
       uring_service& service = core->service();
-      detail::launch_uring_op<detail::send_impl>(service, core->executor(), std::move(self),
-                                                 core->fd(), frame.data.get() + done,
-                                                 frame.size - done);
+      if (core->is_socket()) {
+        detail::launch_uring_op<detail::send_impl>(service, core->executor(), std::move(self),
+                                                   core->fd(), frame.data.get() + done,
+                                                   frame.size - done);
+      } else {
+        detail::launch_uring_op<detail::poll_out_impl>(service, core->executor(), std::move(self),
+                                                       core->write_fd());
+      }
     }
   };
 
@@ -332,9 +360,9 @@ class connection {
 };
 
 /// Creates a connected pair of connections (Python's multiprocessing.Pipe(),
-/// duplex): a socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC). Create it
+/// duplex): two pipes (pipe2 with O_CLOEXEC), one per direction. Create it
 /// before fork() and keep one end in each process.
-/// Throws std::system_error naming socketpair.
+/// Throws std::system_error naming pipe2.
 std::pair<connection, connection> make_connection_pair(const asio::any_io_executor& ex,
                                                        connection_options options = {});
 

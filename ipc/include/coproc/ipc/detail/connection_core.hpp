@@ -1,6 +1,8 @@
 #pragma once
-// The state behind a coproc::connection: the socket, the receive buffer and
-// frame parser, the blocking I/O paths and the io_uring SEND operation.
+// The state behind a coproc::connection: its fds (two pipes, or one
+// connected AF_UNIX stream socket), the receive buffer and frame parser, the
+// blocking I/O paths and the io_uring operations (SEND on a socket, POLL_ADD
+// then a non-blocking write on a pipe, so the ring never raises SIGPIPE).
 // Shared (shared_ptr) between the connection and its in-flight operations, so
 // destroying or moving a connection never leaves an operation pointing at
 // freed memory.
@@ -57,14 +59,22 @@ frame_buffer make_frame(std::size_t payload);
 
 class connection_core {
  public:
+  /// Over one connected AF_UNIX stream socket.
   connection_core(const asio::any_io_executor& ex, unique_fd fd, const connection_options& o);
+  /// Over two pipes: this end reads `read_end` and writes `write_end`.
+  connection_core(const asio::any_io_executor& ex, unique_fd read_end, unique_fd write_end,
+                  const connection_options& o);
   ~connection_core() { close(); }
   connection_core(const connection_core&) = delete;
   connection_core& operator=(const connection_core&) = delete;
 
   const asio::any_io_executor& executor() const noexcept { return ex_; }
   const connection_options& options() const noexcept { return options_; }
+  /// The fd messages arrive on (the socket, or the read end of a pipe).
   int fd() const noexcept { return fd_.get(); }
+  /// The fd messages leave through (the socket, or the write end of a pipe).
+  int write_fd() const noexcept { return socket_ ? fd_.get() : wfd_.get(); }
+  bool is_socket() const noexcept { return socket_; }
   bool is_open() const noexcept { return static_cast<bool>(fd_); }
 
   /// The ring of the executor's io_context (remembers that this process used
@@ -112,7 +122,9 @@ class connection_core {
   asio::any_io_executor ex_;
   uring_service* service_ = nullptr;
   pid_t ring_pid_ = -1;  // process that started ring operations on fd_
-  unique_fd fd_;
+  unique_fd fd_;         // the socket, or the read end of the inbound pipe
+  unique_fd wfd_;        // the write end of the outbound pipe (-1 for a socket)
+  bool socket_ = true;
   connection_options options_;
   std::error_code write_error_;
 
@@ -142,6 +154,23 @@ struct send_impl {
   int fd;
   const std::byte* data;
   std::size_t len;
+};
+
+/// IORING_OP_POLL_ADD for POLLOUT on a pipe's write end: the ring waits for
+/// room, the write itself is a non-blocking pwritev2 with SIGPIPE blocked in
+/// the loop thread (a ring WRITE to a pipe without reader would send SIGPIPE
+/// to whatever thread runs the ring's task work).
+struct poll_out_impl {
+  explicit poll_out_impl(int fd_in) noexcept : fd(fd_in) {}
+  io_uring_sqe prepare() noexcept;
+  std::tuple<std::error_code, std::size_t> result(int res, bool cancel_requested) const noexcept {
+    if (res < 0) {
+      return {uring_error(res, cancel_requested), 0};
+    }
+    return {std::error_code(), 0};
+  }
+
+  int fd;
 };
 
 }  // namespace detail
