@@ -131,7 +131,8 @@ def parse_codec(out):
 
 
 def parse_pipe_pingpong(out):
-    """bench_pipe_pingpong: per placement, "blocking median X us ... ring median Y us"."""
+    """bench_pipe_pingpong: per placement, "blocking median X us ... ring median Y us", then
+    "bare ring+epoll median Z us" (the floor of the bridge, reported as a limit)."""
     lines = []
     for raw in out.splitlines():
         m = re.match(r"(cpu0|free)\s+blocking median\s+([0-9.]+) us.*ring median\s+([0-9.]+) us",
@@ -141,6 +142,11 @@ def parse_pipe_pingpong(out):
             lines.append(_line(f"ring_pipe_rtt_{place}", "pipe_reader/pipe_writer (ring, 8 B)",
                                float(m.group(3)), "us", "lower", "coproc"))
             lines.append(_line(f"ring_pipe_rtt_{place}", "blocking read/write (8 B)",
+                               float(m.group(2)), "us", "lower", "limit"))
+        m = re.match(r"(cpu0|free)\s+bare ring\+epoll median\s+([0-9.]+) us", raw)
+        if m:
+            lines.append(_line(f"ring_pipe_rtt_{m.group(1)}",
+                               "bare ring bridged into bare epoll (no library, 8 B)",
                                float(m.group(2)), "us", "lower", "limit"))
     return lines
 
