@@ -267,9 +267,10 @@ def higher_is_better(key):
 # multiprocessing.Pool's helper threads starved each other until the timeout).
 # Nor for groups that run more busy processes than CPUs (no-op throughput,
 # HTTP under load: a FIFO worker is never preempted, so the loop answering
-# /ping waited 38 ms at p99), or that pin themselves (doorbell, ringpipe).
+# /ping waited 38 ms at p99; multiprocessing.Queue with its feeder thread),
+# or that pin themselves (doorbell, ringpipe).
 FIFO_PRIORITY = 0
-FIFO_GROUPS = {"rtt", "payload", "speedup", "ready", "memory", "queue", "pipe", "lock", "codec",
+FIFO_GROUPS = {"rtt", "payload", "speedup", "ready", "memory", "pipe", "lock", "codec",
                "mpi"}
 
 
