@@ -11,12 +11,14 @@
 #include <sys/resource.h>
 #include <sys/signalfd.h>
 #include <sys/stat.h>
+#include <sys/sysmacros.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <csignal>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
@@ -244,6 +246,7 @@ struct image_id {
 
 struct image_scan {
   image_id id;
+  bool anchor_in_exe = false;  // image_anchor's code is mapped from /proc/self/exe
   std::vector<std::pair<std::uintptr_t, std::uintptr_t>> code;  // [begin, end)
 };
 
@@ -284,6 +287,26 @@ int scan_main_program(dl_phdr_info* info, std::size_t, void* data) {
   return 1;  // stop after the main program
 }
 
+/// Device and inode of the file whose mapping holds `p` (from /proc/self/maps).
+bool mapped_file(const void* p, std::uint64_t& dev, std::uint64_t& ino) {
+  std::ifstream maps("/proc/self/maps");
+  auto a = reinterpret_cast<std::uintptr_t>(p);
+  std::string line;
+  while (std::getline(maps, line)) {
+    unsigned long begin = 0, end = 0, offset = 0, inode = 0;
+    unsigned major = 0, minor = 0;
+    char perms[5] = {};
+    if (std::sscanf(line.c_str(), "%lx-%lx %4s %lx %x:%x %lu", &begin, &end, perms, &offset, &major,
+                    &minor, &inode) == 7 &&
+        a >= begin && a < end) {
+      dev = makedev(major, minor);
+      ino = inode;
+      return inode != 0;
+    }
+  }
+  return false;
+}
+
 image_scan scan_image() {
   image_scan s;
   ::dl_iterate_phdr(&scan_main_program, &s);
@@ -291,6 +314,11 @@ image_scan scan_image() {
   if (::stat("/proc/self/exe", &st) == 0) {
     s.id.exe_dev = st.st_dev;
     s.id.exe_ino = st.st_ino;
+    // Not so when the program was run as `ld.so PROGRAM` (/proc/self/exe is
+    // then the loader) or coproc lives in a shared library.
+    std::uint64_t dev = 0, ino = 0;
+    s.anchor_in_exe = mapped_file(reinterpret_cast<const void*>(&image_anchor), dev, ino) &&
+                      dev == s.id.exe_dev && ino == s.id.exe_ino;
   }
   return s;
 }
@@ -374,6 +402,12 @@ pid_t spawn_zygote(const worker_config& config, int cmd_read, int report_write) 
     throw std::invalid_argument(
         "coproc::process_pool: start_method::spawn needs coproc linked into the executable "
         "(its static libraries): code offsets are taken from the main program");
+  }
+  if (!image.anchor_in_exe) {
+    throw std::invalid_argument(
+        "coproc::process_pool: start_method::spawn execs /proc/self/exe, but coproc's code is "
+        "not mapped from that file (the program was run as `ld.so PROGRAM`, or coproc is a "
+        "shared library)");
   }
   spawn_wire w{};
   w.magic = wire_magic;
@@ -543,7 +577,8 @@ __attribute__((constructor)) void spawn_entry(int argc, char** argv, char** envp
   if (base == MAP_FAILED) {
     ::_exit(worker_exit_orphaned);
   }
-  bool bad_image = !same_image(w.image, scan_image().id);
+  image_scan own = scan_image();
+  bool bad_image = !own.anchor_in_exe || !same_image(w.image, own.id);
   if (!bad_image) {
     // The workers check the pool header's anchor against their own: in this
     // image it sits elsewhere (another load address), at the same offset.
