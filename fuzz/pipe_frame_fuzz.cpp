@@ -1,5 +1,5 @@
 // libFuzzer target: coproc::connection's receive side over bytes a peer wrote
-// (any bytes at all) on a socketpair. receive<T>() may only return a value or
+// (any bytes at all) into a connection pair (two pipes). receive<T>() may only return a value or
 // throw std::system_error with frame_corrupt, frame_too_large (against a small
 // configured max_message_size) or end_of_stream; it must never allocate for
 // a frame larger than that maximum.
@@ -43,7 +43,8 @@ bool receive_one(coproc::connection& c) {
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
-  if (size == 0 || size > 60000) {  // stays within one socket buffer: no writer thread
+  if (size == 0 ||
+      size > 60000) {  // stays within one pipe (64 KiB) or socket buffer: no writer thread
     return 0;
   }
   static asio::io_context ctx;
@@ -52,7 +53,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   int fd = writer.release().release();
   std::size_t off = 1;
   while (off < size) {
-    ssize_t n = ::send(fd, data + off, size - off, MSG_NOSIGNAL);
+    ssize_t n = ::write(fd, data + off, size - off);  // a pipe or a socket
     if (n <= 0) {
       break;
     }
