@@ -2,6 +2,7 @@
 
 #include <elf.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <link.h>
 #include <poll.h>
 #include <signal.h>
@@ -232,20 +233,8 @@ void reset_signals() {
 // runs the program's remaining static initializers, checks that its code is
 // the parent's, maps the pool's memfd and becomes the same zygote as above.
 
-constexpr const char* marker_name = "COPROC_ZYGOTE";
-constexpr std::uint64_t wire_magic = 0x31'6e'77'61'70'73'63'70ULL;  // "pcspawn1"
-
-/// Who this executable is: what a spawned zygote compares with its parent.
-struct image_id {
-  std::uint32_t build_id_len = 0;
-  unsigned char build_id[64] = {};
-  std::int64_t anchor_offset = 0;  // image_anchor minus the main program's load bias
-  std::uint64_t exe_dev = 0;
-  std::uint64_t exe_ino = 0;
-};
-
 struct image_scan {
-  image_id id;
+  spawn_image_id id;
   bool anchor_in_exe = false;  // image_anchor's code is mapped from /proc/self/exe
   std::vector<std::pair<std::uintptr_t, std::uintptr_t>> code;  // [begin, end)
 };
@@ -329,35 +318,13 @@ bool in_code(const image_scan& s, const void* p) {
                      [a](const auto& r) { return a >= r.first && a < r.second; });
 }
 
-bool same_image(const image_id& a, const image_id& b) {
+static_assert(sizeof(spawn_wire) <= PIPE_BUF, "written whole before the zygote exists");
+
+bool same_image(const spawn_image_id& a, const spawn_image_id& b) {
   return a.build_id_len == b.build_id_len &&
          std::memcmp(a.build_id, b.build_id, a.build_id_len) == 0 &&
          a.anchor_offset == b.anchor_offset && a.exe_dev == b.exe_dev && a.exe_ino == b.exe_ino;
 }
-
-/// Everything an exec'd zygote needs, trivially copyable, sent through a pipe.
-struct spawn_wire {
-  std::uint64_t magic;
-  std::int32_t parent;
-  std::int32_t cmd_fd;
-  std::int32_t report_fd;
-  std::int32_t doorbell_fd;
-  std::int32_t memfd;
-  std::uint32_t has_initializer;
-  std::int64_t initializer;  // code offset of the void(*)() initializer
-  std::uint64_t slots;
-  std::uint64_t ring_bytes;
-  std::uint64_t arena_bytes;
-  std::uint64_t max_tasks_per_worker;
-  std::uint64_t max_worker_rss;
-  std::int64_t task_timeout_ms;
-  std::uint64_t limit_address_space;
-  std::uint64_t limit_cpu_seconds;
-  std::uint64_t limit_open_files;
-  image_id image;
-};
-static_assert(std::is_trivially_copyable_v<spawn_wire>);
-static_assert(sizeof(spawn_wire) <= PIPE_BUF, "written before the fork, atomically");
 
 // True while a spawned zygote runs the program's static initializers: a
 // spawn pool created there would exec yet another zygote, and so on.
@@ -410,7 +377,7 @@ pid_t spawn_zygote(const worker_config& config, int cmd_read, int report_write) 
         "shared library)");
   }
   spawn_wire w{};
-  w.magic = wire_magic;
+  w.magic = spawn_wire_magic;
   w.parent = ::getpid();
   w.cmd_fd = cmd_read;
   w.report_fd = report_write;
@@ -443,12 +410,12 @@ pid_t spawn_zygote(const worker_config& config, int cmd_read, int report_write) 
     throw_errno("write");
   }
   std::string arg0 = own_argv0();
-  std::string marker = std::string(marker_name) + "=" + std::to_string(wire_read.get());
+  std::string marker = std::string(spawn_marker) + "=" + std::to_string(wire_read.get());
   std::vector<char*> argv{arg0.data(), nullptr};
   std::vector<char*> envp;
-  std::size_t marker_len = std::strlen(marker_name);
+  std::size_t marker_len = std::strlen(spawn_marker);
   for (char** e = environ; e != nullptr && *e != nullptr; ++e) {
-    if (std::strncmp(*e, marker_name, marker_len) != 0 || (*e)[marker_len] != '=') {
+    if (std::strncmp(*e, spawn_marker, marker_len) != 0 || (*e)[marker_len] != '=') {
       envp.push_back(*e);
     }
   }
@@ -539,16 +506,16 @@ namespace {
 /// marker it returns at once; with it, this process is a spawned zygote: it
 /// never returns to the C runtime, so main never runs.
 __attribute__((constructor)) void spawn_entry(int argc, char** argv, char** envp) {
-  const char* marker = ::getenv(marker_name);
+  const char* marker = ::getenv(spawn_marker);
   if (marker == nullptr) {
     return;
   }
   char* end = nullptr;
   long wire_fd = std::strtol(marker, &end, 10);
-  ::unsetenv(marker_name);  // not for the workers, nor their children
+  ::unsetenv(spawn_marker);  // not for the workers, nor their children
   spawn_wire w{};
   if (end == marker || *end != '\0' || wire_fd < 0 ||
-      !read_all(static_cast<int>(wire_fd), &w, sizeof w) || w.magic != wire_magic) {
+      !read_all(static_cast<int>(wire_fd), &w, sizeof w) || w.magic != spawn_wire_magic) {
     // Started as a zygote but not configured as one: running main would
     // duplicate the host program, so leave.
     ::_exit(worker_exit_bad_image);

@@ -1,7 +1,10 @@
 // process_pool with start_method::spawn: the zygote is an exec of this very
 // test binary, configured before main through the COPROC_ZYGOTE marker.
 
+#include <fcntl.h>
 #include <poll.h>
+#include <spawn.h>
+#include <sys/eventfd.h>
 #include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -19,9 +22,13 @@
 #include <vector>
 
 #include "async_test.hpp"
+#include "coproc/executors/detail/pool_layout.hpp"
+#include "coproc/executors/detail/zygote.hpp"
 #include "coproc/executors/process_pool.hpp"
 #include "coproc/ipc/remote_error.hpp"
+#include "coproc/runtime/mapped_region.hpp"
 #include "coproc/runtime/pipe_reader.hpp"
+#include "coproc/runtime/unique_fd.hpp"
 
 namespace {
 
@@ -395,4 +402,97 @@ TEST_CASE("spawn: a parent killed by SIGKILL leaves no descendant", "[spawn_pool
     }
   }
   CHECK(all_gone);
+}
+
+namespace {
+
+/// Starts this test binary as a spawned zygote would be started: the
+/// marker naming `wire_fd`, and `inherit` (with it) kept open across exec.
+pid_t start_image(int wire_fd, std::vector<int> inherit, const char* arg) {
+  posix_spawn_file_actions_t fa;
+  ::posix_spawn_file_actions_init(&fa);
+  inherit.push_back(wire_fd);
+  for (int fd : inherit) {
+    ::posix_spawn_file_actions_adddup2(&fa, fd, fd);
+  }
+  int devnull = ::open("/dev/null", O_WRONLY | O_CLOEXEC);
+  ::posix_spawn_file_actions_adddup2(&fa, devnull, 1);
+  std::string marker = std::string(coproc::detail::spawn_marker) + "=" + std::to_string(wire_fd);
+  std::string name = "spawn_pool_test";
+  std::string argument = arg;
+  char* argv[] = {name.data(), argument.data(), nullptr};
+  char* envp[] = {marker.data(), nullptr};
+  pid_t pid = -1;
+  int rc = ::posix_spawn(&pid, "/proc/self/exe", &fa, nullptr, argv, envp);
+  ::posix_spawn_file_actions_destroy(&fa);
+  ::close(devnull);
+  return rc == 0 ? pid : -1;
+}
+
+int wait_exit_code(pid_t pid) {
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 1000 + WTERMSIG(status);
+}
+
+}  // namespace
+
+TEST_CASE("spawn: an image started with a bogus marker leaves before main", "[spawn_pool]") {
+  auto ends = coproc::make_pipe();
+  auto& rd = std::get<0>(ends);
+  auto& wr = std::get<1>(ends);
+  const char junk[16] = "not a wire";
+  REQUIRE(::write(wr.get(), junk, sizeof junk) == static_cast<ssize_t>(sizeof junk));
+  wr.reset();
+  // Were main to run, Catch2 would list the tests and exit with 0.
+  pid_t pid = start_image(rd.get(), {}, "--list-tests");
+  REQUIRE(pid > 0);
+  CHECK(wait_exit_code(pid) == coproc::detail::worker_exit_bad_image);
+}
+
+TEST_CASE("spawn: a zygote whose image differs makes each worker exit bad_image", "[spawn_pool]") {
+  namespace d = coproc::detail;
+  d::pool_geometry g{1, 65536, 4096};
+  auto region = coproc::mapped_region::create(g.total(), "spawn-test");
+  auto* header = new (region.data()) d::pool_header;
+  header->anchor = 0;
+  d::slot_view::reset(region.data(), g, 0);
+  coproc::unique_fd doorbell(::eventfd(0, EFD_CLOEXEC));
+  auto cmd = coproc::make_pipe();
+  auto report = coproc::make_pipe();
+  auto wire_pipe = coproc::make_pipe();
+  d::spawn_wire w{};
+  w.magic = d::spawn_wire_magic;
+  w.parent = ::getpid();
+  w.cmd_fd = std::get<0>(cmd).get();
+  w.report_fd = std::get<1>(report).get();
+  w.doorbell_fd = doorbell.get();
+  w.memfd = region.fd();
+  w.slots = g.slots;
+  w.ring_bytes = g.ring_bytes;
+  w.arena_bytes = g.arena_bytes;
+  w.image.build_id_len = 4;  // another build: differs from this binary's id
+  REQUIRE(::write(std::get<1>(wire_pipe).get(), &w, sizeof w) == static_cast<ssize_t>(sizeof w));
+  std::get<1>(wire_pipe).reset();
+  pid_t zygote = start_image(std::get<0>(wire_pipe).get(),
+                             {w.cmd_fd, w.report_fd, w.doorbell_fd, w.memfd}, "--list-tests");
+  REQUIRE(zygote > 0);
+  std::get<0>(cmd).reset();
+  std::get<1>(report).reset();
+  d::zygote_command c{d::zygote_spawn, 0};
+  REQUIRE(::write(std::get<1>(cmd).get(), &c, sizeof c) == static_cast<ssize_t>(sizeof c));
+  d::zygote_report spawned{}, exited{};
+  ssize_t n1 = ::read(std::get<0>(report).get(), &spawned, sizeof spawned);
+  ssize_t n2 = ::read(std::get<0>(report).get(), &exited, sizeof exited);
+  std::get<1>(cmd).reset();  // EOF: the zygote stops
+  int zygote_code = wait_exit_code(zygote);
+  REQUIRE(n1 == static_cast<ssize_t>(sizeof spawned));
+  CHECK(spawned.kind == d::report_spawned);
+  REQUIRE(n2 == static_cast<ssize_t>(sizeof exited));
+  CHECK(exited.kind == d::report_exited);
+  CHECK(WIFEXITED(exited.wait_status));
+  CHECK(WEXITSTATUS(exited.wait_status) == d::worker_exit_bad_image);
+  CHECK(header->anchor == 0);  // a zygote of another image leaves the header alone
+  CHECK(zygote_code == 0);
 }

@@ -17,6 +17,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <type_traits>
 
 #include "coproc/executors/detail/pool_layout.hpp"
 #include "coproc/executors/pool_options.hpp"
@@ -65,6 +66,44 @@ struct worker_config {
   const pool_options* options = nullptr;
   int memfd = -1;  // the shared mapping's memfd (an exec'd zygote maps it anew)
 };
+
+/// start_method::spawn: the environment variable naming the configuration
+/// pipe's fd in the exec'd zygote (removed from its environment at once).
+inline constexpr const char* spawn_marker = "COPROC_ZYGOTE";
+inline constexpr std::uint64_t spawn_wire_magic = 0x31'6e'77'61'70'73'63'70ULL;  // "pcspawn1"
+
+/// Who an executable is: what an exec'd zygote compares with its parent.
+struct spawn_image_id {
+  std::uint32_t build_id_len = 0;
+  unsigned char build_id[64] = {};  // the GNU build id note of the main program
+  std::int64_t anchor_offset = 0;   // image_anchor minus the main program's load bias
+  std::uint64_t exe_dev = 0;        // /proc/self/exe
+  std::uint64_t exe_ino = 0;
+};
+
+/// Everything an exec'd zygote needs, trivially copyable, written whole into
+/// a pipe before the zygote exists (it fits PIPE_BUF).
+struct spawn_wire {
+  std::uint64_t magic;  // spawn_wire_magic
+  std::int32_t parent;  // the pool's process: the zygote dies with it
+  std::int32_t cmd_fd;
+  std::int32_t report_fd;
+  std::int32_t doorbell_fd;
+  std::int32_t memfd;
+  std::uint32_t has_initializer;
+  std::int64_t initializer;  // code offset of the void(*)() initializer
+  std::uint64_t slots;
+  std::uint64_t ring_bytes;
+  std::uint64_t arena_bytes;
+  std::uint64_t max_tasks_per_worker;
+  std::uint64_t max_worker_rss;
+  std::int64_t task_timeout_ms;
+  std::uint64_t limit_address_space;
+  std::uint64_t limit_cpu_seconds;
+  std::uint64_t limit_open_files;
+  spawn_image_id image;  // the parent's
+};
+static_assert(std::is_trivially_copyable_v<spawn_wire>);
 
 /// Starts the zygote as `config.options->start_method` says (fork, or fork
 /// and exec). In the parent, returns its pid; a forked child never returns.
