@@ -4,6 +4,7 @@
 // with blocking calls on both sides (as Python's peer does) and with the
 // parent awaiting through the io_uring loop; pipe_tput (one way, 8 B).
 
+#include <sched.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -39,11 +40,24 @@ double percentile(const std::vector<double>& sorted, double q) {
   return sorted[std::min(i, sorted.size() - 1)];
 }
 
-// Forks an echo peer that answers `n` messages of type T with blocking calls.
+// Pins the calling thread to `cpu` (-1: leaves it alone); false when refused.
+bool pin_to(int cpu) {
+  if (cpu < 0) {
+    return true;
+  }
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  CPU_SET(cpu, &set);
+  return ::sched_setaffinity(0, sizeof set, &set) == 0;
+}
+
+// Forks an echo peer that answers `n` messages of type T with blocking calls
+// (on `child_cpu` when not -1).
 template <class T>
-pid_t fork_echo(coproc::connection& mine, coproc::connection& theirs, int n) {
+pid_t fork_echo(coproc::connection& mine, coproc::connection& theirs, int n, int child_cpu = -1) {
   pid_t pid = ::fork();
   if (pid == 0) {
+    (void)pin_to(child_cpu);
     mine.close();
     try {
       for (int i = 0; i < n; ++i) {
@@ -70,9 +84,18 @@ std::pair<coproc::connection, coproc::connection> socket_pair(const asio::any_io
           coproc::connection(ex, coproc::unique_fd(fds[1]), o)};
 }
 
+// `cross_cpu`: parent on CPU 0 and echo peer on CPU 1 (the placement where a
+// bounded spin pays: both run at once, a sleeping peer costs a cross-CPU
+// wake-up); the parent's affinity is restored afterwards.
 template <class T>
 std::vector<double> blocking_rtt(const T& msg, int n, coproc::connection_options o = {},
-                                 bool over_socket = false) {
+                                 bool over_socket = false, bool cross_cpu = false) {
+  cpu_set_t saved;
+  CPU_ZERO(&saved);
+  ::sched_getaffinity(0, sizeof saved, &saved);
+  if (cross_cpu && !pin_to(0)) {
+    return {};
+  }
   asio::io_context ctx;
   // Named ends, not a structured binding: clang 14 cannot capture those.
   auto a_b_ends = over_socket ? socket_pair(ctx.get_executor(), o)
@@ -80,7 +103,7 @@ std::vector<double> blocking_rtt(const T& msg, int n, coproc::connection_options
   [[maybe_unused]] auto& a = std::get<0>(a_b_ends);
   [[maybe_unused]] auto& b = std::get<1>(a_b_ends);
   const int warm = 200;
-  pid_t pid = fork_echo<T>(a, b, n + warm);
+  pid_t pid = fork_echo<T>(a, b, n + warm, cross_cpu ? 1 : -1);
   std::vector<double> us;
   us.reserve(static_cast<std::size_t>(n));
   for (int i = 0; i < n + warm; ++i) {
@@ -94,6 +117,7 @@ std::vector<double> blocking_rtt(const T& msg, int n, coproc::connection_options
     (void)back;
   }
   ::waitpid(pid, nullptr, 0);
+  ::sched_setaffinity(0, sizeof saved, &saved);
   std::sort(us.begin(), us.end());
   return us;
 }
@@ -177,6 +201,17 @@ void group_pipe(bool quick) {
     auto us = blocking_rtt(small, n, {.spin = std::chrono::microseconds(0)}, true);
     emit("pipe_rtt_p50", "coproc::connection over a socketpair (blocking, no spin, 8 B)",
          percentile(us, 0.5), "us", "lower");
+  }
+  if (::sysconf(_SC_NPROCESSORS_ONLN) >= 2) {
+    // Fixed cross-CPU placement: with and without the receive spin.
+    auto spin = blocking_rtt(small, n, {}, false, true);
+    auto sleep = blocking_rtt(small, n, {.spin = std::chrono::microseconds(0)}, false, true);
+    if (!spin.empty() && !sleep.empty()) {
+      emit("pipe_rtt_p50", "coproc::connection (blocking, CPUs 0|1, spin, 8 B)",
+           percentile(spin, 0.5), "us", "lower");
+      emit("pipe_rtt_p50", "coproc::connection (blocking, CPUs 0|1, no spin, 8 B)",
+           percentile(sleep, 0.5), "us", "lower");
+    }
   }
   {
     auto us = async_rtt(small, n);
