@@ -42,6 +42,8 @@ int g_mark = 1;
 // initializers before it forked the workers.
 const std::string g_table = std::string(5, 'x') + "yz";
 int g_initialized = 0;
+// Held by a host thread while the pool starts: a fork would copy it locked.
+std::mutex g_host_lock;
 
 int add(int a, int b) {
   return a + b;
@@ -72,6 +74,10 @@ void set_initialized() {
 }
 void init_throws() {
   throw std::runtime_error("no");
+}
+int take_host_lock() {
+  std::lock_guard lock(g_host_lock);
+  return 1;
 }
 int crash_with(int sig) {
   ::raise(sig);
@@ -291,15 +297,19 @@ TEST_CASE("spawn: an initializer that is not a function pointer is refused", "[s
 }
 
 TEST_CASE("spawn: a pool created while the host runs threads works", "[spawn_pool]") {
-  // Four threads that hold a lock and wait: a plain fork from here would copy
-  // a process in the middle of their work; exec starts clean.
+  // Four threads wait, one of them holding g_host_lock: a zygote forked now
+  // would hold that lock forever; an exec'd image has its own, fresh.
   std::mutex m;
   std::condition_variable cv;
   bool release = false;
   int started = 0;
   std::vector<std::thread> threads;
   for (int i = 0; i < 4; ++i) {
-    threads.emplace_back([&] {
+    threads.emplace_back([&, i] {
+      std::unique_lock<std::mutex> held;
+      if (i == 0) {
+        held = std::unique_lock(g_host_lock);
+      }
       std::unique_lock lock(m);
       ++started;
       cv.notify_all();
@@ -321,6 +331,8 @@ TEST_CASE("spawn: a pool created while the host runs threads works", "[spawn_poo
     CHECK(out[0] == 55);
     CHECK(out[1] == 610);
     CHECK(out[2] == 6765);
+    int took = co_await pool.submit(take_host_lock);
+    CHECK(took == 1);
   });
   {
     std::lock_guard lock(m);

@@ -24,7 +24,8 @@ enum class start_method {
   /// main), checks its GNU build id and code layout against the parent's, and
   /// maps the pool's memfd. Tasks are named by code offsets as ever, so user
   /// code does not change. Requirements: coproc linked into the executable
-  /// (its static libraries), task functions in the executable, and an
+  /// (its static libraries) and the program run directly (not as
+  /// `ld.so PROGRAM`), task functions in the executable, and an
   /// `initializer` that is empty or holds a plain `void(*)()` (a captureless
   /// lambda converted with unary +); otherwise the pool's constructor throws
   /// std::invalid_argument. A zygote whose image differs from the parent's
