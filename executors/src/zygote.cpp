@@ -514,10 +514,16 @@ __attribute__((constructor)) void spawn_entry(int argc, char** argv, char** envp
   long wire_fd = std::strtol(marker, &end, 10);
   ::unsetenv(spawn_marker);  // not for the workers, nor their children
   spawn_wire w{};
-  if (end == marker || *end != '\0' || wire_fd < 0 ||
+  struct stat st {};
+  if (end == marker || *end != '\0' || wire_fd < 0 || wire_fd > INT_MAX ||
+      ::fstat(static_cast<int>(wire_fd), &st) != 0 || !S_ISFIFO(st.st_mode) ||
       !read_all(static_cast<int>(wire_fd), &w, sizeof w) || w.magic != spawn_wire_magic) {
     // Started as a zygote but not configured as one: running main would
-    // duplicate the host program, so leave.
+    // duplicate the host program, so leave, saying why.
+    static const char msg[] =
+        "coproc: COPROC_ZYGOTE is set but names no zygote configuration (it is for coproc's "
+        "own use: unset it)\n";
+    [[maybe_unused]] ssize_t n = ::write(2, msg, sizeof msg - 1);
     ::_exit(worker_exit_bad_image);
   }
   ::close(static_cast<int>(wire_fd));
