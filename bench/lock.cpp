@@ -173,7 +173,7 @@ void run_coproc(bool quick, results* out) {
   emit("lock_uncontended", "raw CAS+XCHG floor", f, "limit");
   emit("lock_async_uncontended", "coproc::lock", a);
   emit("lock_contended", "coproc::lock", c);
-  emit("lock_contended_overlap", "coproc::lock", overlap, "info", "fraction");
+  emit("lock_contended_overlap", "coproc::lock", overlap, "coproc", "fraction");
   if (out) {
     (*out)["lock_uncontended"].push_back(u);
     (*out)["lock_async_uncontended"].push_back(a);

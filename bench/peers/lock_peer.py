@@ -65,7 +65,7 @@ def main():
     emit("lock_contended", 2 * nc / elapsed / 1e6)
     # How much of the span both children ran at once (1 = all of it).
     both = min(times[1], times[3]) - max(times[0], times[2])
-    emit("lock_contended_overlap", max(both, 0.0) / elapsed, "fraction", "info")
+    emit("lock_contended_overlap", max(both, 0.0) / elapsed, "fraction")
 
 
 if __name__ == "__main__":
