@@ -11,10 +11,12 @@
 
 #include <cstdio>
 #include <limits>
+#include <system_error>
 
 #include "coproc/executors/detail/callable.hpp"
 #include "coproc/executors/detail/zygote.hpp"
 #include "coproc/ipc/remote_error.hpp"
+#include "coproc/runtime/errc.hpp"
 
 namespace coproc::detail {
 namespace {
@@ -128,7 +130,7 @@ class worker final : public result_writer {
     status_ = result_value;
     try {
       std::span<const std::byte> body = task_body(*task, frame);
-      auto thunk = reinterpret_cast<thunk_fn>(const_cast<void*>(code_address(task->thunk)));
+      auto thunk = reinterpret_cast<thunk_fn>(const_cast<void*>(checked_code_address(task->thunk)));
       thunk(body, *this);
     } catch (...) {
       status_ = result_exception;
@@ -225,6 +227,24 @@ class worker final : public result_writer {
 }  // namespace
 
 void image_anchor() noexcept {}
+
+const void* checked_code_address(std::int64_t offset) {
+  const void* p = code_address(offset);
+  const auto& allowed = allowed_code();
+  if (allowed.count == 0) {
+    return p;
+  }
+  const auto a = reinterpret_cast<std::uintptr_t>(p);
+  for (int i = 0; i < allowed.count; ++i) {
+    if (a >= allowed.begin[i] && a < allowed.end[i]) {
+      return p;
+    }
+  }
+  throw std::system_error(coproc::errc::function_mismatch,
+                          "the task's code is not in the main executable (a function of a "
+                          "shared library): start_method::spawn workers run a separately "
+                          "exec'd image where only the executable's code has known addresses");
+}
 
 void worker_main(const worker_config& config, std::size_t slot) {
   worker w(config, slot);

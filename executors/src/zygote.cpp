@@ -557,6 +557,17 @@ __attribute__((constructor)) void spawn_entry(int argc, char** argv, char** envp
     // image it sits elsewhere (another load address), at the same offset.
     reinterpret_cast<pool_header*>(base)->anchor = reinterpret_cast<std::intptr_t>(&image_anchor);
   }
+  // Workers jump only into the main program's code (checked_code_address).
+  auto& allowed = allowed_code();
+  for (const auto& [begin, end] : own.code) {
+    if (allowed.count == worker_code_ranges::max_ranges) {
+      bad_image = true;  // never seen: an executable has one or two code segments
+      break;
+    }
+    allowed.begin[allowed.count] = begin;
+    allowed.end[allowed.count] = end;
+    ++allowed.count;
+  }
   static pool_options options;  // what the workers read through config.options
   options.workers = w.slots;
   options.max_tasks_per_worker = w.max_tasks_per_worker;

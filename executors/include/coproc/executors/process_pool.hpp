@@ -87,7 +87,7 @@ struct map_chunk {
  private:
   F callable() const {
     if constexpr (function_pointer<F>) {
-      return reinterpret_cast<F>(const_cast<void*>(code_address(f)));
+      return reinterpret_cast<F>(const_cast<void*>(checked_code_address(f)));
     } else {
       return f;
     }

@@ -30,6 +30,26 @@ inline const void* code_address(std::int64_t offset) noexcept {
   return reinterpret_cast<const void*>(reinterpret_cast<std::intptr_t>(&image_anchor) + offset);
 }
 
+/// Where a worker may jump: the executable code of the main program. Filled
+/// only in a spawned zygote (an exec'd image, where a shared library may load
+/// at another address, so an offset into one would land on foreign bytes);
+/// empty under fork_server, whose workers share the parent's whole layout.
+struct worker_code_ranges {
+  static constexpr int max_ranges = 8;
+  std::uintptr_t begin[max_ranges] = {};
+  std::uintptr_t end[max_ranges] = {};
+  int count = 0;
+};
+inline worker_code_ranges& allowed_code() noexcept {
+  static worker_code_ranges ranges;
+  return ranges;
+}
+
+/// code_address, refused with errc::function_mismatch where the worker's
+/// allowed code does not hold it (a task function of a shared library under
+/// start_method::spawn): never a jump to an unknown address.
+const void* checked_code_address(std::int64_t offset);
+
 /// Type an argument crosses as: string literals and char pointers become
 /// std::string, everything else its decayed type.
 template <class T>
@@ -85,7 +105,7 @@ F load_callable(const std::byte* in) {
   if constexpr (function_pointer<F>) {
     std::int64_t off;
     std::memcpy(&off, in, sizeof off);
-    return reinterpret_cast<F>(const_cast<void*>(code_address(off)));
+    return reinterpret_cast<F>(const_cast<void*>(checked_code_address(off)));
   } else if constexpr (stateless_callable<F>) {
     return F{};
   } else {
