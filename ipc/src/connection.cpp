@@ -240,6 +240,7 @@ std::error_code connection_core::try_read(std::size_t& got) {
       return {};
     }
     if (r == 0) {
+      inbound_ended_ = true;
       return errc::end_of_stream;
     }
     if (errno == EINTR) {
@@ -284,6 +285,7 @@ std::error_code connection_core::read_blocking() {
       return {};
     }
     if (r == 0) {
+      inbound_ended_ = true;
       return errc::end_of_stream;
     }
     if (errno == EINTR) {
@@ -300,6 +302,9 @@ std::error_code connection_core::write_blocking(std::span<const std::byte> bytes
   }
   if (write_error_) {
     return write_error_;
+  }
+  if (inbound_ended_ && !socket_) {
+    return errc::end_of_stream;  // see mark_inbound_ended()
   }
   while (!bytes.empty()) {
     ssize_t r = socket_ ? ::send(fd_.get(), bytes.data(), bytes.size(), MSG_NOSIGNAL)
@@ -323,6 +328,9 @@ std::error_code connection_core::try_write(std::span<const std::byte> bytes, std
   }
   if (write_error_) {
     return write_error_;
+  }
+  if (inbound_ended_ && !socket_) {
+    return errc::end_of_stream;  // see mark_inbound_ended()
   }
   for (;;) {
     ssize_t r = socket_ ? ::send(fd_.get(), bytes.data(), bytes.size(), MSG_DONTWAIT | MSG_NOSIGNAL)

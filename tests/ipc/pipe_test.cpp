@@ -409,3 +409,27 @@ TEST_CASE("a large frame grows the receive buffer a few times, not once per read
   // which std::allocator does not make through new[]).
   CHECK(big_arrays.load() <= 10);
 }
+
+TEST_CASE("an async send cancelled mid-frame ends the stream for the peer", "[pipe]") {
+  coproc::test::run_async([](asio::io_context& ctx) -> asio::awaitable<void> {
+    using namespace asio::experimental::awaitable_operators;
+    // Named ends, not a structured binding: clang 14 cannot capture those.
+    auto a_b_ends = coproc::make_connection_pair(ctx.get_executor());
+    [[maybe_unused]] auto& a = std::get<0>(a_b_ends);
+    [[maybe_unused]] auto& b = std::get<1>(a_b_ends);
+    // Nobody reads: part of the 1 MiB frame fits the pipe, the rest waits in
+    // the ring until the timer withdraws it.
+    asio::steady_timer t(ctx, std::chrono::milliseconds(20));
+    auto r = co_await (a.async_send(std::string(std::size_t{1} << 20, 'm'), asio::use_awaitable) ||
+                       t.async_wait(asio::use_awaitable));
+    CHECK(r.index() == 1);
+    // The peer sees the frame cut short, then the end; never a hang.
+    // (Regression, with "a dead or closed peer gives end_of_stream": a send
+    // right after the end was seen could find the dead peer's read end not yet
+    // released and succeed.)
+    CHECK(error_of([&] { (void)b.receive<std::string>(); }) == errc::end_of_stream);
+    // Neither end can send any more: the connection is out of step.
+    CHECK(error_of([&] { a.send(1); }) == errc::end_of_stream);
+    CHECK(error_of([&] { b.send(2); }) == errc::end_of_stream);
+  });
+}

@@ -36,7 +36,8 @@ namespace coproc {
 /// mismatch of same-sized trivially copyable types).
 ///
 /// Errors: a peer that closed its end or died gives errc::end_of_stream (a
-/// frame cut short by the peer's death too); bytes that are not a frame give
+/// frame cut short by the peer's death too; once a receive saw the end, sends
+/// give it as well: a peer's close or death ends both directions); bytes that are not a frame give
 /// errc::frame_corrupt; a frame larger than max_message_size gives
 /// errc::frame_too_large. After a header error (bad magic, too large) the
 /// stream is out of step: close the connection. A payload that fails to decode
@@ -139,7 +140,8 @@ class connection {
   /// Completion signature: void(std::error_code). Errors as for send().
   /// Cancellation: terminal. Cancelled before any byte left: operation_aborted,
   /// the connection is intact. Cancelled mid-frame: operation_aborted, and the
-  /// write side is shut down (the peer sees end_of_stream; later sends fail).
+  /// write side is shut down (the peer sees end_of_stream; later sends fail;
+  /// close the connection: it is out of step).
   template <class T, class Token>
   auto async_send(const T& value, Token&& token) {
     detail::check_codable<T>();
@@ -281,6 +283,9 @@ class connection {
       }
       if (phase == 1) {
         if (io_ec) {
+          if (io_ec == asio::error::eof) {
+            core->mark_inbound_ended();
+          }
           ec = detail::connection_core::map_io_error(io_ec);
           finish(self);
           return;

@@ -104,6 +104,11 @@ class connection_core {
   /// End of stream (eof, reset) becomes errc::end_of_stream.
   static std::error_code map_io_error(std::error_code ec) noexcept;
   bool buffered_partial() const noexcept { return end_ > begin_; }
+  /// The inbound stream ended. Over pipes, sends fail from then on too: the
+  /// peer's close or death ends both directions, but the kernel may release
+  /// its two pipe ends in either order, so a send right after the end was
+  /// seen could otherwise still find a reader and vanish.
+  void mark_inbound_ended() noexcept { inbound_ended_ = true; }
 
   // ---- sending
   /// Sends all of `bytes` with blocking send(MSG_NOSIGNAL).
@@ -134,6 +139,7 @@ class connection_core {
   std::size_t end_ = 0;          // one past the last received byte
   std::size_t frame_total_ = 0;  // header + payload of the frame parse() returned
   std::int32_t peer_cpu_ = -1;
+  bool inbound_ended_ = false;
   unsigned spin_failures_ = 0;
   unsigned spin_skip_ = 0;
 };
