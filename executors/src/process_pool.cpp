@@ -112,6 +112,7 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
   void wait_doorbell();
   bool spin_for_results(int cpu);
   void on_doorbell();
+  task_op* doorbell_turn();
   void read_reports();
   bool idle() const { return ops_.empty() && !stopping_; }
   void listen_or_rest();
@@ -154,6 +155,11 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
   std::uint64_t next_id_ = 1;
   bool doorbell_armed_ = false;
   bool drain_posted_ = false;
+  // While on_doorbell runs, finished tasks are kept here rather than posted,
+  // and handed to their handlers once the lock is released (deliver_held).
+  bool holding_ = false;
+  task_op* held_head_ = nullptr;
+  task_op* held_tail_ = nullptr;
   std::int64_t recent_latency_ns_ = 0;
   bool reports_armed_ = false;
   bool listening_ = false;
@@ -481,17 +487,58 @@ void pool_core::finish(worker_rec&, task_op* op, const result_header& h,
   // An average of recent send-to-result times decides whether spinning pays.
   std::int64_t latency = monotonic_ns() - op->sent_ns;
   recent_latency_ns_ += (latency - recent_latency_ns_) / 8;
+  op->hold_delivery = holding_;
   if (h.status == result_value) {
     ++stats_.tasks_completed;
     op->complete(body);
-    return;
+  } else {
+    ++stats_.tasks_failed;
+    try {
+      op->fail(to_exception_ptr(decode_from<remote_error>(body)));
+    } catch (...) {
+      op->fail(std::current_exception());
+    }
   }
-  ++stats_.tasks_failed;
-  try {
-    op->fail(to_exception_ptr(decode_from<remote_error>(body)));
-  } catch (...) {
-    op->fail(std::current_exception());
+  if (holding_) {
+    (held_tail_ != nullptr ? held_tail_->next_held : held_head_) = op;
+    held_tail_ = op;
   }
+}
+
+namespace {
+
+// Hands held completions to their handlers, outside the pool's lock: a
+// handler whose executor runs in this thread (a coroutine on this io_context)
+// resumes at once instead of through another reactor turn, which on one core
+// is a non-blocking epoll_wait per result. If a handler throws, the rest are
+// posted before the exception leaves, as Asio lets it, through run().
+void deliver_held(task_op* op) {
+  while (op != nullptr) {
+    task_op* next = op->next_held;
+    try {
+      op->deliver(true);
+    } catch (...) {
+      while (next != nullptr) {
+        task_op* after = next->next_held;
+        next->deliver(false);
+        next = after;
+      }
+      throw;
+    }
+    op = next;
+  }
+}
+
+}  // namespace
+
+// on_doorbell with its completions held; the caller holds the lock and
+// delivers what this returns once it has released it.
+task_op* pool_core::doorbell_turn() {
+  holding_ = true;
+  on_doorbell();
+  holding_ = false;
+  held_tail_ = nullptr;
+  return std::exchange(held_head_, nullptr);
 }
 
 // Announces that the parent sleeps (workers then ring the eventfd), re-checks
@@ -510,9 +557,13 @@ void pool_core::wait_doorbell() {
     if (!drain_posted_) {
       drain_posted_ = true;
       asio::post(ex_, [self = shared_from_this()] {
-        std::lock_guard lock(self->mutex_);
-        self->drain_posted_ = false;
-        self->on_doorbell();
+        task_op* held = nullptr;
+        {
+          std::lock_guard lock(self->mutex_);
+          self->drain_posted_ = false;
+          held = self->doorbell_turn();
+        }
+        deliver_held(held);
       });
     }
     return;
@@ -523,15 +574,19 @@ void pool_core::wait_doorbell() {
   doorbell_armed_ = true;
   doorbell_->async_wait(
       asio::posix::stream_descriptor::wait_read, [self = shared_from_this()](std::error_code ec) {
-        std::lock_guard lock(self->mutex_);
-        self->doorbell_armed_ = false;
-        if (ec || self->closed_) {
-          self->listen_or_rest();
-          return;
+        task_op* held = nullptr;
+        {
+          std::lock_guard lock(self->mutex_);
+          self->doorbell_armed_ = false;
+          if (ec || self->closed_) {
+            self->listen_or_rest();
+            return;
+          }
+          std::uint64_t count;
+          [[maybe_unused]] ssize_t n = ::read(self->doorbell_fd_.get(), &count, sizeof count);
+          held = self->doorbell_turn();
         }
-        std::uint64_t count;
-        [[maybe_unused]] ssize_t n = ::read(self->doorbell_fd_.get(), &count, sizeof count);
-        self->on_doorbell();
+        deliver_held(held);
       });
 }
 

@@ -10,6 +10,7 @@
 #include "coproc/ipc/codec.hpp"
 #include "coproc/ipc/condition.hpp"
 #include "coproc/ipc/event.hpp"
+#include "coproc/ipc/joinable_queue.hpp"
 #include "coproc/ipc/lock.hpp"
 #include "coproc/ipc/pipe.hpp"
 #include "coproc/ipc/queue.hpp"

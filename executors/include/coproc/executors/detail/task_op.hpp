@@ -5,11 +5,13 @@
 #include <asio/any_io_executor.hpp>
 #include <asio/associated_cancellation_slot.hpp>
 #include <asio/associated_executor.hpp>
+#include <asio/dispatch.hpp>
 #include <asio/executor_work_guard.hpp>
 #include <asio/post.hpp>
 #include <cstddef>
 #include <cstdint>
 #include <exception>
+#include <optional>
 #include <span>
 #include <tuple>
 #include <utility>
@@ -28,14 +30,25 @@ class task_op {
   std::atomic<std::uint32_t>* state = nullptr;  // its frame's state word while in a ring
   bool in_arena = false;                        // its body occupies the slot's input arena
   std::int64_t sent_ns = 0;                     // when it entered a worker's ring (monotonic)
+  /// Set by the pool before complete() or fail() when it will hand the
+  /// completion over itself, through deliver(), once out of its lock.
+  bool hold_delivery = false;
+  task_op* next_held = nullptr;  // the pool's list of held completions
 
   /// Bytes of the task body: the callable, then the encoded arguments.
   virtual std::size_t body_size() const = 0;
   virtual void encode_body(std::span<std::byte> out) const = 0;
-  /// Decodes the result, completes the handler (posted), deletes this.
+  /// Decodes the result and completes the handler (posted), deletes this;
+  /// with hold_delivery, keeps the outcome for deliver() instead.
   virtual void complete(std::span<const std::byte> result) = 0;
-  /// Completes the handler with `error` (posted), deletes this.
+  /// Completes the handler with `error` (posted), deletes this; with
+  /// hold_delivery, keeps the outcome for deliver() instead.
   virtual void fail(std::exception_ptr error) = 0;
+  /// Hands a held outcome to the handler and deletes this. `may_run_inline`:
+  /// through asio::dispatch (the handler runs now when its executor runs in
+  /// this thread: the pool calls it from its own completion handler, never
+  /// from an initiating function), else posted.
+  virtual void deliver(bool may_run_inline) = 0;
   /// Connects the handler's cancellation slot (if any) to the pool core.
   virtual void bind_cancellation(void* core) = 0;
 
@@ -111,18 +124,40 @@ class submit_op final : public task_op {
   template <class... V>
   void finish(std::exception_ptr error, V&&... value) {
     asio::get_associated_cancellation_slot(handler_).clear();
+    held_error_ = error;
+    if constexpr (sizeof...(V) == 1) {
+      held_value_.emplace(std::forward<V>(value)...);
+    }
+    if (!hold_delivery) {
+      deliver(false);
+    }
+  }
+
+  void deliver(bool may_run_inline) override {
     auto ex = work_.get_executor();
-    auto bound = [h = std::move(handler_), error, ... v = std::forward<V>(value)]() mutable {
-      std::move(h)(error, std::move(v)...);
+    auto bound = [h = std::move(handler_), e = held_error_, v = std::move(held_value_)]() mutable {
+      if constexpr (std::is_void_v<result_type>) {
+        std::move(h)(e);
+      } else {
+        std::move(h)(e, std::move(*v));
+      }
     };
     auto work = std::move(work_);
     delete this;
-    asio::post(ex, std::move(bound));
+    if (may_run_inline) {
+      asio::dispatch(ex, std::move(bound));
+    } else {
+      asio::post(ex, std::move(bound));
+    }
   }
+
+  using held_t = std::conditional_t<std::is_void_v<result_type>, char, result_type>;
 
   F f_;
   std::tuple<Args...> args_;
   Handler handler_;
+  std::exception_ptr held_error_;
+  std::optional<held_t> held_value_;
   asio::executor_work_guard<asio::associated_executor_t<Handler, asio::any_io_executor>> work_;
 };
 
