@@ -114,7 +114,7 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
   void on_doorbell();
   task_op* doorbell_turn();
   void read_reports();
-  bool idle() const { return ops_.empty() && !stopping_; }
+  bool idle() const;
   void listen_or_rest();
   void start_listening();
   void arm_rest_check();
@@ -291,6 +291,21 @@ void pool_core::arm_rest_check() {
       std::lock_guard lock(self->mutex_);
       self->on_rest_check();
     }
+  });
+}
+
+// Idle: no task, and no report still owed by the zygote (a replacement on its
+// way, or the exit of a worker that retired after its last task). Resting
+// earlier would leave that report unread until the next submit, with stats()
+// showing a worker missing meanwhile.
+bool pool_core::idle() const {
+  if (!ops_.empty() || stopping_) {
+    return false;
+  }
+  return std::none_of(workers_.begin(), workers_.end(), [](const auto& w) {
+    return w->st == worker_rec::state::spawning ||
+           (w->st == worker_rec::state::running &&
+            w->view.shared->retiring.load(std::memory_order_acquire) != 0);
   });
 }
 

@@ -16,8 +16,10 @@
 #include <thread>
 
 #include <asio/experimental/deferred.hpp>
+#include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
 #include <set>
 #include <sstream>
 
@@ -446,6 +448,55 @@ TEST_CASE("workers are recycled after max_tasks_per_worker", "[process_pool]") {
     }
     CHECK(pids.size() == 3);
     CHECK(pool.stats().worker_crashes == 0);
+  });
+}
+
+namespace {
+
+pid_t parent_of(pid_t pid) {
+  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
+  std::string text((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
+  // "pid (comm) state ppid ...": comm may hold spaces, so parse after the last ')'.
+  std::istringstream rest(text.substr(text.rfind(')') + 1));
+  std::string state;
+  pid_t ppid = 0;
+  rest >> state >> ppid;
+  return ppid;
+}
+
+}  // namespace
+
+TEST_CASE("a pool at rest still hears of a worker that retired after its last task",
+          "[process_pool]") {
+  coproc::test::run_async([](asio::io_context& ctx) -> asio::awaitable<void> {
+    process_pool pool(ctx.get_executor(), {.workers = 1, .max_tasks_per_worker = 2});
+    int first = co_await pool.submit(my_pid);
+    // The zygote reaps and reports; stopped, it holds those reports back
+    // until long after the pool has had time to go to rest (20 ms idle).
+    pid_t zygote = parent_of(first);
+    REQUIRE(zygote > 1);
+    REQUIRE(::kill(zygote, SIGSTOP) == 0);
+    int second = co_await pool.submit(my_pid);  // the worker's last task: it retires
+    CHECK(second == first);
+    asio::steady_timer t(ctx);
+    t.expires_after(std::chrono::milliseconds(200));
+    co_await t.async_wait(asio::use_awaitable);
+    REQUIRE(::kill(zygote, SIGCONT) == 0);
+    // Nothing is submitted from here on: only a pool that kept listening
+    // learns of the exit and the replacement.
+    auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(10);
+    auto s = pool.stats();
+    while ((s.respawns < 1 || s.workers_alive != 1 || s.worker_pids.size() != 1) &&
+           std::chrono::steady_clock::now() < deadline) {
+      t.expires_after(std::chrono::milliseconds(2));
+      co_await t.async_wait(asio::use_awaitable);
+      s = pool.stats();
+    }
+    CHECK(s.respawns == 1);
+    CHECK(s.workers_alive == 1);
+    REQUIRE(s.worker_pids.size() == 1);
+    CHECK(s.worker_pids[0] != first);
+    CHECK(s.worker_crashes == 0);
   });
 }
 
