@@ -45,6 +45,10 @@ class worker final : public result_writer {
       ::_exit(worker_exit_bad_image);
     }
     apply_limits(config_.options->limits);
+    if (config_.options->idle_priority) {
+      sched_param none{};
+      ::sched_setscheduler(0, SCHED_IDLE, &none);
+    }
     // Large payloads come from the heap rather than fresh mappings, so a
     // worker that decodes big arguments again and again reuses warm pages
     // instead of paying page faults and kernel zeroing every time.

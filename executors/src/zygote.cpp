@@ -396,6 +396,7 @@ pid_t spawn_zygote(const worker_config& config, int cmd_read, int report_write) 
   w.limit_address_space = o.limits.address_space;
   w.limit_cpu_seconds = o.limits.cpu_seconds;
   w.limit_open_files = o.limits.open_files;
+  w.idle_priority = o.idle_priority ? 1 : 0;
   w.image = image.id;
   if (config.memfd < 0) {
     throw std::invalid_argument("coproc::process_pool: start_method::spawn needs the memfd");
@@ -574,6 +575,7 @@ __attribute__((constructor)) void spawn_entry(int argc, char** argv, char** envp
   options.max_worker_rss = w.max_worker_rss;
   options.task_timeout = std::chrono::milliseconds(w.task_timeout_ms);
   options.limits = {w.limit_address_space, w.limit_cpu_seconds, w.limit_open_files};
+  options.idle_priority = w.idle_priority != 0;
   options.start_method = start_method::spawn;
   if (w.has_initializer != 0 && !bad_image) {
     options.initializer =

@@ -1,6 +1,7 @@
 #include "coproc/executors/process_pool.hpp"
 
 #include <poll.h>
+#include <sched.h>
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/wait.h>
@@ -20,6 +21,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <memory>
 #include <set>
 #include <sstream>
 
@@ -500,6 +502,25 @@ TEST_CASE("a pool at rest still hears of a worker that retired after its last ta
   });
 }
 
+TEST_CASE("idle_priority runs workers under SCHED_IDLE, with either start method",
+          "[process_pool]") {
+  coproc::test::run_async([](asio::io_context& ctx) -> asio::awaitable<void> {
+    auto policy = [] { return ::sched_getscheduler(0); };
+    process_pool plain(ctx.get_executor(), {.workers = 1});
+    int p0 = co_await plain.submit(policy);
+    CHECK(p0 == SCHED_OTHER);
+    process_pool idle(ctx.get_executor(), {.workers = 1, .idle_priority = true});
+    int p1 = co_await idle.submit(policy);
+    CHECK(p1 == SCHED_IDLE);
+    process_pool spawned(
+        ctx.get_executor(),
+        {.workers = 1, .start_method = coproc::start_method::spawn, .idle_priority = true});
+    int p2 = co_await spawned.submit(policy);
+    CHECK(p2 == SCHED_IDLE);
+    CHECK(::sched_getscheduler(0) == SCHED_OTHER);  // the parent keeps its own
+  });
+}
+
 TEST_CASE("the initializer runs once in each worker", "[process_pool]") {
   coproc::test::run_async([](asio::io_context& ctx) -> asio::awaitable<void> {
     static int initialized = 0;
@@ -595,6 +616,21 @@ std::size_t allocate_mib(std::size_t mib) {
   std::vector<char> v(mib << 20, 1);
   return v.size();
 }
+// Keeps `mib` MiB resident in this worker until it exits. The block stays in
+// a static and every page is written through a volatile pointer, so neither
+// the optimizer nor the allocator gives it back before the pool checks the
+// worker's RSS: a sanitizer's allocator ignores the worker's mallopt settings
+// and unmapped a freed 96 MiB at once (the worker was never over the limit).
+std::size_t hold_mib(std::size_t mib) {
+  static std::unique_ptr<char[]> held;
+  std::size_t n = mib << 20;
+  held = std::make_unique_for_overwrite<char[]>(n);
+  volatile char* p = held.get();
+  for (std::size_t i = 0; i < n; i += 4096) {
+    p[i] = 1;
+  }
+  return n;
+}
 long open_files_limit() {
   rlimit r{};
   ::getrlimit(RLIMIT_NOFILE, &r);
@@ -642,7 +678,7 @@ TEST_CASE("a worker whose RSS passed max_worker_rss is recycled", "[process_pool
     int small_a = co_await pool.submit(my_pid);
     int small_b = co_await pool.submit(my_pid);
     CHECK(small_a == small_b);  // a small worker stays
-    std::size_t big = co_await pool.submit(allocate_mib, std::size_t{96});
+    std::size_t big = co_await pool.submit(hold_mib, std::size_t{96});
     CHECK(big == std::size_t{96} << 20);
     int after = co_await pool.submit(my_pid);
     CHECK(after != small_b);  // the grown worker retired after its task

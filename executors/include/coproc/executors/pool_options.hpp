@@ -71,6 +71,12 @@ struct pool_options {
   /// A worker that passes one dies or fails its allocation; the task then
   /// fails with errc::worker_crashed (or the task's own std::bad_alloc).
   worker_limits limits = {};
+  /// Run workers under SCHED_IDLE: any other runnable thread of the machine,
+  /// such as the event loop answering a request, preempts them at once, and
+  /// they get only CPU time nothing else wants. For a server whose loop must
+  /// stay responsive while every worker computes (examples/http_server). On a
+  /// machine kept busy by other work, tasks then make little progress.
+  bool idle_priority = false;
 };
 
 }  // namespace coproc

@@ -101,6 +101,7 @@ struct spawn_wire {
   std::uint64_t limit_address_space;
   std::uint64_t limit_cpu_seconds;
   std::uint64_t limit_open_files;
+  std::uint32_t idle_priority;
   spawn_image_id image;  // the parent's
 };
 static_assert(std::is_trivially_copyable_v<spawn_wire>);
