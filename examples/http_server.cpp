@@ -546,8 +546,7 @@ int main(int argc, char** argv) {
   // are throughput work, while the loop answers cheap requests and must get a
   // CPU the moment one arrives, even when every CPU is busy computing. Measured
   // here with wrk saturating /primes on 2 CPUs: /ping p99 0.9-1.5 ms with idle
-  // workers, 3.2-3.7 ms with workers at nice 10 or nice 0 (the scheduler lets
-  // a running worker finish its slice first).
+  // workers, 3.2-3.7 ms with workers at nice 10 or nice 0.
   coproc::process_pool pool(ctx.get_executor(), {.workers = opt.workers,
                                                  .task_timeout = std::chrono::seconds(30),
                                                  .idle_priority = !opt.normal_workers});
