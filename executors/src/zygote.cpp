@@ -1,9 +1,7 @@
 #include "coproc/executors/detail/zygote.hpp"
 
-#include <elf.h>
 #include <fcntl.h>
 #include <limits.h>
-#include <link.h>
 #include <poll.h>
 #include <signal.h>
 #include <spawn.h>
@@ -28,6 +26,7 @@
 #include <vector>
 
 #include "coproc/executors/detail/callable.hpp"
+#include "coproc/executors/detail/program_image.hpp"
 #include "coproc/runtime/detail/system_error.hpp"
 #include "coproc/runtime/unique_fd.hpp"
 
@@ -239,43 +238,6 @@ struct image_scan {
   std::vector<std::pair<std::uintptr_t, std::uintptr_t>> code;  // [begin, end)
 };
 
-// The first object dl_iterate_phdr reports is the main program.
-int scan_main_program(dl_phdr_info* info, std::size_t, void* data) {
-  auto* out = static_cast<image_scan*>(data);
-  for (int i = 0; i < info->dlpi_phnum; ++i) {
-    const ElfW(Phdr)& ph = info->dlpi_phdr[i];
-    std::uintptr_t begin = info->dlpi_addr + ph.p_vaddr;
-    if (ph.p_type == PT_LOAD && (ph.p_flags & PF_X) != 0) {
-      out->code.emplace_back(begin, begin + ph.p_memsz);
-    }
-    if (ph.p_type != PT_NOTE) {
-      continue;
-    }
-    // Notes: namesz, descsz, type, then name and desc, each padded to 4 bytes.
-    const auto* p = reinterpret_cast<const unsigned char*>(begin);
-    const auto* end = p + ph.p_memsz;
-    while (p + sizeof(ElfW(Nhdr)) <= end) {
-      ElfW(Nhdr) nh;
-      std::memcpy(&nh, p, sizeof nh);
-      const unsigned char* name = p + sizeof nh;
-      const unsigned char* desc = name + ((nh.n_namesz + 3) & ~3u);
-      const unsigned char* next = desc + ((nh.n_descsz + 3) & ~3u);
-      if (next > end) {
-        break;
-      }
-      if (nh.n_type == NT_GNU_BUILD_ID && nh.n_namesz == 4 && std::memcmp(name, "GNU", 4) == 0 &&
-          nh.n_descsz <= sizeof out->id.build_id) {
-        out->id.build_id_len = nh.n_descsz;
-        std::memcpy(out->id.build_id, desc, nh.n_descsz);
-      }
-      p = next;
-    }
-  }
-  out->id.anchor_offset =
-      static_cast<std::int64_t>(reinterpret_cast<std::uintptr_t>(&image_anchor) - info->dlpi_addr);
-  return 1;  // stop after the main program
-}
-
 /// Device and inode of the file whose mapping holds `p` (from /proc/self/maps).
 bool mapped_file(const void* p, std::uint64_t& dev, std::uint64_t& ino) {
   std::ifstream maps("/proc/self/maps");
@@ -298,7 +260,14 @@ bool mapped_file(const void* p, std::uint64_t& dev, std::uint64_t& ino) {
 
 image_scan scan_image() {
   image_scan s;
-  ::dl_iterate_phdr(&scan_main_program, &s);
+  program_image image = scan_program_image();
+  s.code = std::move(image.code);
+  if (image.build_id.size() <= sizeof s.id.build_id) {
+    s.id.build_id_len = static_cast<std::uint32_t>(image.build_id.size());
+    std::memcpy(s.id.build_id, image.build_id.data(), image.build_id.size());
+  }
+  s.id.anchor_offset =
+      static_cast<std::int64_t>(reinterpret_cast<std::uintptr_t>(&image_anchor) - image.load_bias);
   struct stat st {};
   if (::stat("/proc/self/exe", &st) == 0) {
     s.id.exe_dev = st.st_dev;

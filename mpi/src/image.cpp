@@ -2,9 +2,6 @@
 // the executable segments of the main program (code offsets from image_anchor
 // are only meaningful there).
 
-#include <elf.h>
-#include <link.h>
-
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
@@ -13,6 +10,7 @@
 #include <utility>
 #include <vector>
 
+#include "coproc/executors/detail/program_image.hpp"
 #include "coproc/mpi/mpi_pool.hpp"
 
 namespace coproc::detail {
@@ -31,39 +29,6 @@ std::string hex(const unsigned char* p, std::size_t n) {
     s += digits[p[i] & 15];
   }
   return s;
-}
-
-// The first object dl_iterate_phdr reports is the main program.
-int visit(dl_phdr_info* info, std::size_t, void* data) {
-  auto* out = static_cast<image_info*>(data);
-  for (int i = 0; i < info->dlpi_phnum; ++i) {
-    const ElfW(Phdr)& ph = info->dlpi_phdr[i];
-    std::uintptr_t begin = info->dlpi_addr + ph.p_vaddr;
-    if (ph.p_type == PT_LOAD && (ph.p_flags & PF_X) != 0) {
-      out->code.emplace_back(begin, begin + ph.p_memsz);
-    }
-    if (ph.p_type != PT_NOTE) {
-      continue;
-    }
-    // Notes: namesz, descsz, type, then name and desc, each padded to 4 bytes.
-    const auto* p = reinterpret_cast<const unsigned char*>(begin);
-    const auto* end = p + ph.p_memsz;
-    while (p + sizeof(ElfW(Nhdr)) <= end) {
-      ElfW(Nhdr) nh;
-      std::memcpy(&nh, p, sizeof nh);
-      const unsigned char* name = p + sizeof nh;
-      const unsigned char* desc = name + ((nh.n_namesz + 3) & ~3u);
-      const unsigned char* next = desc + ((nh.n_descsz + 3) & ~3u);
-      if (next > end) {
-        break;
-      }
-      if (nh.n_type == NT_GNU_BUILD_ID && nh.n_namesz == 4 && std::memcmp(name, "GNU", 4) == 0) {
-        out->build_id = hex(desc, nh.n_descsz);
-      }
-      p = next;
-    }
-  }
-  return 1;  // stop after the main program
 }
 
 // Without a build-id note (linked with --build-id=none), a hash of the
@@ -90,10 +55,12 @@ std::string file_hash() {
 const image_info& image() {
   static const image_info info = [] {
     image_info i;
-    ::dl_iterate_phdr(&visit, &i);
-    if (i.build_id.empty()) {
-      i.build_id = file_hash();
-    }
+    program_image image = scan_program_image();
+    i.code = std::move(image.code);
+    i.build_id = image.build_id.empty()
+                     ? file_hash()
+                     : hex(reinterpret_cast<const unsigned char*>(image.build_id.data()),
+                           image.build_id.size());
     return i;
   }();
   return info;
