@@ -237,17 +237,9 @@ auto process_pool::async_submit_tuple(F fn, Args args, Token&& token) {
 template <class F, class... W>
 auto process_pool::submit_for_values(std::chrono::steady_clock::duration timeout, F fn, W... args)
     -> asio::awaitable<detail::task_result_t<F, W...>> {
-  using namespace asio::experimental::awaitable_operators;
-  asio::steady_timer deadline(co_await asio::this_coro::executor, timeout);
   // The loser of the race is cancelled: a running task's worker is killed.
-  auto r = co_await (async_submit(std::move(fn), std::move(args)..., asio::use_awaitable) ||
-                     deadline.async_wait(asio::use_awaitable));
-  if (r.index() == 1) {
-    throw std::system_error(coproc::errc::task_timeout, "process_pool: per-call deadline passed");
-  }
-  if constexpr (!std::is_void_v<detail::task_result_t<F, W...>>) {
-    co_return std::get<0>(std::move(r));
-  }
+  return detail::submit_within(*this, timeout, "process_pool: per-call deadline passed",
+                               std::move(fn), std::move(args)...);
 }
 
 template <class F, std::ranges::input_range Range>

@@ -317,18 +317,10 @@ auto mpi_pool::async_submit_tuple(F fn, Args args, Token&& token) {
 template <class F, class... W>
 auto mpi_pool::submit_for_values(std::chrono::steady_clock::duration timeout, F fn, W... args)
     -> asio::awaitable<detail::task_result_t<F, W...>> {
-  using namespace asio::experimental::awaitable_operators;
-  asio::steady_timer deadline(co_await asio::this_coro::executor, timeout);
   // The loser of the race is cancelled: a queued task is dropped, a sent
   // task's result discarded.
-  auto r = co_await (async_submit(std::move(fn), std::move(args)..., asio::use_awaitable) ||
-                     deadline.async_wait(asio::use_awaitable));
-  if (r.index() == 1) {
-    throw std::system_error(coproc::errc::task_timeout, "mpi_pool: per-call deadline passed");
-  }
-  if constexpr (!std::is_void_v<detail::task_result_t<F, W...>>) {
-    co_return std::get<0>(std::move(r));
-  }
+  return detail::submit_within(*this, timeout, "mpi_pool: per-call deadline passed", std::move(fn),
+                               std::move(args)...);
 }
 
 // map and map_unordered are process_pool's (detail/pool_algorithms.hpp) with the MPI chunk task.

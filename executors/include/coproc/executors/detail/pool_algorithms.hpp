@@ -1,25 +1,50 @@
 #pragma once
-// map and map_unordered written once for every executor with the pool shape:
-// `async_submit(fn, arg, token)` completing with void(std::exception_ptr, R)
-// and `size()` (process_pool, mpi_pool).
+// map, map_unordered and submit_for written once for every executor with the
+// pool shape: `async_submit(fn, arg, token)` completing with
+// void(std::exception_ptr, R) and `size()` (process_pool, mpi_pool).
 
 #include <algorithm>
 #include <asio/any_io_executor.hpp>
 #include <asio/awaitable.hpp>
 #include <asio/bind_executor.hpp>
+#include <asio/experimental/awaitable_operators.hpp>
 #include <asio/redirect_error.hpp>
 #include <asio/steady_timer.hpp>
 #include <asio/this_coro.hpp>
 #include <asio/use_awaitable.hpp>
+#include <chrono>
 #include <cstddef>
 #include <exception>
 #include <iterator>
 #include <memory>
+#include <system_error>
+#include <type_traits>
 #include <vector>
 
+#include "coproc/executors/detail/callable.hpp"
 #include "coproc/executors/result_stream.hpp"
+#include "coproc/runtime/errc.hpp"
 
 namespace coproc::detail {
+
+/// One task raced against a deadline; the loser is cancelled (what that does
+/// to a running task is the pool's: process_pool kills its worker, mpi_pool
+/// discards the result). Past the deadline: errc::task_timeout, `what`.
+template <class Pool, class F, class... W>
+asio::awaitable<task_result_t<F, W...>> submit_within(Pool& pool,
+                                                      std::chrono::steady_clock::duration timeout,
+                                                      const char* what, F fn, W... args) {
+  using namespace asio::experimental::awaitable_operators;
+  asio::steady_timer deadline(co_await asio::this_coro::executor, timeout);
+  auto r = co_await (pool.async_submit(std::move(fn), std::move(args)..., asio::use_awaitable) ||
+                     deadline.async_wait(asio::use_awaitable));
+  if (r.index() == 1) {
+    throw std::system_error(coproc::errc::task_timeout, what);
+  }
+  if constexpr (!std::is_void_v<task_result_t<F, W...>>) {
+    co_return std::get<0>(std::move(r));
+  }
+}
 
 /// Submits `items` in chunks (`chunk_task` runs over a std::vector<T>), all at
 /// once, and assembles the results in input order. chunk_size 0: about four
