@@ -549,9 +549,12 @@ void deliver_held(task_op* op) {
 // on_doorbell with its completions held; the caller holds the lock and
 // delivers what this returns once it has released it.
 task_op* pool_core::doorbell_turn() {
-  holding_ = true;
+  struct holding {
+    bool& flag;
+    explicit holding(bool& f) : flag(f) { flag = true; }
+    ~holding() { flag = false; }  // also if on_doorbell throws: the held go out next turn
+  } hold(holding_);
   on_doorbell();
-  holding_ = false;
   held_tail_ = nullptr;
   return std::exchange(held_head_, nullptr);
 }
