@@ -30,6 +30,7 @@
 #include "coproc/runtime/pipe_reader.hpp"
 
 #include "async_test.hpp"
+#include "busy_pool_owner.hpp"
 #include "coproc/ipc/remote_error.hpp"
 
 namespace {
@@ -561,23 +562,7 @@ TEST_CASE("a parent killed by SIGKILL leaves no descendant behind", "[process_po
     process_pool pool(ctx.get_executor(), {.workers = 2});
     // Both workers busy, then report their pids (spawn reports arrive
     // asynchronously: poll until both are known).
-    pool.async_submit(spin_forever, [](std::exception_ptr, int) {});
-    pool.async_submit(spin_forever, [](std::exception_ptr, int) {});
-    asio::co_spawn(
-        ctx,
-        [&]() -> asio::awaitable<void> {
-          asio::steady_timer t(ctx);
-          while (pool.stats().worker_pids.size() < 2) {
-            t.expires_after(std::chrono::milliseconds(1));
-            co_await t.async_wait(asio::use_awaitable);
-          }
-          auto pids = pool.stats().worker_pids;
-          pids.push_back(0);
-          [[maybe_unused]] auto n = ::write(wr.get(), pids.data(), pids.size() * sizeof(pid_t));
-        },
-        asio::detached);
-    ctx.run();
-    ::_exit(0);
+    coproc::test::report_busy_workers(ctx, pool, spin_forever, wr.get());
   }
   wr.reset();
   std::vector<pid_t> pids(8, -1);

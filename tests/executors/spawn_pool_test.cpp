@@ -22,6 +22,7 @@
 #include <vector>
 
 #include "async_test.hpp"
+#include "busy_pool_owner.hpp"
 #include "coproc/executors/detail/pool_layout.hpp"
 #include "coproc/executors/detail/zygote.hpp"
 #include "coproc/executors/process_pool.hpp"
@@ -371,23 +372,7 @@ TEST_CASE("spawn: a parent killed by SIGKILL leaves no descendant", "[spawn_pool
     rd.reset();
     asio::io_context ctx;
     process_pool pool(ctx.get_executor(), spawn_options(2));
-    pool.async_submit(spin_forever, [](std::exception_ptr, int) {});
-    pool.async_submit(spin_forever, [](std::exception_ptr, int) {});
-    asio::co_spawn(
-        ctx,
-        [&]() -> asio::awaitable<void> {
-          asio::steady_timer t(ctx);
-          while (pool.stats().worker_pids.size() < 2) {
-            t.expires_after(std::chrono::milliseconds(1));
-            co_await t.async_wait(asio::use_awaitable);
-          }
-          auto pids = pool.stats().worker_pids;
-          pids.push_back(0);
-          [[maybe_unused]] auto n = ::write(wr.get(), pids.data(), pids.size() * sizeof(pid_t));
-        },
-        asio::detached);
-    ctx.run();
-    ::_exit(0);
+    coproc::test::report_busy_workers(ctx, pool, spin_forever, wr.get());
   }
   wr.reset();
   std::vector<pid_t> pids(8, -1);
