@@ -8,6 +8,7 @@
 // --cpu0 pins the whole program (and so every forked child) to CPU 0 first;
 // bench/run.py instead pins the process before exec, which has the same effect.
 // Output: one JSON object per line, the protocol described in bench/run.py.
+#include <errno.h>
 #include <fcntl.h>
 #include <linux/futex.h>
 #include <sched.h>
@@ -64,9 +65,14 @@ int allowed_cpus() {
 
 // Spinning while the peer shares our only CPU would measure the scheduler's
 // time slice, not the handoff, so spin loops yield when there is one CPU.
+// With more CPUs they still yield every 1024 polls (some 10-40 us): on a
+// machine with other work, a peer preempted on this CPU then runs again
+// within that time instead of after a whole time slice of spinning, and a
+// peer that answers at once never sees the yield.
 void relax() {
   static const bool single = allowed_cpus() == 1;
-  if (single) {
+  static thread_local unsigned polls = 0;
+  if (single || ++polls % 1024 == 0) {
     sched_yield();
   } else {
 #if defined(__x86_64__) || defined(__i386__)
@@ -103,6 +109,23 @@ void with_child(const std::function<void()>& child_fn, const std::function<void(
     std::fprintf(stderr, "bench_limits: child failed (status %d)\n", status);
     std::exit(1);
   }
+}
+
+// Forks w children; child k runs body(k), then exits. Returns their pids.
+std::vector<pid_t> fork_children(int w, const std::function<void(int)>& body) {
+  std::vector<pid_t> pids;
+  for (int k = 0; k < w; ++k) {
+    const pid_t pid = fork();
+    if (pid < 0) {
+      die("fork");
+    }
+    if (pid == 0) {
+      body(k);
+      _exit(0);
+    }
+    pids.push_back(pid);
+  }
+  return pids;
 }
 
 void write_all(int fd, const void* data, std::size_t n) {
@@ -144,28 +167,83 @@ fd_pair make_pipe() {
 
 // ---- round trips between two processes ------------------------------------
 
-std::vector<double> pipe_pingpong(int n) {
+// How a pipe ping-pong waits for its peer's bytes: asleep in read(), or
+// polling a non-blocking read end (the floor for a receiver that spins before
+// it sleeps, as coproc::connection does).
+enum class pipe_wait { block, poll };
+
+// Pins the calling process to `cpu` (ignored when negative).
+void pin(int cpu) {
+  if (cpu < 0) {
+    return;
+  }
+  cpu_set_t set;
+  CPU_ZERO(&set);
+  CPU_SET(cpu, &set);
+  if (sched_setaffinity(0, sizeof set, &set) != 0) {
+    die("sched_setaffinity");
+  }
+}
+
+void read_polling(int fd, void* data, std::size_t n) {
+  auto* p = static_cast<char*>(data);
+  while (n > 0) {
+    const ssize_t r = read(fd, p, n);
+    if (r < 0 && errno == EAGAIN) {
+      relax();
+      continue;
+    }
+    if (r <= 0) {
+      die("read");
+    }
+    p += r;
+    n -= static_cast<std::size_t>(r);
+  }
+}
+
+struct pingpong_options {
+  std::size_t bytes = 1;
+  pipe_wait wait = pipe_wait::block;
+  int parent_cpu = -1;  // both -1: wherever the scheduler puts them
+  int child_cpu = -1;
+};
+
+// Round trips of `bytes` over two pipes: the parent writes, the child reads
+// all of it and writes it back.
+std::vector<double> pipe_pingpong(int n, pingpong_options o = {}) {
   const fd_pair to_child = make_pipe();
   const fd_pair to_parent = make_pipe();
+  if (o.wait == pipe_wait::poll) {
+    fcntl(to_child.rd, F_SETFL, O_NONBLOCK);
+    fcntl(to_parent.rd, F_SETFL, O_NONBLOCK);
+  }
+  auto receive = [&](int fd, void* data) {
+    o.wait == pipe_wait::poll ? read_polling(fd, data, o.bytes) : read_all(fd, data, o.bytes);
+  };
+  cpu_set_t saved;
+  sched_getaffinity(0, sizeof saved, &saved);
   std::vector<double> us;
   us.reserve(static_cast<std::size_t>(n));
   with_child(
       [&] {
-        char c;
+        pin(o.child_cpu);
+        std::vector<char> buf(o.bytes);
         for (int i = 0; i < n; ++i) {
-          read_all(to_child.rd, &c, 1);
-          write_all(to_parent.wr, &c, 1);
+          receive(to_child.rd, buf.data());
+          write_all(to_parent.wr, buf.data(), o.bytes);
         }
       },
       [&] {
-        char c = 'x';
+        pin(o.parent_cpu);
+        std::vector<char> buf(o.bytes, 'x');
         for (int i = 0; i < n; ++i) {
           const auto t0 = clock_type::now();
-          write_all(to_child.wr, &c, 1);
-          read_all(to_parent.rd, &c, 1);
+          write_all(to_child.wr, buf.data(), o.bytes);
+          receive(to_parent.rd, buf.data());
           us.push_back(seconds_since(t0) * 1e6);
         }
       });
+  sched_setaffinity(0, sizeof saved, &saved);
   for (int fd : {to_child.rd, to_child.wr, to_parent.rd, to_parent.wr}) {
     close(fd);
   }
@@ -273,39 +351,41 @@ void group_rtt() {
 
 // ---- throughput through shared-memory rings --------------------------------
 
-// A bounded SPSC ring of 8-byte items; head and tail on their own cache lines.
+// A bounded SPSC ring of Capacity items; head and tail on their own cache lines.
+template <class T, std::uint64_t Capacity>
 struct spsc_ring {
-  static constexpr std::uint64_t capacity = 1024;
   alignas(64) std::atomic<std::uint64_t> head{0};  // next to pop (consumer)
   alignas(64) std::atomic<std::uint64_t> tail{0};  // next to push (producer)
-  alignas(64) std::uint64_t slots[capacity];
+  alignas(64) T slots[Capacity];
 
-  bool try_push(std::uint64_t v) {
+  bool try_push(const T& v) {
     const auto t = tail.load(std::memory_order_relaxed);
-    if (t - head.load(std::memory_order_acquire) == capacity) {
+    if (t - head.load(std::memory_order_acquire) == Capacity) {
       return false;
     }
-    slots[t % capacity] = v;
+    slots[t % Capacity] = v;
     tail.store(t + 1, std::memory_order_release);
     return true;
   }
-  bool try_pop(std::uint64_t& v) {
+  bool try_pop(T& v) {
     const auto h = head.load(std::memory_order_relaxed);
     if (h == tail.load(std::memory_order_acquire)) {
       return false;
     }
-    v = slots[h % capacity];
+    v = slots[h % Capacity];
     head.store(h + 1, std::memory_order_release);
     return true;
   }
 };
 
+using item_ring = spsc_ring<std::uint64_t, 1024>;
+
 // Items/s of a request ring and a reply ring with `window` items in flight,
 // both sides spinning: the floor under a task round trip with no work in it.
 double ring_echo_rate(std::uint64_t n, std::uint64_t window) {
-  void* mem = shared_map(2 * sizeof(spsc_ring));
-  auto* req = new (mem) spsc_ring;
-  auto* rep = new (static_cast<char*>(mem) + sizeof(spsc_ring)) spsc_ring;
+  void* mem = shared_map(2 * sizeof(item_ring));
+  auto* req = new (mem) item_ring;
+  auto* rep = new (static_cast<char*>(mem) + sizeof(item_ring)) item_ring;
   double secs = 0;
   with_child(
       [&] {
@@ -340,33 +420,111 @@ double ring_echo_rate(std::uint64_t n, std::uint64_t window) {
         }
         secs = seconds_since(t0);
       });
-  munmap(mem, 2 * sizeof(spsc_ring));
+  munmap(mem, 2 * sizeof(item_ring));
   return static_cast<double>(n) / secs;
 }
 
-// Items/s one way through one ring (a queue's producer to its consumer).
+// Items/s one way through one ring of T (a queue's producer to its consumer).
+template <class T, std::uint64_t Capacity>
 double ring_oneway_rate(std::uint64_t n) {
-  auto* ring = new (shared_map(sizeof(spsc_ring))) spsc_ring;
+  using ring_type = spsc_ring<T, Capacity>;
+  auto* ring = new (shared_map(sizeof(ring_type))) ring_type;
   double secs = 0;
   with_child(
       [&] {
+        T item{};
         for (std::uint64_t i = 0; i < n; ++i) {
-          while (!ring->try_push(i)) {
+          std::memcpy(&item, &i, sizeof i);
+          while (!ring->try_push(item)) {
             relax();
           }
         }
       },
       [&] {
         const auto t0 = clock_type::now();
-        std::uint64_t v;
+        T item;
         for (std::uint64_t i = 0; i < n; ++i) {
-          while (!ring->try_pop(v)) {
+          while (!ring->try_pop(item)) {
             relax();
           }
         }
         secs = seconds_since(t0);
       });
-  munmap(ring, sizeof(spsc_ring));
+  munmap(ring, sizeof(ring_type));
+  return static_cast<double>(n) / secs;
+}
+
+// The map limit: the input and output arrays live in shared memory, so no
+// byte is copied twice. The parent writes chunks of map_chunk items (the copy
+// any map needs to hand its input over) and publishes their count; child k of
+// w calls the task function on chunks k, k + w, ..., as a pool's map calls it
+// per item, and counts the chunks it finished; the parent copies the output
+// back. Spinning throughout: the fastest a map of no-op tasks can go here.
+[[gnu::noinline]] std::uint64_t noop_task(std::uint64_t v) {
+  return v;
+}
+std::uint64_t (*volatile noop_task_ptr)(std::uint64_t) = noop_task;
+
+constexpr std::uint64_t map_chunk = 16 * 1024;
+
+struct map_board {
+  alignas(64) std::atomic<std::uint64_t> published{0};      // chunks written by the parent
+  alignas(64) std::atomic<std::uint64_t> finished[8] = {};  // per child, 8 bytes apart is fine
+};
+
+double shared_map_rate(std::uint64_t n, int w) {
+  const std::uint64_t chunks = (n + map_chunk - 1) / map_chunk;
+  const std::size_t bytes = sizeof(map_board) + 2 * n * sizeof(std::uint64_t);
+  void* mem = shared_map(bytes);
+  auto* board = new (mem) map_board;
+  auto* in = reinterpret_cast<std::uint64_t*>(static_cast<char*>(mem) + sizeof(map_board));
+  std::uint64_t* out = in + n;
+  std::memset(in, 0, 2 * n * sizeof(std::uint64_t));  // fault the pages in before timing
+  const std::vector<pid_t> kids = fork_children(w, [&](int k) {
+    const auto fn = noop_task_ptr;
+    for (auto c = static_cast<std::uint64_t>(k); c < chunks; c += static_cast<std::uint64_t>(w)) {
+      while (board->published.load(std::memory_order_acquire) <= c) {
+        relax();
+      }
+      const std::uint64_t end = std::min(n, (c + 1) * map_chunk);
+      for (std::uint64_t i = c * map_chunk; i < end; ++i) {
+        out[i] = fn(in[i]);
+      }
+      board->finished[k].fetch_add(1, std::memory_order_release);
+    }
+  });
+  std::vector<std::uint64_t> src(n);
+  std::vector<std::uint64_t> dst(n);
+  for (std::uint64_t i = 0; i < n; ++i) {
+    src[i] = i;
+  }
+  const auto t0 = clock_type::now();
+  for (std::uint64_t c = 0; c < chunks; ++c) {
+    const std::uint64_t first = c * map_chunk;
+    const std::uint64_t count = std::min(map_chunk, n - first);
+    std::memcpy(in + first, src.data() + first, count * sizeof(std::uint64_t));
+    board->published.store(c + 1, std::memory_order_release);
+  }
+  for (;;) {
+    std::uint64_t done = 0;
+    for (int k = 0; k < w; ++k) {
+      done += board->finished[k].load(std::memory_order_acquire);
+    }
+    if (done == chunks) {
+      break;
+    }
+    relax();
+  }
+  std::memcpy(dst.data(), out, n * sizeof(std::uint64_t));
+  const double secs = seconds_since(t0);
+  for (const pid_t pid : kids) {
+    waitpid(pid, nullptr, 0);
+  }
+  munmap(mem, bytes);
+  if (dst[n - 1] != n - 1) {
+    std::fprintf(stderr, "bench_limits: the shared map lost items\n");
+    std::exit(1);
+  }
   return static_cast<double>(n) / secs;
 }
 
@@ -374,7 +532,15 @@ void group_tput() {
   const std::uint64_t n = quick ? 100'000 : 1'000'000;
   const double rate = ring_echo_rate(n, 256);
   emit("noop_tput_submit", "shm ring echo (spin, 256 in flight)", rate, "tasks/s", "higher");
-  emit("noop_tput_map", "shm ring echo (spin, 256 in flight)", rate, "tasks/s", "higher");
+  // The same count as bench_pool's map; the best of a few runs (one run is
+  // a few milliseconds, where one descheduled child shows).
+  const int w = std::min(allowed_cpus(), 8);
+  double best = 0;
+  for (int r = 0; r < 5; ++r) {
+    best = std::max(best, shared_map_rate(n, w));
+  }
+  emit("noop_tput_map", "map over shared arrays (spin, " + std::to_string(w) + " processes)", best,
+       "tasks/s", "higher");
 }
 
 // ---- payloads ---------------------------------------------------------------
@@ -545,19 +711,10 @@ double serial_seconds(burn_fn fn, int tasks, std::uint64_t iters) {
 // first fork to the last reap.
 double forked_seconds(burn_fn fn, int w, int tasks, std::uint64_t iters) {
   const auto t0 = clock_type::now();
-  std::vector<pid_t> pids;
-  for (int k = 0; k < w; ++k) {
-    const pid_t pid = fork();
-    if (pid < 0) {
-      die("fork");
-    }
-    if (pid == 0) {
-      volatile std::uint64_t sink = burn_tasks(fn, k, tasks, w, iters);
-      (void)sink;
-      _exit(0);
-    }
-    pids.push_back(pid);
-  }
+  const std::vector<pid_t> pids = fork_children(w, [&](int k) {
+    volatile std::uint64_t sink = burn_tasks(fn, k, tasks, w, iters);
+    (void)sink;
+  });
   for (const pid_t pid : pids) {
     waitpid(pid, nullptr, 0);
   }
@@ -680,41 +837,112 @@ void group_memory() {
 
 // ---- queue and pipe rows ---------------------------------------------------
 
+struct page {
+  char bytes[4096];
+};
+
 void group_queue() {
   const std::uint64_t n = quick ? 100'000 : 2'000'000;
-  emit("queue_tput", "shm SPSC ring (spin)", ring_oneway_rate(n), "items/s", "higher");
-  std::vector<double> us = word_pingpong(quick ? 500 : 5000, false);
+  emit("queue_tput", "shm SPSC ring (spin)", ring_oneway_rate<std::uint64_t, 1024>(n), "items/s",
+       "higher");
+  emit("queue_tput_4KiB", "shm SPSC ring of 4 KiB slots (spin)", ring_oneway_rate<page, 64>(n / 10),
+       "items/s", "higher");
+  const int rtts = quick ? 500 : 5000;
+  std::vector<double> us = word_pingpong(rtts, false);
   std::sort(us.begin(), us.end());
   emit("queue_rtt_p50", "futex ping-pong", percentile(us, 0.5), "us", "lower");
+  if (allowed_cpus() > 1) {
+    us = word_pingpong(rtts, true);
+    std::sort(us.begin(), us.end());
+    emit("queue_rtt_p50", "shm spin ping-pong", percentile(us, 0.5), "us", "lower");
+  }
+}
+
+// Round trips of `o.bytes` over raw pipes: p50 (and p99) under `metric`.
+void emit_pipe_rtt(const std::string& metric, const std::string& contender, int n,
+                   pingpong_options o, bool with_p99) {
+  std::vector<double> us = pipe_pingpong(n, o);
+  std::sort(us.begin(), us.end());
+  emit(metric + "_p50", contender, percentile(us, 0.5), "us", "lower");
+  if (with_p99) {
+    emit(metric + "_p99", contender, percentile(us, 0.99), "us", "lower");
+  }
+}
+
+// One 64 MiB message through a raw pipe: write() in a child, read() here,
+// milliseconds per message (median), after a one-byte "go" from the parent.
+double pipe_big_message_ms(int reps) {
+  const std::size_t bytes = std::size_t{64} << 20;
+  const fd_pair go = make_pipe();
+  const fd_pair data = make_pipe();
+  std::vector<double> ms;
+  with_child(
+      [&] {
+        std::vector<char> big(bytes, 'b');
+        char c;
+        for (int i = 0; i < reps; ++i) {
+          read_all(go.rd, &c, 1);
+          write_all(data.wr, big.data(), bytes);
+        }
+      },
+      [&] {
+        std::vector<char> got(bytes);
+        char c = 'g';
+        for (int i = 0; i < reps; ++i) {
+          const auto t0 = clock_type::now();
+          write_all(go.wr, &c, 1);
+          read_all(data.rd, got.data(), bytes);
+          ms.push_back(seconds_since(t0) * 1e3);
+        }
+      });
+  for (int fd : {go.rd, go.wr, data.rd, data.wr}) {
+    close(fd);
+  }
+  std::sort(ms.begin(), ms.end());
+  return percentile(ms, 0.5);
 }
 
 void group_pipe() {
-  std::vector<double> us = pipe_pingpong(quick ? 500 : 5000);
-  std::sort(us.begin(), us.end());
-  emit("pipe_rtt_p50", "raw pipe ping-pong (1 B)", percentile(us, 0.5), "us", "lower");
-  emit("pipe_rtt_p99", "raw pipe ping-pong (1 B)", percentile(us, 0.99), "us", "lower");
+  const int n = quick ? 500 : 5000;
+  const bool cpus2 = allowed_cpus() > 1;
+  emit_pipe_rtt("pipe_rtt", "raw pipe ping-pong (1 B)", n, {}, true);
+  if (cpus2) {
+    emit_pipe_rtt("pipe_rtt", "raw pipe ping-pong, polling read (1 B)", n,
+                  {.wait = pipe_wait::poll}, true);
+  }
+  emit_pipe_rtt("pipe_rtt_4KiB", "raw pipe ping-pong (4 KiB)", n, {.bytes = 4096}, false);
+  if (cpus2) {
+    emit_pipe_rtt("pipe_rtt_4KiB", "raw pipe ping-pong, polling read (4 KiB)", n,
+                  {.bytes = 4096, .wait = pipe_wait::poll}, false);
+    emit_pipe_rtt("pipe_rtt_cross_cpu", "raw pipe ping-pong, CPUs 0|1 (1 B)", n,
+                  {.parent_cpu = 0, .child_cpu = 1}, false);
+    emit_pipe_rtt("pipe_rtt_cross_cpu", "raw pipe ping-pong, CPUs 0|1, polling read (1 B)", n,
+                  {.wait = pipe_wait::poll, .parent_cpu = 0, .child_cpu = 1}, false);
+  }
+  emit("pipe_64MiB_ms", "raw pipe, one 64 MiB write/read", pipe_big_message_ms(quick ? 2 : 5), "ms",
+       "lower");
   // One way, 8-byte messages, each its own write and read.
-  const int n = quick ? 20'000 : 200'000;
+  const int msgs = quick ? 20'000 : 200'000;
   const fd_pair p = make_pipe();
   double secs = 0;
   with_child(
       [&] {
         std::uint64_t v = 0;
-        for (int i = 0; i < n; ++i) {
+        for (int i = 0; i < msgs; ++i) {
           write_all(p.wr, &v, sizeof v);
         }
       },
       [&] {
         const auto t0 = clock_type::now();
         std::uint64_t v;
-        for (int i = 0; i < n; ++i) {
+        for (int i = 0; i < msgs; ++i) {
           read_all(p.rd, &v, sizeof v);
         }
         secs = seconds_since(t0);
       });
   close(p.rd);
   close(p.wr);
-  emit("pipe_tput", "raw pipe, 8 B per write/read", n / secs, "msgs/s", "higher");
+  emit("pipe_tput", "raw pipe, 8 B per write/read", msgs / secs, "msgs/s", "higher");
 }
 
 }  // namespace

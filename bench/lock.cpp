@@ -9,11 +9,13 @@
 //   lock_uncontended        one process, blocking lock()/unlock()
 //   lock_async_uncontended  one process, co_await async_lock() + unlock() on an io_context
 //   lock_uncontended (raw CAS+XCHG floor): the same loop on a bare atomic word, the
-//                           limit any process-shared lock meets (kind "limit")
+//                           limit any process-shared lock meets (kind "limit"); also
+//                           the limit of lock_async_uncontended
 //   lock_contended          2 processes hammering one lock, a shared counter
 //                           incremented inside, pairs summed over both processes,
 //                           over the span from the first child's start to the last
-//                           child's end (each child times itself)
+//                           child's end (each child times itself); its limit is the
+//                           same loop on a bare spin lock (CAS, pause, XCHG)
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -104,11 +106,41 @@ std::int64_t now_ns() {
       .count();
 }
 
+// The contended limit: a bare spin lock on a shared word, CAS to take it
+// (spinning with a pause while it is held) and an exchange to free it. It
+// never sleeps, so it is the floor of the handover itself: the lock's cache
+// line moving between two CPUs.
+struct raw_spin_lock {
+  std::atomic<std::uint32_t>* word;
+
+  raw_spin_lock(coproc::shared_memory& seg, std::size_t offset)
+      : word(::new (seg.data() + offset) std::atomic<std::uint32_t>(0)) {}
+
+  void lock() {
+    for (;;) {
+      std::uint32_t e = 0;
+      if (word->compare_exchange_weak(e, 1, std::memory_order_acquire)) {
+        return;
+      }
+      while (word->load(std::memory_order_relaxed) != 0) {
+#if defined(__x86_64__) || defined(__i386__)
+        __builtin_ia32_pause();
+#endif
+      }
+    }
+  }
+  void unlock() {
+    word->exchange(0, std::memory_order_release);
+  }
+};
+
 // Also reports how much of the span both children ran at once (1 = all of
 // it): under a loaded machine one child may run most of its loop alone.
+// Lock is coproc::lock or raw_spin_lock, its word at offset 0 of the segment.
+template <class Lock>
 double contended(long n, double* overlap) {
   coproc::shared_memory seg(4096);
-  coproc::lock l(seg, 0);
+  Lock l(seg, 0);
   coproc::barrier start(2);
   auto* counter = reinterpret_cast<volatile std::uint64_t*>(seg.data() + 128);
   auto* times = ::new (seg.data() + 256) contended_times{};
@@ -167,13 +199,19 @@ void run_coproc(bool quick, results* out) {
   double u = uncontended(n);
   double a = async_uncontended(n / 10);
   double overlap = 0;
-  double c = contended(n / 10, &overlap);
+  double c = contended<coproc::lock>(n / 10, &overlap);
+  double spin_overlap = 0;
+  double cf = contended<raw_spin_lock>(n / 10, &spin_overlap);
   double f = raw_floor(n);
   emit("lock_uncontended", "coproc::lock", u);
   emit("lock_uncontended", "raw CAS+XCHG floor", f, "limit");
   emit("lock_async_uncontended", "coproc::lock", a);
+  emit("lock_async_uncontended", "raw CAS+XCHG floor", f, "limit");
   emit("lock_contended", "coproc::lock", c);
   emit("lock_contended_overlap", "coproc::lock", overlap, "coproc", "fraction");
+  emit("lock_contended", "raw spin lock (CAS, pause, XCHG)", cf, "limit");
+  emit("lock_contended_overlap", "raw spin lock (CAS, pause, XCHG)", spin_overlap, "limit",
+       "fraction");
   if (out) {
     (*out)["lock_uncontended"].push_back(u);
     (*out)["lock_async_uncontended"].push_back(a);
