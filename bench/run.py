@@ -271,6 +271,7 @@ def known_rows(cpus):
 NOT_APPLICABLE = {
     "memcpy_64MiB": ("coproc", "peer"),  # a reference figure only
     "lock_async_uncontended": ("peer",),  # multiprocessing has no awaitable lock
+    "lock_contended_overlap": ("limit",),  # a check on the contended run, not a rate
     "http_": ("limit",),  # a whole server: no raw floor to compare with
     "doorbell_": ("peer",),  # the parent loop's wake-up path: coproc's own
     "codec_": ("peer",),
