@@ -74,6 +74,9 @@ frame_buffer make_frame(std::size_t payload) {
   frame_buffer f;
   f.size = frame_header_size + payload;
   f.data = std::make_unique_for_overwrite<std::byte[]>(f.size);
+  if (f.size >= huge_block_bytes) {
+    advise_huge_pages(f.data.get(), f.size);  // before the encoder's first touch
+  }
   header h{frame_magic, current_cpu(), payload};
   std::memcpy(f.data.get(), &h, sizeof h);
   return f;
@@ -135,17 +138,10 @@ unique_fd connection_core::release() noexcept {
 
 void connection_core::reserve_frame(std::size_t total) {
   std::size_t have = end_ - begin_;
-  if (cap_ >= total) {
-    std::memmove(buf_.get(), buf_.get() + begin_, have);  // compact
-  } else {
-    std::size_t cap = std::max(total, min_read_space);
-    auto bigger = std::make_unique_for_overwrite<std::byte[]>(cap);
-    if (have > 0) {
-      std::memcpy(bigger.get(), buf_.get() + begin_, have);
-    }
-    buf_ = std::move(bigger);
-    cap_ = cap;
+  if (begin_ > 0 && have > 0) {
+    std::memmove(buf_.data(), buf_.data() + begin_, have);  // compact
   }
+  buf_.grow(std::max(total, min_read_space), have);
   begin_ = 0;
   end_ = have;
 }
@@ -157,7 +153,7 @@ connection_core::parse_result connection_core::parse(std::span<const std::byte>&
     return parse_result::need_more;
   }
   header h;
-  std::memcpy(&h, buf_.get() + begin_, sizeof h);
+  std::memcpy(&h, buf_.data() + begin_, sizeof h);
   if (h.magic != frame_magic) {
     ec = errc::frame_corrupt;
     return parse_result::error;
@@ -171,7 +167,7 @@ connection_core::parse_result connection_core::parse(std::span<const std::byte>&
   if (have < total) {
     return parse_result::need_more;
   }
-  payload = {buf_.get() + begin_ + frame_header_size, static_cast<std::size_t>(h.size)};
+  payload = {buf_.data() + begin_ + frame_header_size, static_cast<std::size_t>(h.size)};
   frame_total_ = total;
   return parse_result::ready;
 }
@@ -181,9 +177,8 @@ void connection_core::consume() noexcept {
   frame_total_ = 0;
   if (begin_ == end_) {
     begin_ = end_ = 0;
-    if (cap_ > keep_capacity) {
+    if (buf_.capacity() > keep_capacity) {
       buf_.reset();
-      cap_ = 0;
     }
   }
 }
@@ -193,7 +188,7 @@ std::span<std::byte> connection_core::read_space() {
   std::size_t want = min_read_space;  // bytes from begin_ the buffer should hold
   if (have >= frame_header_size) {
     header h;
-    std::memcpy(&h, buf_.get() + begin_, sizeof h);
+    std::memcpy(&h, buf_.data() + begin_, sizeof h);
     // parse() already checked magic and size against the maximum. Room is
     // reserved up to trust_ahead beyond what arrived (at least doubling), so
     // a header alone never makes us allocate its claimed size.
@@ -204,10 +199,10 @@ std::span<std::byte> connection_core::read_space() {
   // whenever `want` moved (it moves with every read) copied the whole frame on
   // every read, quadratic in its size (64 MiB took 7 s; bench_pipe pipe_64MiB_ms).
   const std::size_t need = want > have ? want - have : 1;
-  if (buf_ == nullptr || cap_ - end_ < std::min<std::size_t>(need, 4096)) {
+  if (buf_.data() == nullptr || buf_.capacity() - end_ < std::min<std::size_t>(need, 4096)) {
     reserve_frame(std::max(want, have + 1));
   }
-  return {buf_.get() + end_, cap_ - end_};
+  return {buf_.data() + end_, buf_.capacity() - end_};
 }
 
 std::error_code connection_core::map_io_error(std::error_code ec) noexcept {

@@ -24,6 +24,7 @@
 #include <system_error>
 #include <tuple>
 
+#include "coproc/ipc/detail/receive_buffer.hpp"
 #include "coproc/runtime/detail/pipe_io.hpp"
 #include "coproc/runtime/errc.hpp"
 #include "coproc/runtime/unique_fd.hpp"
@@ -133,8 +134,7 @@ class connection_core {
   connection_options options_;
   std::error_code write_error_;
 
-  std::unique_ptr<std::byte[]> buf_;
-  std::size_t cap_ = 0;
+  receive_buffer buf_;
   std::size_t begin_ = 0;        // first unconsumed byte
   std::size_t end_ = 0;          // one past the last received byte
   std::size_t frame_total_ = 0;  // header + payload of the frame parse() returned
