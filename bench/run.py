@@ -203,7 +203,7 @@ def build_groups(build):
 
 
 # Rows the report always shows, in order, even when nothing was measured:
-# (row key, title). ISSUE_ROWS are the rows the benchmark report promises
+# (row key, title). issue_rows() are the rows the benchmark report promises
 # (coproc, best peer and limit each); MORE_ROWS measure coproc's own
 # mechanisms and extras, where a Python peer or a raw limit may not exist
 # (NOT_APPLICABLE says which). Metrics listed nowhere are appended to MORE_ROWS.
