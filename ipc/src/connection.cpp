@@ -137,11 +137,8 @@ unique_fd connection_core::release() noexcept {
 }
 
 void connection_core::reserve_frame(std::size_t total) {
-  std::size_t have = end_ - begin_;
-  if (begin_ > 0 && have > 0) {
-    std::memmove(buf_.data(), buf_.data() + begin_, have);  // compact
-  }
-  buf_.grow(std::max(total, min_read_space), have);
+  const std::size_t have = end_ - begin_;
+  buf_.make_room(std::max(total, min_read_space), begin_, have);
   begin_ = 0;
   end_ = have;
 }

@@ -23,8 +23,15 @@ void* map_bytes(std::size_t n) {
 
 }  // namespace
 
-void receive_buffer::grow(std::size_t capacity, std::size_t keep) {
+void receive_buffer::make_room(std::size_t capacity, std::size_t from, std::size_t count) {
+  auto compact = [&] {
+    if (from > 0 && count > 0) {
+      std::memmove(data_, data_ + from, count);
+    }
+    from = 0;
+  };
   if (capacity <= capacity_) {
+    compact();
     return;
   }
   if (on_grow != nullptr) {
@@ -34,6 +41,7 @@ void receive_buffer::grow(std::size_t capacity, std::size_t keep) {
     // MREMAP_MAYMOVE: the kernel moves the pages to a larger range when the
     // one after ours is taken; nothing is copied either way, and the grown
     // area keeps the huge-page advice.
+    compact();
     void* p = ::mremap(data_, capacity_, capacity, MREMAP_MAYMOVE);
     if (p != MAP_FAILED) {
       data_ = static_cast<std::byte*>(p);
@@ -42,15 +50,16 @@ void receive_buffer::grow(std::size_t capacity, std::size_t keep) {
     }
     // Should mremap refuse, a new mapping and one copy still do.
   }
-  auto* bigger = static_cast<std::byte*>(capacity >= mapped_from ? map_bytes(capacity)
-                                                                 : ::operator new(capacity));
-  if (keep > 0) {
-    std::memcpy(bigger, data_, keep);
+  // A new block: one copy moves the kept bytes to its front.
+  const bool map = capacity >= mapped_from;
+  auto* bigger = static_cast<std::byte*>(map ? map_bytes(capacity) : ::operator new(capacity));
+  if (count > 0) {
+    std::memcpy(bigger, data_ + from, count);
   }
   reset();
   data_ = bigger;
   capacity_ = capacity;
-  mapped_ = capacity >= mapped_from;
+  mapped_ = map;
 }
 
 void receive_buffer::reset() noexcept {

@@ -16,11 +16,9 @@
 #include <catch2/catch_test_macros.hpp>
 #include <coproc/ipc/pipe.hpp>
 #include <coproc/runtime/child_process.hpp>
-#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 #include <map>
-#include <new>
 #include <optional>
 #include <string>
 #include <thread>
@@ -36,9 +34,6 @@ std::atomic<int> grow_steps{0};
 void count_grow(std::size_t) noexcept {
   grow_steps.fetch_add(1, std::memory_order_relaxed);
 }
-}  // namespace
-
-namespace {
 
 using coproc::connection;
 using coproc::errc;

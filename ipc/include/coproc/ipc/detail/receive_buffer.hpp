@@ -24,9 +24,10 @@ class receive_buffer {
   std::byte* data() const noexcept { return data_; }
   std::size_t capacity() const noexcept { return capacity_; }
 
-  /// Grows to at least `capacity` bytes, keeping the first `keep` bytes
-  /// (keep <= the current capacity). Throws std::bad_alloc.
-  void grow(std::size_t capacity, std::size_t keep);
+  /// Moves the `count` bytes at offset `from` to the front and makes the
+  /// capacity at least `capacity` (from + count <= the current capacity).
+  /// Each byte kept is moved at most once. Throws std::bad_alloc.
+  void make_room(std::size_t capacity, std::size_t from, std::size_t count);
 
   /// Gives the memory back.
   void reset() noexcept;
