@@ -90,27 +90,6 @@ void* shared_map(std::size_t bytes) {
   return p;
 }
 
-// Runs child_fn in a forked child, parent_fn here, then reaps the child.
-void with_child(const std::function<void()>& child_fn, const std::function<void()>& parent_fn) {
-  const pid_t pid = fork();
-  if (pid < 0) {
-    die("fork");
-  }
-  if (pid == 0) {
-    child_fn();
-    _exit(0);
-  }
-  parent_fn();
-  int status = 0;
-  if (waitpid(pid, &status, 0) < 0) {
-    die("waitpid");
-  }
-  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
-    std::fprintf(stderr, "bench_limits: child failed (status %d)\n", status);
-    std::exit(1);
-  }
-}
-
 // Forks w children; child k runs body(k), then exits. Returns their pids.
 std::vector<pid_t> fork_children(int w, const std::function<void(int)>& body) {
   std::vector<pid_t> pids;
@@ -128,6 +107,20 @@ std::vector<pid_t> fork_children(int w, const std::function<void(int)>& body) {
   return pids;
 }
 
+// Runs child_fn in a forked child, parent_fn here, then reaps the child.
+void with_child(const std::function<void()>& child_fn, const std::function<void()>& parent_fn) {
+  const pid_t pid = fork_children(1, [&](int) { child_fn(); }).front();
+  parent_fn();
+  int status = 0;
+  if (waitpid(pid, &status, 0) < 0) {
+    die("waitpid");
+  }
+  if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+    std::fprintf(stderr, "bench_limits: child failed (status %d)\n", status);
+    std::exit(1);
+  }
+}
+
 void write_all(int fd, const void* data, std::size_t n) {
   const auto* p = static_cast<const char*>(data);
   while (n > 0) {
@@ -140,10 +133,16 @@ void write_all(int fd, const void* data, std::size_t n) {
   }
 }
 
+// Reads exactly n bytes. On a non-blocking fd (a polling reader) it spins
+// through EAGAIN; a blocking fd sleeps in read() instead.
 void read_all(int fd, void* data, std::size_t n) {
   auto* p = static_cast<char*>(data);
   while (n > 0) {
     const ssize_t r = read(fd, p, n);
+    if (r < 0 && errno == EAGAIN) {
+      relax();
+      continue;
+    }
     if (r <= 0) {
       die("read");
     }
@@ -185,22 +184,6 @@ void pin(int cpu) {
   }
 }
 
-void read_polling(int fd, void* data, std::size_t n) {
-  auto* p = static_cast<char*>(data);
-  while (n > 0) {
-    const ssize_t r = read(fd, p, n);
-    if (r < 0 && errno == EAGAIN) {
-      relax();
-      continue;
-    }
-    if (r <= 0) {
-      die("read");
-    }
-    p += r;
-    n -= static_cast<std::size_t>(r);
-  }
-}
-
 struct pingpong_options {
   std::size_t bytes = 1;
   pipe_wait wait = pipe_wait::block;
@@ -217,9 +200,6 @@ std::vector<double> pipe_pingpong(int n, pingpong_options o = {}) {
     fcntl(to_child.rd, F_SETFL, O_NONBLOCK);
     fcntl(to_parent.rd, F_SETFL, O_NONBLOCK);
   }
-  auto receive = [&](int fd, void* data) {
-    o.wait == pipe_wait::poll ? read_polling(fd, data, o.bytes) : read_all(fd, data, o.bytes);
-  };
   cpu_set_t saved;
   sched_getaffinity(0, sizeof saved, &saved);
   std::vector<double> us;
@@ -229,7 +209,7 @@ std::vector<double> pipe_pingpong(int n, pingpong_options o = {}) {
         pin(o.child_cpu);
         std::vector<char> buf(o.bytes);
         for (int i = 0; i < n; ++i) {
-          receive(to_child.rd, buf.data());
+          read_all(to_child.rd, buf.data(), o.bytes);
           write_all(to_parent.wr, buf.data(), o.bytes);
         }
       },
@@ -239,7 +219,7 @@ std::vector<double> pipe_pingpong(int n, pingpong_options o = {}) {
         for (int i = 0; i < n; ++i) {
           const auto t0 = clock_type::now();
           write_all(to_child.wr, buf.data(), o.bytes);
-          receive(to_parent.rd, buf.data());
+          read_all(to_parent.rd, buf.data(), o.bytes);
           us.push_back(seconds_since(t0) * 1e6);
         }
       });
@@ -909,11 +889,7 @@ double pipe_big_message_ms(int reps, pipe_wait wait) {
         for (int i = 0; i < reps; ++i) {
           const auto t0 = clock_type::now();
           write_all(go.wr, &c, 1);
-          if (wait == pipe_wait::poll) {
-            read_polling(data.rd, got, bytes);
-          } else {
-            read_all(data.rd, got, bytes);
-          }
+          read_all(data.rd, got, bytes);
           ms.push_back(seconds_since(t0) * 1e3);
         }
       });
@@ -982,12 +958,7 @@ int main(int argc, char** argv) {
     if (arg == "--quick") {
       quick = true;
     } else if (arg == "--cpu0") {
-      cpu_set_t set;
-      CPU_ZERO(&set);
-      CPU_SET(0, &set);
-      if (sched_setaffinity(0, sizeof set, &set) != 0) {
-        die("sched_setaffinity");
-      }
+      pin(0);
     } else {
       std::fprintf(stderr, "bench_limits: unknown option %s\n", argv[i]);
       return 2;
