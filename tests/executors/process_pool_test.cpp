@@ -20,7 +20,6 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
-#include <iterator>
 #include <memory>
 #include <set>
 #include <sstream>
@@ -32,6 +31,7 @@
 #include "async_test.hpp"
 #include "busy_pool_owner.hpp"
 #include "coproc/ipc/remote_error.hpp"
+#include "proc_stat.hpp"
 
 namespace {
 
@@ -454,21 +454,6 @@ TEST_CASE("workers are recycled after max_tasks_per_worker", "[process_pool]") {
   });
 }
 
-namespace {
-
-pid_t parent_of(pid_t pid) {
-  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
-  std::string text((std::istreambuf_iterator<char>(stat)), std::istreambuf_iterator<char>());
-  // "pid (comm) state ppid ...": comm may hold spaces, so parse after the last ')'.
-  std::istringstream rest(text.substr(text.rfind(')') + 1));
-  std::string state;
-  pid_t ppid = 0;
-  rest >> state >> ppid;
-  return ppid;
-}
-
-}  // namespace
-
 TEST_CASE("a pool at rest still hears of a worker that retired after its last task",
           "[process_pool]") {
   coproc::test::run_async([](asio::io_context& ctx) -> asio::awaitable<void> {
@@ -476,7 +461,7 @@ TEST_CASE("a pool at rest still hears of a worker that retired after its last ta
     int first = co_await pool.submit(my_pid);
     // The zygote reaps and reports; stopped, it holds those reports back
     // until long after the pool has had time to go to rest (20 ms idle).
-    pid_t zygote = parent_of(first);
+    pid_t zygote = coproc::test::read_stat(first).ppid;
     REQUIRE(zygote > 1);
     REQUIRE(::kill(zygote, SIGSTOP) == 0);
     int second = co_await pool.submit(my_pid);  // the worker's last task: it retires
@@ -583,11 +568,7 @@ TEST_CASE("a parent killed by SIGKILL leaves no descendant behind", "[process_po
     all_gone = true;
     for (pid_t p : pids) {
       // Gone, or a zombie left to init (it runs nothing and holds no memory).
-      std::ifstream stat("/proc/" + std::to_string(p) + "/stat");
-      std::string line;
-      bool exists = static_cast<bool>(std::getline(stat, line));
-      bool zombie = exists && line.substr(line.rfind(')') + 2, 1) == "Z";
-      all_gone = all_gone && (!exists || zombie);
+      all_gone = all_gone && coproc::test::gone_or_zombie(p);
     }
     if (!all_gone) {
       std::this_thread::yield();

@@ -15,7 +15,6 @@
 #include <filesystem>
 #include <fstream>
 #include <mutex>
-#include <sstream>
 #include <stdexcept>
 #include <string>
 #include <thread>
@@ -30,6 +29,7 @@
 #include "coproc/runtime/mapped_region.hpp"
 #include "coproc/runtime/pipe_reader.hpp"
 #include "coproc/runtime/unique_fd.hpp"
+#include "proc_stat.hpp"
 
 namespace {
 
@@ -107,36 +107,18 @@ coproc::pool_options spawn_options(std::size_t workers) {
 /// Children of this process, and how many of them are zombies.
 std::pair<int, int> count_children() {
   int children = 0, zombies = 0;
-  std::string me = std::to_string(::getpid());
   for (auto& e : std::filesystem::directory_iterator("/proc")) {
-    std::ifstream stat(e.path() / "stat");
-    std::string line;
-    if (!std::getline(stat, line)) {
+    const std::string name = e.path().filename().string();
+    if (name.find_first_not_of("0123456789") != std::string::npos) {
       continue;
     }
-    auto close = line.rfind(')');
-    if (close == std::string::npos) {
-      continue;
-    }
-    std::istringstream rest(line.substr(close + 2));
-    std::string state, ppid;
-    rest >> state >> ppid;
-    if (ppid == me) {
+    coproc::test::proc_stat s = coproc::test::read_stat(std::stoi(name));
+    if (!s.state.empty() && s.ppid == ::getpid()) {
       ++children;
-      zombies += state == "Z";
+      zombies += s.state == "Z";
     }
   }
   return {children, zombies};
-}
-
-/// Gone, or a zombie (which runs nothing and holds no memory).
-bool gone(pid_t p) {
-  std::ifstream stat("/proc/" + std::to_string(p) + "/stat");
-  std::string line;
-  if (!std::getline(stat, line)) {
-    return true;
-  }
-  return line.substr(line.rfind(')') + 2, 1) == "Z";
 }
 
 }  // namespace
@@ -357,7 +339,7 @@ TEST_CASE("spawn: destroying the pool leaves no descendant", "[spawn_pool]") {
   }
   CHECK(count_children() == children);
   for (pid_t p : workers) {
-    CHECK(gone(p));
+    CHECK(coproc::test::gone_or_zombie(p));
   }
 }
 
@@ -392,7 +374,7 @@ TEST_CASE("spawn: a parent killed by SIGKILL leaves no descendant", "[spawn_pool
   while (!all_gone && std::chrono::steady_clock::now() < deadline) {
     all_gone = true;
     for (pid_t p : pids) {
-      all_gone = all_gone && gone(p);
+      all_gone = all_gone && coproc::test::gone_or_zombie(p);
     }
     if (!all_gone) {
       std::this_thread::yield();

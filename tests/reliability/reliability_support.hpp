@@ -13,6 +13,8 @@
 #include <string>
 #include <vector>
 
+#include "proc_stat.hpp"
+
 namespace coproc::test {
 
 /// TSan maps its shadow and meta memory on demand, so the number of lines in
@@ -47,27 +49,6 @@ inline std::set<int> fd_set() {
   for (auto& e : std::filesystem::directory_iterator("/proc/self/fd")) {
     out.insert(std::stoi(e.path().filename().string()));
   }
-  return out;
-}
-
-/// State and parent of a process from /proc/PID/stat; state is empty when it is gone.
-struct proc_stat {
-  std::string state;
-  pid_t ppid = 0;
-};
-inline proc_stat read_stat(pid_t pid) {
-  std::ifstream stat("/proc/" + std::to_string(pid) + "/stat");
-  std::string line;
-  if (!std::getline(stat, line)) {
-    return {};
-  }
-  auto close = line.rfind(')');
-  if (close == std::string::npos || close + 2 > line.size()) {
-    return {};
-  }
-  std::istringstream rest(line.substr(close + 2));
-  proc_stat out;
-  rest >> out.state >> out.ppid;
   return out;
 }
 
