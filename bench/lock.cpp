@@ -11,6 +11,10 @@
 //   lock_uncontended (raw CAS+XCHG floor): the same loop on a bare atomic word, the
 //                           limit any process-shared lock meets (kind "limit"); also
 //                           the limit of lock_async_uncontended
+//   lock_wait_rtt_p50       us per round trip of a hand-off through two semaphores: the
+//                           loop co_awaits async_acquire (a futex wait in the loop: the
+//                           ring's FUTEX_WAIT, or the epoll backend's watcher thread),
+//                           a child acquires blocking and releases the other
 //   lock_contended          2 processes hammering one lock, a shared counter
 //                           incremented inside, pairs summed over both processes,
 //                           over the span from the first child's start to the last
@@ -34,6 +38,7 @@
 
 #include "coproc/ipc/barrier.hpp"
 #include "coproc/ipc/lock.hpp"
+#include "coproc/ipc/semaphore.hpp"
 #include "coproc/ipc/shared_memory.hpp"
 
 namespace {
@@ -153,6 +158,39 @@ double contended(long n, double* overlap) {
   return 2.0 * static_cast<double>(n) / (static_cast<double>(last - first) * 1e-9) / 1e6;
 }
 
+asio::awaitable<void> wait_rtt_body(coproc::semaphore* ping, coproc::semaphore* pong, int n,
+                                    std::vector<double>* us) {
+  for (int i = 0; i < n; ++i) {
+    auto t0 = clock_type::now();
+    ping->release();
+    co_await pong->async_acquire(asio::use_awaitable);
+    us->push_back(seconds_since(t0) * 1e6);
+  }
+}
+
+// Median round trip of a hand-off whose waiting side is the event loop.
+double wait_rtt_p50(int n) {
+  coproc::semaphore ping(0);
+  coproc::semaphore pong(0);
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    for (int i = 0; i < n; ++i) {
+      ping.acquire();
+      pong.release();
+    }
+    ::_exit(0);
+  }
+  std::vector<double> us;
+  us.reserve(static_cast<std::size_t>(n));
+  asio::io_context ctx;
+  asio::co_spawn(ctx, wait_rtt_body(&ping, &pong, n, &us), asio::detached);
+  ctx.run();
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  std::sort(us.begin(), us.end());
+  return us.empty() ? 0.0 : us[us.size() / 2];
+}
+
 void emit(const char* metric, const char* contender, double value, const char* kind = "coproc",
           const char* unit = "Mops/s") {
   std::printf(
@@ -176,6 +214,12 @@ void run_coproc(bool quick, results* out) {
   emit("lock_async_uncontended", "coproc::lock", a);
   emit("lock_async_uncontended", "raw CAS+XCHG floor", f, "limit");
   emit("lock_contended", "coproc::lock", c);
+  double w = wait_rtt_p50(quick ? 2'000 : 20'000);
+  std::printf(
+      "{\"metric\": \"lock_wait_rtt_p50\", \"contender\": \"coproc::semaphore async_acquire\", "
+      "\"value\": %.3f, \"unit\": \"us\", \"better\": \"lower\", \"kind\": \"coproc\"}\n",
+      w);
+  std::fflush(stdout);
   emit("lock_contended_overlap", "coproc::lock", overlap, "coproc", "fraction");
   // Critical sections on one lock run one after another, each costing at
   // least the CAS+XCHG pair: however many processes share it, the floor's

@@ -61,8 +61,12 @@ def nproc():
 
 
 class Contender:
-    def __init__(self, kind, program, argv_tail=(), label=None, python=False, text=None):
+    def __init__(self, kind, program, argv_tail=(), label=None, python=False, text=None,
+                 env=None, group=None, suffix=""):
         self.kind = kind  # coproc | peer | limit
+        self.env = env  # extra environment variables
+        self.group = group  # the program's own group argument, when not the run's group
+        self.suffix = suffix  # appended to every metric's row (the backend group)
         self.program = program  # path of an executable or of a Python script
         self.argv_tail = list(argv_tail)
         self.python = python
@@ -83,7 +87,7 @@ class Contender:
         head = [sys.executable, self.program] if self.python else [self.program]
         if self.text:
             return head + self.text[0](quick)
-        return head + [group] + (["--quick"] if quick else []) + self.argv_tail
+        return head + [self.group or group] + (["--quick"] if quick else []) + self.argv_tail
 
 
 class MpiContender(Contender):
@@ -170,6 +174,13 @@ def build_groups(build):
         return Contender(kind, os.path.join(BENCH, "http_load.py"), tail, python=True,
                          label=f"http_load.py {tail[1]}")
 
+    def on_backend(name, group, backend):
+        return Contender("coproc", os.path.join(b, name), env={"COPROC_IO_BACKEND": backend},
+                         group=group, suffix=backend, label=f"{name} {group} ({backend})")
+
+    def both_backends(name, group):
+        return [on_backend(name, group, "uring"), on_backend(name, group, "epoll")]
+
     pool_peers = [peer("cf_peer.py"), peer("mp_pool_peer.py")]
     ready = [cxx("bench_pool"), limits()]
     for method in ("fork", "forkserver", "spawn"):
@@ -197,6 +208,12 @@ def build_groups(build):
         # wrk against examples/http_server and bench/peers/http_peer.py (bench/http_load.py).
         ("http", "", [http_load("coproc", "--server", "coproc", "--build", build),
                       http_load("peer", "--server", "python")]),
+        # The rows that wait in the loop, once on each io backend (issue: epoll
+        # backend): rows gain "[uring]" / "[epoll]", placement first for rtt.
+        ("backend", "cpu0", both_backends("bench_pool", "rtt")),
+        ("backend", "free", both_backends("bench_pool", "rtt")),
+        ("backend", "", both_backends("bench_pipe", "pipe") + both_backends("bench_queue", "queue")
+         + both_backends("bench_lock", "lock")),
         # mpi_pool through MPI ranks next to process_pool, in one program (bench/mpi.cpp).
         ("mpi", "", [MpiContender(os.path.join(b, "bench_mpi"))]),
     ]
@@ -323,8 +340,9 @@ def run_one(contender, group, placement, quick, timeout, log):
     argv = contender.argv(group, quick)
     t0 = time.monotonic()
     try:
+        env = dict(os.environ, **contender.env) if contender.env else None
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout,
-                              preexec_fn=prepare_child(group, placement), cwd=ROOT)
+                              preexec_fn=prepare_child(group, placement), cwd=ROOT, env=env)
     except subprocess.TimeoutExpired:
         log.append(f"{shlex.join(argv)}: timed out after {timeout} s")
         return []
@@ -361,6 +379,10 @@ def collect(groups, reps, quick, timeout, log):
             for c in present[k:] + present[:k]:
                 for line in run_one(c, group, placement, quick, timeout, log):
                     row = line["metric"] + (f" [{placement}]" if group == "rtt" else "")
+                    if c.suffix:
+                        row = line["metric"] + " [" + ", ".join(
+                            p for p in (placement, c.suffix) if p) + "]"
+                        line = dict(line, contender=f"{line['contender']} ({c.suffix})")
                     key = (row, line["contender"])
                     rec = results.setdefault(key, {
                         "row": row, "metric": line["metric"], "placement": placement,
@@ -391,10 +413,45 @@ def best(records, better):
     return pick(records, key=lambda r: r["median"])
 
 
+BACKENDS = ("uring", "epoll")
+
+
+def backend_of(rec):
+    """The io backend a record of the backend group ran on, or None."""
+    tail = rec["row"].rsplit("[", 1)[-1].rstrip("]").split(", ")[-1]
+    return tail if rec["row"].endswith("]") and tail in BACKENDS else None
+
+
+def backend_lines(results, markdown):
+    """The backend group side by side: each (metric, contender) on uring and on
+    epoll, and epoll's median over uring's (below 1 is faster where lower is
+    better, above 1 where higher is)."""
+    pairs = {}
+    for rec in results.values():
+        b = backend_of(rec)
+        if b is None or rec["metric"].endswith("_dist"):
+            continue
+        row = rec["row"].replace(f", {b}]", "]").replace(f" [{b}]", "")
+        contender = rec["contender"].replace(f" ({b})", "")
+        pairs.setdefault((row, contender), {})[b] = rec
+    head = ["row", "contender", "uring", "epoll", "epoll / uring"]
+    out = []
+    for (row, contender), by in sorted(pairs.items()):
+        u, e = by.get("uring"), by.get("epoll")
+        unit = (u or e)["unit"]
+        out.append([row, contender, fmt_cell(u, unit), fmt_cell(e, unit),
+                    fmt_ratio(e, u) if u and e else ""])
+    if markdown:
+        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        lines += ["| " + " | ".join(r) + " |" for r in out]
+        return lines
+    return ["  ".join(head)] + ["  ".join(r) for r in out]
+
+
 def summarise(results, cpus):
     by_row = {}
     for rec in results.values():
-        if rec["metric"].endswith("_dist"):
+        if rec["metric"].endswith("_dist") or backend_of(rec):
             continue
         by_row.setdefault(rec["row"], []).append(rec)
     order = [k for k, _ in known_rows(cpus)]
@@ -600,6 +657,11 @@ def write_markdown(path, info, rows, results, plots, log, plot_dir):
               "the async lock. \"n/a\" marks a column with no counterpart: Python's standard "
               "library has no such mechanism, or a whole server has no raw floor.", ""]
     lines += table_lines([r for r in rows if not r["issue"]], markdown=True)
+    lines += ["", "## io backends side by side", "",
+              "The rows that wait in the event loop, each program run once with "
+              "`COPROC_IO_BACKEND=uring` and once with `COPROC_IO_BACKEND=epoll` in the same "
+              "repetition (docs/ARCHITECTURE.md, \"Backends\").", ""]
+    lines += backend_lines(results, markdown=True)
     lines += [""]
     if plots:
         lines += ["## Plots", ""]
@@ -806,6 +868,8 @@ def report(info, results, results_dir, md_path, log, strict=False):
     rows = summarise(results, cpus)
     print()
     print("\n".join(table_lines(rows, markdown=False)))
+    print("\nio backends side by side:")
+    print("\n".join(backend_lines(results, markdown=False)))
 
     data_path = os.path.join(results_dir, "latest.json")
     write_csv(os.path.join(results_dir, "latest.csv"), results)

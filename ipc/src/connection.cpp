@@ -88,6 +88,27 @@ io_uring_sqe poll_out_impl::prepare() noexcept {
   return sqe;
 }
 
+int poll_out_impl::attempt() noexcept {
+  pollfd p{fd, POLLOUT, 0};
+  int n = ::poll(&p, 1, 0);
+  if (n < 0) {
+    return -errno;
+  }
+  return n == 0 ? -EAGAIN : p.revents;
+}
+
+int send_impl::attempt() noexcept {
+  for (;;) {
+    ssize_t r = ::send(fd, data, len, MSG_DONTWAIT | MSG_NOSIGNAL);
+    if (r >= 0) {
+      return static_cast<int>(r);
+    }
+    if (errno != EINTR) {
+      return errno == EWOULDBLOCK ? -EAGAIN : -errno;
+    }
+  }
+}
+
 io_uring_sqe send_impl::prepare() noexcept {
   io_uring_sqe sqe{};
   io_uring_prep_send(&sqe, fd, data, len, MSG_NOSIGNAL);

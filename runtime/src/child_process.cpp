@@ -9,6 +9,7 @@
 
 #include "coproc/runtime/detail/pipe_io.hpp"
 #include "coproc/runtime/detail/system_error.hpp"
+#include "coproc/runtime/detail/uring_ops.hpp"
 
 #ifndef P_PIDFD
 #define P_PIDFD 3
@@ -66,6 +67,15 @@ io_uring_sqe wait_exit_impl::prepare() noexcept {
     io_uring_prep_poll_add(&sqe, state->pidfd.get(), POLLIN);
   }
   return sqe;
+}
+
+int wait_exit_impl::attempt() noexcept {
+  pollfd p{state->pidfd.get(), POLLIN, 0};
+  int n = ::poll(&p, 1, 0);
+  if (n < 0) {
+    return -errno;
+  }
+  return n == 0 ? -EAGAIN : 0;
 }
 
 std::tuple<std::error_code, exit_status> wait_exit_impl::result(int res,

@@ -1,39 +1,57 @@
+// The front of uring_service: choosing the backend, the in-flight list and
+// the completion rule both backends share, futex waits through the watcher,
+// shutdown. The ring itself is ring_backend.cpp, the epoll side
+// reactor_backend.cpp.
+
 #include "coproc/runtime/uring_service.hpp"
 
-#include <sys/eventfd.h>
+#include <fcntl.h>
 
 #include <asio/post.hpp>
 #include <asio/strand.hpp>
-#include <atomic>
 #include <cerrno>
-#include <cstring>
+#include <cstdlib>
 #include <memory>
 #include <string>
 #include <system_error>
 #include <typeinfo>
 
+#include "coproc/runtime/detail/futex_watcher.hpp"
 #include "coproc/runtime/detail/system_error.hpp"
 #include "coproc/runtime/errc.hpp"
-#include "coproc/runtime/unique_fd.hpp"
 
 namespace coproc {
-namespace {
 
-constexpr std::uint64_t cancel_tag = 1;      // bit 0 of user_data: the cancel's CQE
-constexpr std::uint64_t untracked_data = 2;  // CQEs that belong to no op (never an op address)
-constexpr unsigned drain_batch = 64;
-
-[[noreturn]] void throw_unavailable(int err) {
-  throw std::system_error(
-      make_error_code(errc::uring_unavailable),
-      std::string("io_uring_setup failed (") + std::strerror(err) +
-          "): io_uring is refused here. Check /proc/sys/kernel/io_uring_disabled (must be 0, "
-          "or 1 with this process in kernel.io_uring_group) and the seccomp profile "
-          "(container runtimes often block io_uring_setup; allow io_uring_setup, "
-          "io_uring_enter and io_uring_register)");
+std::string_view to_string(io_backend b) noexcept {
+  switch (b) {
+    case io_backend::automatic:
+      return "automatic";
+    case io_backend::uring:
+      return "uring";
+    case io_backend::epoll:
+      return "epoll";
+  }
+  return "unknown";
 }
 
-}  // namespace
+std::optional<io_backend> io_backend_from_environment() {
+  const char* value = std::getenv("COPROC_IO_BACKEND");
+  if (value == nullptr || *value == '\0') {
+    return std::nullopt;
+  }
+  std::string_view v(value);
+  if (v == "uring") {
+    return io_backend::uring;
+  }
+  if (v == "epoll") {
+    return io_backend::epoll;
+  }
+  if (v == "auto" || v == "automatic") {
+    return io_backend::automatic;
+  }
+  throw std::invalid_argument("COPROC_IO_BACKEND=" + std::string(v) +
+                              ": expected uring, epoll or auto");
+}
 
 uring_service::uring_service(asio::execution_context& ctx) : asio::execution_context::service(ctx) {
   throw std::invalid_argument(
@@ -58,43 +76,27 @@ uring_service& uring_service::of_any(const asio::any_io_executor& ex,
 
 uring_service::uring_service(asio::io_context& ctx, uring_options options)
     : asio::execution_context::service(ctx), ctx_(&ctx) {
-  io_uring_params params{};
-  params.flags = IORING_SETUP_CLAMP;
-  int rc = io_uring_queue_init_params(options.entries, &ring_, &params);
-  if (rc < 0) {
-    if (rc == -ENOSYS || rc == -EPERM || rc == -EACCES) {
-      throw_unavailable(-rc);
-    }
-    detail::throw_errno("io_uring_queue_init_params", -rc);
+  io_backend wanted = io_backend::automatic;
+  if (options.backend) {
+    wanted = *options.backend;
+  } else if (auto from_env = io_backend_from_environment()) {
+    wanted = *from_env;
   }
-  ring_ready_ = true;
+  if (wanted == io_backend::epoll) {
+    fallback_reason_ = options.backend ? "io_backend::epoll was asked for"
+                                       : "COPROC_IO_BACKEND=epoll";
+    return;
+  }
+  // A ring refused for any reason (setup, probe, eventfd registration) throws
+  // errc::uring_unavailable naming it; automatic turns that into epoll.
   try {
-    io_uring_probe* probe = io_uring_get_probe_ring(&ring_);
-    if (probe == nullptr) {
-      throw std::system_error(make_error_code(errc::uring_unavailable),
-                              "io_uring_register(IORING_REGISTER_PROBE) failed: kernel too old");
+    ring_open(options);
+    backend_ = io_backend::uring;
+  } catch (const std::system_error& e) {
+    if (wanted == io_backend::uring) {
+      throw;
     }
-    auto supported = [probe](int op) { return io_uring_opcode_supported(probe, op) != 0; };
-    bool base_ok = supported(IORING_OP_READ) && supported(IORING_OP_WRITE) &&
-                   supported(IORING_OP_READV) && supported(IORING_OP_WRITEV) &&
-                   supported(IORING_OP_ASYNC_CANCEL) && supported(IORING_OP_POLL_ADD);
-    has_waitid_ = options.use_waitid && supported(detail::op_waitid);
-    has_futex_wait_ = options.use_futex_wait && supported(detail::op_futex_wait);
-    io_uring_free_probe(probe);
-    if (!base_ok) {
-      throw std::system_error(make_error_code(errc::uring_unavailable),
-                              "io_uring lacks READ/WRITE/ASYNC_CANCEL/POLL_ADD: kernel 5.6 or "
-                              "newer is required");
-    }
-    unique_fd efd(detail::check_syscall(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK), "eventfd"));
-    rc = io_uring_register_eventfd(&ring_, efd.get());
-    if (rc < 0) {
-      detail::throw_errno("io_uring_register_eventfd", -rc);
-    }
-    event_.emplace(ctx, efd.release());
-  } catch (...) {
-    io_uring_queue_exit(&ring_);
-    throw;
+    fallback_reason_ = e.what();
   }
 }
 
@@ -112,279 +114,148 @@ uring_service& uring_service::install(asio::io_context& ctx, uring_options optio
   return *service.release();
 }
 
-io_uring_sqe* uring_service::get_sqe_locked() {
-  io_uring_sqe* sqe = io_uring_get_sqe(&ring_);
-  while (sqe == nullptr) {
-    // The SQ is full: submit what is queued (the kernel copies SQEs at submit
-    // time, so the slots are free again) and retry.
-    int rc = io_uring_submit(&ring_);
-    if (rc < 0 && rc != -EAGAIN && rc != -EBUSY && rc != -EINTR) {
-      detail::throw_errno("io_uring_submit", -rc);
-    }
-    sqe = io_uring_get_sqe(&ring_);
-  }
-  return sqe;
-}
-
-void uring_service::link_locked(detail::uring_op* op) noexcept {
-  op->prev = nullptr;
-  op->next = in_flight_;
-  if (in_flight_ != nullptr) {
-    in_flight_->prev = op;
-  }
-  in_flight_ = op;
-}
-
-void uring_service::unlink_locked(detail::uring_op* op) noexcept {
-  if (op->prev != nullptr) {
-    op->prev->next = op->next;
+void uring_service::start(detail::io_op* op) {
+  if (op->waits_on_futex && !has_futex_wait_) {
+    watch_futex(op);
+  } else if (backend_ == io_backend::uring) {
+    ring_start(op);
   } else {
-    in_flight_ = op->next;
+    reactor_start(op);
   }
-  if (op->next != nullptr) {
-    op->next->prev = op->prev;
-  }
-  op->prev = op->next = nullptr;
 }
 
-void uring_service::start(detail::uring_op* op, const io_uring_sqe& sqe_data) {
-  std::lock_guard lock(mutex_);
-  io_uring_sqe* sqe = get_sqe_locked();
-  *sqe = sqe_data;
-  io_uring_sqe_set_data(sqe, op);
-  op->pending = 1;
-  link_locked(op);
-  arm_wait_locked();
-  request_flush_locked();
-}
-
-void uring_service::cancel(detail::uring_op* op) noexcept {
-  std::lock_guard lock(mutex_);
-  if (op->pending == 0 || op->cancel_requested || shut_down_) {
+void uring_service::cancel(detail::io_op* op) noexcept {
+  if (backend_ == io_backend::uring && !op->on_watcher) {
+    ring_cancel(op);
     return;
   }
-  try {
-    io_uring_sqe* sqe = get_sqe_locked();
-    io_uring_prep_cancel64(sqe, reinterpret_cast<std::uintptr_t>(op), 0);
-    io_uring_sqe_set_data64(sqe, reinterpret_cast<std::uintptr_t>(op) | cancel_tag);
-  } catch (...) {
-    return;  // the ring is broken: the op completes on its own or at shutdown
+  {
+    std::lock_guard lock(mutex_);
+    if (op->pending == 0 || op->cancel_requested || shut_down_) {
+      return;
+    }
+    op->cancel_requested = true;
+    ++op->pending;  // the cancel is an event of its own, as on the ring
   }
-  op->cancel_requested = true;
-  ++op->pending;
-  request_flush_locked();
+  // Cancellation slots are emitted on the handler's executor, but cancel_fd
+  // may come from any thread: the abort itself runs on the loop.
+  asio::post(*ctx_, [this, op] { cancel_posted(op); });
 }
 
 void uring_service::cancel_fd(int fd) noexcept {
-  std::lock_guard lock(mutex_);
-  if (in_flight_ == nullptr || shut_down_) {
-    return;  // nothing can be in flight on fd
+  if (backend_ == io_backend::uring) {
+    ring_cancel_fd(fd);
+    return;
   }
+  std::vector<detail::io_op*> ops;
+  {
+    std::lock_guard lock(mutex_);
+    for (detail::io_op* op = in_flight_.front(); op != nullptr; op = op->next) {
+      if (op->fd == fd && !op->cancel_requested) {
+        ops.push_back(op);
+      }
+    }
+  }
+  for (detail::io_op* op : ops) {
+    cancel(op);
+  }
+}
+
+detail::reactor_watch uring_service::watch(int fd) {
+  if (backend_ == io_backend::uring) {
+    return nullptr;
+  }
+  // A duplicate, so the registration is the watch's own: closing it never
+  // closes the object's fd, and epoll keys it apart from any other copy.
+  int dup = detail::check_syscall(::fcntl(fd, F_DUPFD_CLOEXEC, 0), "fcntl(F_DUPFD_CLOEXEC)");
   try {
-    io_uring_sqe* sqe = get_sqe_locked();
-    io_uring_prep_cancel_fd(sqe, fd, IORING_ASYNC_CANCEL_ALL);
-    io_uring_sqe_set_data64(sqe, untracked_data);
-    ++untracked_;
-    arm_wait_locked();
-    io_uring_submit(&ring_);
+    return std::make_shared<asio::posix::stream_descriptor>(*ctx_, dup);
   } catch (...) {
+    ::close(dup);
+    throw;
   }
 }
 
-void uring_service::request_flush_locked() {
-  // Inside on_eventfd the turn ends with a submit anyway: no post needed (a
-  // posted handler would also make the next reactor poll a non-blocking one).
-  if (!flush_posted_ && draining_ == 0) {
-    flush_posted_ = true;
-    asio::post(*ctx_, [this] { flush(); });
-  }
-}
-
-void uring_service::arm_wait_locked() {
-  if (wait_armed_ || shut_down_) {
-    return;
-  }
-  wait_armed_ = true;
-  // A read, not async_wait: Asio's epoll reactor re-registers the fd
-  // (EPOLL_CTL_MOD) on every async_wait, while a read queued after a short
-  // read (8 bytes into 16: "exhausted") costs no syscall at all. The read also
-  // resets the counter, which a level-triggered reactor needs.
-  event_->async_read_some(asio::buffer(event_buf_),
-                          [this](const asio::error_code& ec, std::size_t) {
-                            if (!ec) {
-                              on_eventfd();
-                              return;
-                            }
-                            // Cancelled because the ring went idle (see
-                            // release_wait_if_idle_locked), or by shutdown. Operations started
-                            // since then still need the wait.
-                            std::lock_guard lock(mutex_);
-                            wait_armed_ = false;
-                            rearm_if_busy_locked();
-                          });
-}
-
-void uring_service::flush() {
+void uring_service::finish_event(detail::io_op* op, bool own, int res) noexcept {
   {
     std::lock_guard lock(mutex_);
-    flush_posted_ = false;
-  }
-  submit_and_drain();
-}
-
-void uring_service::submit_and_drain() {
-  // A few rounds at most: each round is one batch of handlers; what they queue
-  // after that waits for the posted flush, so other handlers get their turn.
-  for (int round = 0; round < 4; ++round) {
-    {
-      std::lock_guard lock(mutex_);
-      if (shut_down_ || io_uring_sq_ready(&ring_) == 0) {
-        return;
-      }
-      // Operations that complete inline during submit (a write into a pipe
-      // with room, a read of data already there) are harvested by the drain
-      // below, so their CQEs need not raise the eventfd: that would cost the
-      // loop one more reactor turn for nothing.
-      std::atomic_ref<unsigned> cq_flags(*ring_.cq.kflags);
-      cq_flags.store(cq_flags.load(std::memory_order_relaxed) | IORING_CQ_EVENTFD_DISABLED,
-                     std::memory_order_release);
-      int rc = io_uring_submit(&ring_);
-      cq_flags.store(cq_flags.load(std::memory_order_relaxed) & ~IORING_CQ_EVENTFD_DISABLED,
-                     std::memory_order_seq_cst);
-      if (rc < 0 && (rc == -EAGAIN || rc == -EBUSY || rc == -EINTR)) {
-        request_flush_locked();  // transient: try again next turn
-      }
+    if (shut_down_) {
+      return;  // shutdown owns every op now
     }
-    // Drained after re-enabling the eventfd: a CQE posted in between is
-    // harvested here, any later one raises the eventfd.
-    drain();
-    std::lock_guard lock(mutex_);
-    release_wait_if_idle_locked();
-  }
-}
-
-void uring_service::rearm_if_busy_locked() {
-  if (shut_down_ || (in_flight_ == nullptr && untracked_ == 0)) {
-    return;
-  }
-  arm_wait_locked();
-  // A CQE posted between the last drain and this re-arm may have raised the
-  // eventfd while no wait was queued (edge-triggered epoll forgets it): raise
-  // it again so the new wait sees it.
-  if (io_uring_cq_ready(&ring_) > 0) {
-    std::uint64_t one = 1;
-    [[maybe_unused]] auto w = ::write(event_->native_handle(), &one, sizeof one);
-  }
-}
-
-void uring_service::release_wait_if_idle_locked() {
-  // The armed eventfd wait is outstanding work: left armed with nothing in
-  // flight, it would keep io_context::run() from returning.
-  if (wait_armed_ && in_flight_ == nullptr && untracked_ == 0) {
-    asio::error_code ignored;
-    event_->cancel(ignored);
-  }
-}
-
-void uring_service::on_eventfd() {
-  {
-    std::lock_guard lock(mutex_);
-    ++draining_;
-  }
-  drain();
-  {
-    std::lock_guard lock(mutex_);
-    wait_armed_ = false;
-    rearm_if_busy_locked();
-  }
-  // What the handlers just queued leaves now, in this same turn, rather than
-  // after another reactor poll.
-  submit_and_drain();
-  std::lock_guard lock(mutex_);
-  --draining_;
-  if (io_uring_sq_ready(&ring_) > 0) {
-    request_flush_locked();  // left over after the last round
-  }
-}
-
-void uring_service::drain() {
-  io_uring_cqe* cqes[drain_batch];
-  for (;;) {
-    detail::uring_op* done[drain_batch];
-    unsigned n_done = 0;
-    unsigned n;
-    {
-      std::lock_guard lock(mutex_);
-      if (shut_down_) {
-        return;
-      }
-      n = io_uring_peek_batch_cqe(&ring_, cqes, drain_batch);
-      for (unsigned i = 0; i < n; ++i) {
-        std::uint64_t data = cqes[i]->user_data;
-        int res = cqes[i]->res;
-        if (data == untracked_data) {
-          --untracked_;
-          continue;
-        }
-        auto* op = reinterpret_cast<detail::uring_op*>(data & ~cancel_tag);
-        if ((data & cancel_tag) == 0) {
-          op->res = res;
-        }
-        if (--op->pending == 0) {
-          unlink_locked(op);
-          done[n_done] = op;
-          ++n_done;
-        }
-      }
-      io_uring_cq_advance(&ring_, n);
+    if (own) {
+      op->res = res;
     }
-    // Upcalls run without the lock: handlers start new operations.
-    for (unsigned i = 0; i < n_done; ++i) {
-      done[i]->complete(done[i], true);
-    }
-    if (n < drain_batch) {
+    if (--op->pending != 0) {
       return;
     }
+    in_flight_.erase(op);
   }
+  op->complete(true);
+}
+
+void uring_service::cancel_posted(detail::io_op* op) noexcept {
+  // On the loop thread. The op's own event is still owed (pending > 1): a
+  // readiness wait to abort, a watched word to give up, or a posted attempt
+  // that will see cancel_requested.
+  bool removed = false;
+  {
+    // Under mutex_: reactor_step may run on another thread of the loop, and
+    // a cancellation signal must not be emitted while its slot is filled.
+    std::lock_guard lock(mutex_);
+    if (shut_down_) {
+      return;
+    }
+    if (op->waiting) {
+      op->reactor_cancel.emit(asio::cancellation_type::terminal);
+    } else if (op->on_watcher && watcher_) {
+      removed = watcher_->remove(op);
+    }
+  }
+  if (removed) {
+    finish_event(op, true, -ECANCELED);
+  }
+  finish_event(op, false, 0);
+}
+
+detail::futex_watcher& uring_service::watcher() {
+  // Under mutex_.
+  if (!watcher_) {
+    watcher_ = std::make_unique<detail::futex_watcher>([this](detail::io_op* op) {
+      asio::post(*ctx_, [this, op] { finish_event(op, true, 0); });
+    });
+  }
+  return *watcher_;
+}
+
+void uring_service::watch_futex(detail::io_op* op) {
+  detail::reactor_plan plan = op->plan();
+  // Added under mutex_, so a cancel (which removes it under the same mutex
+  // order: service, then watcher) always finds it.
+  std::lock_guard lock(mutex_);
+  op->pending = 1;
+  op->on_watcher = true;
+  in_flight_.push(op);
+  watcher().add(op, *plan.word, plan.expected);
 }
 
 void uring_service::shutdown() {
   std::unique_lock lock(mutex_);
-  if (shut_down_ || !ring_ready_) {
+  if (shut_down_) {
     return;
   }
   shut_down_ = true;
-  // The kernel may still write into buffers owned by pending ops: cancel them
-  // all and wait for every CQE before the ops (and their buffers) are freed.
-  std::size_t expected = untracked_;
-  for (detail::uring_op* op = in_flight_; op != nullptr; op = op->next) {
-    expected += op->pending;
+  if (backend_ == io_backend::uring) {
+    ring_shutdown(lock);  // waits for the kernel to let go of every op's buffers
   }
-  if (expected > 0) {
-    io_uring_sqe* sqe = get_sqe_locked();
-    io_uring_prep_cancel64(sqe, 0, IORING_ASYNC_CANCEL_ANY | IORING_ASYNC_CANCEL_ALL);
-    io_uring_sqe_set_data64(sqe, untracked_data);
-    ++expected;
-  }
-  io_uring_submit(&ring_);
-  while (expected > 0) {
-    io_uring_cqe* cqe = nullptr;
-    int rc = io_uring_wait_cqe(&ring_, &cqe);
-    if (rc == -EINTR) {
-      continue;
-    }
-    if (rc < 0) {
-      break;  // cannot happen with a live ring; leak rather than free under the kernel
-    }
-    io_uring_cqe_seen(&ring_, cqe);
-    --expected;
-  }
-  detail::uring_op* op = std::exchange(in_flight_, nullptr);
-  untracked_ = 0;
+  detail::io_op* op = in_flight_.take_all();
+  std::unique_ptr<detail::futex_watcher> watcher = std::move(watcher_);
   lock.unlock();
+  if (watcher) {
+    watcher->stop();  // no watcher thread touches an op after this
+  }
   while (op != nullptr) {
-    detail::uring_op* next = op->next;
-    op->complete(op, false);
+    detail::io_op* next = op->next;
+    op->complete(false);
     op = next;
   }
   asio::error_code ignored;

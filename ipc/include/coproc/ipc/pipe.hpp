@@ -258,12 +258,13 @@ class connection {
       phase = 1;
       uring_service& service = core->service();
       if (core->is_socket()) {
-        detail::launch_uring_op<detail::send_impl>(service, core->executor(), std::move(self),
-                                                   core->fd(), frame.data.get() + done,
-                                                   frame.size - done);
+        detail::launch_io_op<detail::send_impl>(service, core->executor(), std::move(self),
+                                                core->fd(), service.watch(core->fd()),
+                                                frame.data.get() + done, frame.size - done);
       } else {
-        detail::launch_uring_op<detail::poll_out_impl>(service, core->executor(), std::move(self),
-                                                       core->write_fd());
+        detail::launch_io_op<detail::poll_out_impl>(service, core->executor(), std::move(self),
+                                                    core->write_fd(),
+                                                    service.watch(core->write_fd()));
       }
     }
   };
@@ -323,8 +324,8 @@ class connection {
         phase = 1;
         std::span<std::byte> space = core->read_space();
         uring_service& service = core->service();
-        detail::launch_uring_op<detail::pipe_rw_impl<true>>(
-            service, core->executor(), std::move(self), core->fd(),
+        detail::launch_io_op<detail::pipe_rw_impl<true>>(
+            service, core->executor(), std::move(self), core->fd(), service.watch(core->fd()),
             asio::buffer(space.data(), space.size()));
         return;
       }

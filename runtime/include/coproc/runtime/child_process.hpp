@@ -17,7 +17,7 @@
 #include <type_traits>
 #include <utility>
 
-#include "coproc/runtime/detail/uring_handler_op.hpp"
+#include "coproc/runtime/detail/io_handler_op.hpp"
 #include "coproc/runtime/exit_status.hpp"
 #include "coproc/runtime/unique_fd.hpp"
 #include "coproc/runtime/uring_service.hpp"
@@ -40,13 +40,17 @@ struct child_state {
 };
 
 struct wait_exit_impl {
-  wait_exit_impl(std::shared_ptr<child_state> s, bool use_waitid) noexcept
-      : state(std::move(s)), waitid(use_waitid) {}
+  wait_exit_impl(std::shared_ptr<child_state> s, bool use_waitid, reactor_watch w) noexcept
+      : state(std::move(s)), waitid(use_waitid), watch(std::move(w)) {}
   io_uring_sqe prepare() noexcept;
+  reactor_plan plan() const { return reactor_plan::readable(state->pidfd.get(), watch); }
+  /// A pidfd is readable once the child has exited.
+  int attempt() noexcept;
   std::tuple<std::error_code, exit_status> result(int res, bool cancel_requested) noexcept;
 
   std::shared_ptr<child_state> state;
   bool waitid;
+  reactor_watch watch;  // epoll backend: the pidfd's registration for this wait
   siginfo_t info{};
 };
 
@@ -115,7 +119,8 @@ class child_process {
 
   /// Waits for the child to end and reaps it (IORING_OP_WAITID with
   /// WEXITED|WNOWAIT|__WALL, then waitid with rusage for ru_maxrss; without
-  /// WAITID, IORING_OP_POLL_ADD on the pidfd then the same reap).
+  /// WAITID, IORING_OP_POLL_ADD on the pidfd then the same reap; on the epoll
+  /// backend, readiness of the pidfd in Asio's reactor then the same reap).
   ///
   /// Completion signature: void(std::error_code, coproc::exit_status). A child
   /// reaped by someone else (e.g. a host's waitpid(-1)) gives
@@ -132,9 +137,10 @@ class child_process {
         [](auto&& handler, const asio::any_io_executor& io_ex,
            std::shared_ptr<detail::child_state> state) {
           uring_service& service = uring_service::of(io_ex);
-          detail::launch_uring_op<detail::wait_exit_impl>(service, io_ex,
-                                                          std::forward<decltype(handler)>(handler),
-                                                          std::move(state), service.has_waitid());
+          detail::reactor_watch watch = service.watch(state->pidfd.get());
+          detail::launch_io_op<detail::wait_exit_impl>(
+              service, io_ex, std::forward<decltype(handler)>(handler), std::move(state),
+              service.has_waitid(), std::move(watch));
         },
         token, ex, state_);
   }

@@ -1,6 +1,7 @@
 #pragma once
-/// coproc::uring_service: an io_uring ring owned by an asio::execution_context
-/// service and bridged into any asio::io_context through a registered eventfd.
+/// coproc::uring_service: the I/O service of one asio::io_context: an
+/// io_uring ring bridged into the io_context through a registered eventfd, or,
+/// where io_uring is refused, Asio's own reactor (epoll).
 
 #include <liburing.h>
 
@@ -10,53 +11,70 @@
 #include <asio/posix/stream_descriptor.hpp>
 #include <asio/query.hpp>
 #include <cstdint>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <stdexcept>
+#include <string>
 #include <type_traits>
 
-#include "coproc/runtime/detail/uring_ops.hpp"
+#include "coproc/runtime/detail/io_op.hpp"
+#include "coproc/runtime/io_backend.hpp"
 
 namespace coproc {
+namespace detail {
+class futex_watcher;
+}
 
 /// Options of a uring_service; set with designated initialisers.
 struct uring_options {
+  /// The backend. Unset: the environment variable COPROC_IO_BACKEND
+  /// (`uring`, `epoll`, `auto`) if set, else io_backend::automatic. Set: wins
+  /// over the variable.
+  std::optional<io_backend> backend{};
   /// Submission queue entries (the completion queue gets twice as many).
   unsigned entries = 256;
   /// Use IORING_OP_WAITID when the kernel has it (false forces the POLL_ADD on
   /// pidfd fallback: for tests and for comparing the two paths).
   bool use_waitid = true;
-  /// Use IORING_OP_FUTEX_WAIT when the kernel has it (false forces the polling
-  /// fallback of async_futex_wait).
+  /// Use IORING_OP_FUTEX_WAIT when the kernel has it (false sends futex waits
+  /// through the futex watcher threads, as the epoll backend does).
   bool use_futex_wait = true;
 };
 
-/// The io_uring ring of one asio::io_context.
+/// The I/O service of one asio::io_context, on one of two backends chosen at
+/// construction (see io_backend):
 ///
-/// The ring's completions raise a registered eventfd that the io_context
-/// waits on (epoll or any other reactor: no Asio configuration macro is needed
-/// in the host). Completions are drained in batches on the io_context's
-/// thread; submissions are queued and flushed with one io_uring_submit per
-/// loop turn.
+/// - uring: the ring's completions raise a registered eventfd that the
+///   io_context waits on (no Asio configuration macro is needed in the host);
+///   completions are drained in batches on the io_context's thread;
+///   submissions are flushed with one io_uring_submit per loop turn.
+/// - epoll: each operation is tried without blocking on the io_context's
+///   thread; when it would block it waits for readiness on Asio's reactor (a
+///   registered duplicate of the fd) or, for futex waits, on a futex watcher
+///   thread.
+///
+/// Operations, their cancellation and completion are the same on both.
 ///
 /// Obtain it with `uring_service::of(executor)` or
 /// `asio::use_service<uring_service>(io_context)`; to choose options, call
 /// `uring_service::install(ctx, {...})` before the first use.
 ///
 /// Throws (construction): std::system_error with coproc::errc::uring_unavailable
-/// when the kernel refuses io_uring (io_uring_disabled sysctl, seccomp, old
-/// kernel), std::system_error naming the call for other setup failures,
-/// std::invalid_argument when the execution_context is not an asio::io_context.
+/// only when io_backend::uring was asked for (option or COPROC_IO_BACKEND) and
+/// the kernel refuses it; std::invalid_argument for a bad COPROC_IO_BACKEND or
+/// when the execution_context is not an asio::io_context; std::system_error
+/// naming the call for other setup failures.
 ///
-/// Thread safety: operations may be started from any thread (submission is
-/// under an internal mutex); completions run on a thread running the
+/// Thread safety: operations may be started and cancelled from any thread
+/// (under an internal mutex); completions run on a thread running the
 /// io_context, through each handler's associated executor.
 class uring_service final : public asio::execution_context::service {
  public:
   using key_type = uring_service;
   static inline asio::execution_context::id id;
 
-  /// Creates the ring for `ctx`.
+  /// Creates the service for `ctx` on the backend `options` select.
   explicit uring_service(asio::io_context& ctx, uring_options options = {});
   /// Reached only through asio::use_service on a context that is not an
   /// io_context and has no uring_service yet: throws std::invalid_argument.
@@ -85,24 +103,46 @@ class uring_service final : public asio::execution_context::service {
   asio::io_context& context() const noexcept { return *ctx_; }
   asio::io_context::executor_type get_executor() const noexcept { return ctx_->get_executor(); }
 
+  /// The backend this service runs: io_backend::uring or io_backend::epoll.
+  io_backend backend() const noexcept { return backend_; }
+  /// Why io_uring is not used (empty when it is): the refused call and its
+  /// error, or the option or variable that chose epoll.
+  const std::string& fallback_reason() const noexcept { return fallback_reason_; }
+
   /// Whether IORING_OP_WAITID / IORING_OP_FUTEX_WAIT are used (probed once at
-  /// construction, and allowed by the options).
+  /// construction, and allowed by the options; false on the epoll backend).
   bool has_waitid() const noexcept { return has_waitid_; }
   bool has_futex_wait() const noexcept { return has_futex_wait_; }
 
-  /// Machinery for the async operations (coproc::detail): queues `sqe` for
-  /// `op` (user_data is set here); submitted at the next flush.
-  void start(detail::uring_op* op, const io_uring_sqe& sqe);
-  /// Queues an IORING_OP_ASYNC_CANCEL for `op` if it is still in flight; the op
-  /// completes once both its own and the cancel's CQE arrived.
-  void cancel(detail::uring_op* op) noexcept;
-  /// Cancels every operation on `fd` and submits at once (used by I/O objects
-  /// about to close `fd`: the cancel must reach the kernel while fd is open).
+  /// Machinery for the async operations (coproc::detail): starts `op` (its
+  /// SQE queued for the next flush, or its first attempt posted).
+  void start(detail::io_op* op);
+  /// Withdraws `op` if it is still in flight; it completes once both its own
+  /// event and the cancel's have arrived.
+  void cancel(detail::io_op* op) noexcept;
+  /// Cancels every operation on `fd` at once (used by I/O objects about to
+  /// close `fd`: the cancel must reach the kernel while fd is open).
   void cancel_fd(int fd) noexcept;
+  /// epoll backend: a duplicate of `fd` registered with the io_context's
+  /// reactor, for an I/O object to hold while it owns `fd` (null on the ring).
+  detail::reactor_watch watch(int fd);
 
  private:
   static uring_service& of_any(const asio::any_io_executor& ex, asio::execution_context& ctx);
   void shutdown() override;
+  void finish_event(detail::io_op* op, bool own, int res) noexcept;
+  void cancel_posted(detail::io_op* op) noexcept;
+
+  // Futex waits through the watcher (both backends; uring_service.cpp).
+  void watch_futex(detail::io_op* op);
+  detail::futex_watcher& watcher();
+
+  // io_uring backend (ring_backend.cpp); *_locked: with mutex_ held.
+  bool ring_open(const uring_options& options);
+  void ring_start(detail::io_op* op);
+  void ring_cancel(detail::io_op* op) noexcept;
+  void ring_cancel_fd(int fd) noexcept;
+  void ring_shutdown(std::unique_lock<std::mutex>& lock) noexcept;
   io_uring_sqe* get_sqe_locked();
   void request_flush_locked();
   void arm_wait_locked();
@@ -112,24 +152,30 @@ class uring_service final : public asio::execution_context::service {
   void release_wait_if_idle_locked();
   void on_eventfd();
   void drain();
-  void link_locked(detail::uring_op* op) noexcept;
-  void unlink_locked(detail::uring_op* op) noexcept;
+
+  // epoll backend (reactor_backend.cpp).
+  void reactor_start(detail::io_op* op);
+  void reactor_step(detail::io_op* op);
 
   asio::io_context* ctx_ = nullptr;
-  io_uring ring_{};
-  bool ring_ready_ = false;
-  std::optional<asio::posix::stream_descriptor> event_;  // owns the eventfd
+  io_backend backend_ = io_backend::epoll;
+  std::string fallback_reason_;
   bool has_waitid_ = false;
   bool has_futex_wait_ = false;
 
-  std::mutex mutex_;  // guards the SQ, the in-flight list, the flags below
-  detail::uring_op* in_flight_ = nullptr;
+  std::mutex mutex_;  // guards the SQ, the in-flight list and every flag below
+  detail::op_list in_flight_;
+  bool shut_down_ = false;
+  std::unique_ptr<detail::futex_watcher> watcher_;  // created at the first watched wait
+
+  io_uring ring_{};
+  bool ring_ready_ = false;
+  std::optional<asio::posix::stream_descriptor> event_;  // owns the ring's eventfd
   std::size_t untracked_ = 0;  // CQEs expected that belong to no op (cancel_fd)
   bool flush_posted_ = false;
   bool wait_armed_ = false;
   int draining_ = 0;                 // on_eventfd calls running: they submit at their end
   std::uint64_t event_buf_[2] = {};  // 16 bytes: an eventfd read of 8 is "exhausted"
-  bool shut_down_ = false;
 };
 
 }  // namespace coproc

@@ -144,12 +144,15 @@ class connection_core {
   unsigned spin_skip_ = 0;
 };
 
-/// IORING_OP_SEND with MSG_NOSIGNAL: a dead peer gives EPIPE, never SIGPIPE
+/// IORING_OP_SEND (or, on epoll, send with MSG_DONTWAIT) with MSG_NOSIGNAL: a dead peer gives EPIPE, never SIGPIPE
 /// (pipe_writer's WRITE would raise SIGPIPE on a socket too).
 struct send_impl {
-  send_impl(int fd_in, const std::byte* p, std::size_t n) noexcept
-      : fd(fd_in), data(p), len(std::min<std::size_t>(n, 0x7ffff000)) {}
+  send_impl(int fd_in, reactor_watch w, const std::byte* p, std::size_t n) noexcept
+      : fd(fd_in), watch(std::move(w)), data(p), len(std::min<std::size_t>(n, 0x7ffff000)) {}
   io_uring_sqe prepare() noexcept;
+  reactor_plan plan() const { return reactor_plan::writable(fd, watch); }
+  /// send(MSG_DONTWAIT | MSG_NOSIGNAL).
+  int attempt() noexcept;
   std::tuple<std::error_code, std::size_t> result(int res, bool cancel_requested) const noexcept {
     if (res < 0) {
       return {uring_error(res, cancel_requested), 0};
@@ -158,17 +161,21 @@ struct send_impl {
   }
 
   int fd;
+  reactor_watch watch;
   const std::byte* data;
   std::size_t len;
 };
 
-/// IORING_OP_POLL_ADD for POLLOUT on a pipe's write end: the ring waits for
+/// IORING_OP_POLL_ADD (or, on epoll, reactor readiness) for POLLOUT on a pipe's write end: the ring waits for
 /// room, the write itself is a non-blocking pwritev2 with SIGPIPE blocked in
 /// the loop thread (a ring WRITE to a pipe without reader would send SIGPIPE
 /// to whatever thread runs the ring's task work).
 struct poll_out_impl {
-  explicit poll_out_impl(int fd_in) noexcept : fd(fd_in) {}
+  poll_out_impl(int fd_in, reactor_watch w) noexcept : fd(fd_in), watch(std::move(w)) {}
   io_uring_sqe prepare() noexcept;
+  reactor_plan plan() const { return reactor_plan::writable(fd, watch); }
+  /// poll(POLLOUT) without waiting: the revents, or -EAGAIN.
+  int attempt() noexcept;
   std::tuple<std::error_code, std::size_t> result(int res, bool cancel_requested) const noexcept {
     if (res < 0) {
       return {uring_error(res, cancel_requested), 0};
@@ -177,6 +184,7 @@ struct poll_out_impl {
   }
 
   int fd;
+  reactor_watch watch;
 };
 
 }  // namespace detail

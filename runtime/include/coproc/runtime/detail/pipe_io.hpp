@@ -1,7 +1,10 @@
 #pragma once
 // Shared machinery of pipe_reader and pipe_writer: the fd owner bound to a
-// uring_service, and the READ/READV and WRITE/WRITEV operations.
+// uring_service, and the read and write operations (READ/READV and
+// WRITE/WRITEV on the ring; preadv2/pwritev2 with RWF_NOWAIT on epoll, so the
+// fd itself stays blocking for any other process that shares it).
 
+#include <poll.h>
 #include <sys/uio.h>
 
 #include <algorithm>
@@ -13,7 +16,8 @@
 #include <system_error>
 #include <tuple>
 
-#include "coproc/runtime/detail/uring_handler_op.hpp"
+#include "coproc/runtime/detail/io_handler_op.hpp"
+#include "coproc/runtime/detail/sigpipe_guard.hpp"
 #include "coproc/runtime/unique_fd.hpp"
 #include "coproc/runtime/uring_service.hpp"
 
@@ -34,7 +38,7 @@ struct pipe_rw_impl {
   static constexpr std::size_t max_len = 0x7ffff000;  // the kernel's MAX_RW_COUNT
 
   template <class Buffers>
-  pipe_rw_impl(int fd_in, const Buffers& buffers) : fd(fd_in) {
+  pipe_rw_impl(int fd_in, reactor_watch w, const Buffers& buffers) : fd(fd_in), watch(std::move(w)) {
     auto it = asio::buffer_sequence_begin(buffers);
     auto end = asio::buffer_sequence_end(buffers);
     for (; it != end && count < max_iov; ++it) {
@@ -69,6 +73,38 @@ struct pipe_rw_impl {
     return sqe;
   }
 
+  reactor_plan plan() const {
+    return IsRead ? reactor_plan::readable(fd, watch) : reactor_plan::writable(fd, watch);
+  }
+
+  int attempt() noexcept {
+    if (total == 0) {
+      return 0;
+    }
+    for (;;) {
+      ssize_t r = IsRead ? ::preadv2(fd, iov.data(), static_cast<int>(count), -1, RWF_NOWAIT)
+                         : writev_no_sigpipe(fd, iov.data(), static_cast<int>(count), RWF_NOWAIT);
+      if (r >= 0) {
+        return static_cast<int>(r);
+      }
+      if (errno == EINTR) {
+        continue;
+      }
+      if (errno != EOPNOTSUPP) {
+        return -errno;
+      }
+      // A file without RWF_NOWAIT support: do the call only once poll says it
+      // will not block (a write of more than the room left still may).
+      pollfd p{fd, static_cast<short>(IsRead ? POLLIN : POLLOUT), 0};
+      if (::poll(&p, 1, 0) == 0) {
+        return -EAGAIN;
+      }
+      r = IsRead ? ::readv(fd, iov.data(), static_cast<int>(count))
+                 : writev_no_sigpipe(fd, iov.data(), static_cast<int>(count), 0);
+      return r >= 0 ? static_cast<int>(r) : -errno;
+    }
+  }
+
   std::tuple<std::error_code, std::size_t> result(int res, bool cancel_requested) const noexcept {
     if (res < 0) {
       return {uring_error(res, cancel_requested), 0};
@@ -80,6 +116,7 @@ struct pipe_rw_impl {
   }
 
   int fd;
+  reactor_watch watch;
   std::array<iovec, max_iov> iov{};
   unsigned count = 0;
   std::size_t total = 0;
@@ -97,6 +134,7 @@ class pipe_end {
       ex_ = std::move(other.ex_);
       service_ = other.service_;
       fd_ = std::move(other.fd_);
+      watch_ = std::move(other.watch_);
     }
     return *this;
   }
@@ -114,10 +152,12 @@ class pipe_end {
   }
   void close() noexcept {
     cancel();
+    watch_.reset();
     fd_.reset();
   }
   unique_fd release() noexcept {
     cancel();
+    watch_.reset();
     return std::move(fd_);
   }
 
@@ -125,17 +165,27 @@ class pipe_end {
   auto async_io(const Buffers& buffers, Token&& token) {
     return asio::async_initiate<Token, void(std::error_code, std::size_t)>(
         [](auto&& handler, pipe_end* self, const Buffers& b) {
-          launch_uring_op<pipe_rw_impl<IsRead>>(*self->service_, self->ex_,
-                                                std::forward<decltype(handler)>(handler),
-                                                self->fd_.get(), b);
+          launch_io_op<pipe_rw_impl<IsRead>>(*self->service_, self->ex_,
+                                             std::forward<decltype(handler)>(handler),
+                                             self->fd_.get(), self->reactor_watch_for_io(), b);
         },
         token, this, buffers);
   }
 
  private:
+  // epoll backend: registered at the first operation (not at construction,
+  // so a child forked before any I/O does not inherit the duplicate).
+  reactor_watch reactor_watch_for_io() {
+    if (!watch_ && fd_ && service_->backend() == io_backend::epoll) {
+      watch_ = service_->watch(fd_.get());
+    }
+    return watch_;
+  }
+
   asio::any_io_executor ex_;
   uring_service* service_;
   unique_fd fd_;
+  reactor_watch watch_;
 };
 
 }  // namespace coproc::detail

@@ -2,7 +2,7 @@
 // The one place where SQEs for opcodes newer than liburing 2.3's helpers are
 // filled by hand (layout from the kernel 6.7+ uapi <linux/io_uring.h>, the
 // same fields liburing 2.5's io_uring_prep_waitid / io_uring_prep_futex_wait
-// write), and the type-erased operation record the uring_service tracks.
+// write).
 
 #include <liburing.h>
 #include <sys/wait.h>
@@ -46,23 +46,5 @@ inline void prep_futex_wait(io_uring_sqe* sqe, const void* word, std::uint64_t e
   sqe->off = expected;
   sqe->addr3 = futex_bitset_match_any;
 }
-
-/// One operation in flight on the ring. Its address is the SQE's user_data;
-/// the ASYNC_CANCEL aimed at it carries the same address with bit 0 set.
-struct uring_op {
-  /// Called once, on the io_context's thread, when every CQE for the op has
-  /// arrived (invoke = true) or at service shutdown (invoke = false: destroy
-  /// the handler without calling it). Deletes the op.
-  using complete_fn = void (*)(uring_op* op, bool invoke) noexcept;
-
-  explicit uring_op(complete_fn fn) noexcept : complete(fn) {}
-
-  complete_fn complete;
-  int res = 0;                    ///< the op's own CQE result
-  unsigned pending = 0;           ///< CQEs still expected (the op's, plus a cancel's)
-  bool cancel_requested = false;  ///< an ASYNC_CANCEL was queued for it
-  uring_op* prev = nullptr;       ///< in-flight list (owned by the service)
-  uring_op* next = nullptr;
-};
 
 }  // namespace coproc::detail

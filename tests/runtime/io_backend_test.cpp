@@ -1,0 +1,186 @@
+// Tests of the backend choice of uring_service: the option, the environment
+// variable, their precedence, the automatic fallback, and one pipe round trip
+// and one futex wake on each backend. The suite runs once as is and once under
+// tests/launcher/no_uring (io_uring refused by seccomp), so each expectation
+// here depends on whether this process may create a ring.
+
+#include <liburing.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include <asio.hpp>
+#include <catch2/catch_test_macros.hpp>
+#include <catch2/generators/catch_generators.hpp>
+#include <coproc/runtime/child_process.hpp>
+#include <coproc/runtime/detail/futex.hpp>
+#include <coproc/runtime/errc.hpp>
+#include <coproc/runtime/futex_waiter.hpp>
+#include <coproc/runtime/io_backend.hpp>
+#include <coproc/runtime/mapped_region.hpp>
+#include <coproc/runtime/pipe_reader.hpp>
+#include <coproc/runtime/pipe_writer.hpp>
+#include <coproc/runtime/uring_service.hpp>
+#include <new>
+#include <optional>
+#include <string>
+
+#include "async_test.hpp"
+
+namespace {
+
+// Asks the kernel directly, as the service's probe does first.
+bool ring_allowed() {
+  io_uring ring{};
+  if (io_uring_queue_init(4, &ring, 0) < 0) {
+    return false;
+  }
+  io_uring_queue_exit(&ring);
+  return true;
+}
+
+// Sets (or unsets, for nullopt) COPROC_IO_BACKEND for one scope.
+class scoped_env {
+ public:
+  explicit scoped_env(std::optional<std::string> value) {
+    if (const char* old = ::getenv("COPROC_IO_BACKEND")) {
+      old_ = old;
+    }
+    if (value) {
+      ::setenv("COPROC_IO_BACKEND", value->c_str(), 1);
+    } else {
+      ::unsetenv("COPROC_IO_BACKEND");
+    }
+  }
+  ~scoped_env() {
+    if (old_) {
+      ::setenv("COPROC_IO_BACKEND", old_->c_str(), 1);
+    } else {
+      ::unsetenv("COPROC_IO_BACKEND");
+    }
+  }
+  scoped_env(const scoped_env&) = delete;
+  scoped_env& operator=(const scoped_env&) = delete;
+
+ private:
+  std::optional<std::string> old_;
+};
+
+coproc::io_backend expected_automatic() {
+  return ring_allowed() ? coproc::io_backend::uring : coproc::io_backend::epoll;
+}
+
+}  // namespace
+
+TEST_CASE("the option chooses the backend and wins over the variable", "[io_backend]") {
+  scoped_env env("uring");
+  asio::io_context ctx;
+  auto& service = coproc::uring_service::install(ctx, {.backend = coproc::io_backend::epoll});
+  CHECK(service.backend() == coproc::io_backend::epoll);
+  CHECK_FALSE(service.has_futex_wait());
+  CHECK_FALSE(service.has_waitid());
+  CHECK(service.fallback_reason() == "io_backend::epoll was asked for");
+}
+
+TEST_CASE("the variable chooses the backend when the option is unset", "[io_backend]") {
+  SECTION("epoll") {
+    scoped_env env("epoll");
+    asio::io_context ctx;
+    CHECK(coproc::uring_service::of(ctx.get_executor()).backend() == coproc::io_backend::epoll);
+  }
+  SECTION("auto") {
+    scoped_env env("auto");
+    asio::io_context ctx;
+    CHECK(coproc::uring_service::of(ctx.get_executor()).backend() == expected_automatic());
+  }
+  SECTION("unset") {
+    scoped_env env(std::nullopt);
+    asio::io_context ctx;
+    CHECK(coproc::uring_service::of(ctx.get_executor()).backend() == expected_automatic());
+  }
+  SECTION("anything else is refused, naming the variable") {
+    scoped_env env("io_uring");
+    asio::io_context ctx;
+    try {
+      coproc::uring_service::of(ctx.get_executor());
+      FAIL("COPROC_IO_BACKEND=io_uring was accepted");
+    } catch (const std::invalid_argument& e) {
+      CHECK(std::string(e.what()).find("COPROC_IO_BACKEND") != std::string::npos);
+    }
+  }
+}
+
+TEST_CASE("forcing io_uring works where it is allowed and throws where it is refused",
+          "[io_backend]") {
+  bool through_variable = GENERATE(false, true);
+  scoped_env env(through_variable ? std::optional<std::string>("uring") : std::nullopt);
+  asio::io_context ctx;
+  coproc::uring_options options;
+  if (!through_variable) {
+    options.backend = coproc::io_backend::uring;
+  }
+  if (ring_allowed()) {
+    CHECK(coproc::uring_service::install(ctx, options).backend() == coproc::io_backend::uring);
+    return;
+  }
+  try {
+    coproc::uring_service::install(ctx, options);
+    FAIL("a refused ring did not throw");
+  } catch (const std::system_error& e) {
+    CHECK(e.code() == coproc::errc::uring_unavailable);
+    CHECK(std::string(e.what()).find("io_uring_setup") != std::string::npos);
+  }
+}
+
+TEST_CASE("automatic falls back to epoll and says why", "[io_backend]") {
+  scoped_env env(std::nullopt);
+  asio::io_context ctx;
+  auto& service = coproc::uring_service::of(ctx.get_executor());
+  if (ring_allowed()) {
+    CHECK(service.backend() == coproc::io_backend::uring);
+    CHECK(service.fallback_reason().empty());
+  } else {
+    CHECK(service.backend() == coproc::io_backend::epoll);
+    CHECK(service.fallback_reason().find("io_uring_setup") != std::string::npos);
+  }
+}
+
+TEST_CASE("a pipe round trip and a futex wake on each backend", "[io_backend]") {
+  auto backend = GENERATE(coproc::io_backend::uring, coproc::io_backend::epoll);
+  if (backend == coproc::io_backend::uring && !ring_allowed()) {
+    SUCCEED("io_uring is refused here: only the epoll backend can run");
+    return;
+  }
+  auto region = coproc::mapped_region::create(4096);
+  auto& word = *std::launder(reinterpret_cast<std::atomic<std::uint32_t>*>(region.data()));
+  word.store(0);
+  auto to_child = coproc::make_pipe();
+  auto from_child = coproc::make_pipe();
+  coproc::test::run_async([&](asio::io_context& ctx) -> asio::awaitable<void> {
+    coproc::uring_service::install(ctx, {.backend = backend});
+    // The child echoes one byte, then sets the word and wakes it.
+    auto child = coproc::child_process::fork_child([&] {
+      char c = 0;
+      if (::read(std::get<0>(to_child).get(), &c, 1) != 1 ||
+          ::write(std::get<1>(from_child).get(), &c, 1) != 1) {
+        ::_exit(1);
+      }
+      word.store(1);
+      coproc::detail::futex_wake(word, 1);
+      ::_exit(0);
+    });
+    coproc::pipe_writer w(ctx.get_executor(), std::move(std::get<1>(to_child)));
+    coproc::pipe_reader r(ctx.get_executor(), std::move(std::get<0>(from_child)));
+    std::get<1>(from_child).reset();
+    char out = 'x';
+    char in = 0;
+    co_await asio::async_write(w, asio::buffer(&out, 1), asio::use_awaitable);
+    co_await asio::async_read(r, asio::buffer(&in, 1), asio::use_awaitable);
+    CHECK(in == 'x');
+    while (word.load() == 0) {
+      co_await coproc::async_futex_wait(ctx.get_executor(), word, 0, asio::use_awaitable);
+    }
+    auto status = co_await child.async_wait_exit(ctx.get_executor(), asio::use_awaitable);
+    CHECK(status.exited);
+    CHECK(status.code == 0);
+  });
+}
