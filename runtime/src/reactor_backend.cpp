@@ -1,23 +1,41 @@
 // The epoll backend of uring_service: an op is attempted without blocking on
-// a thread running the io_context; when it would block, it waits for
-// readiness on Asio's reactor through the I/O object's registered duplicate
-// of its fd, then is attempted again. Futex waits never come here (they go to
-// the futex watcher, uring_service.cpp).
+// a thread running the io_context; when it would block, it joins the
+// service's interest set (its own epoll instance) and Asio's reactor waits on
+// that set's fd; when its fd is ready it is attempted again. Futex waits never
+// come here (they go to the futex watcher, uring_service.cpp).
 
-#include <asio/bind_cancellation_slot.hpp>
+#include <fcntl.h>
+
 #include <asio/post.hpp>
 #include <cerrno>
 
+#include "coproc/runtime/detail/interest_set.hpp"
+#include "coproc/runtime/detail/system_error.hpp"
 #include "coproc/runtime/uring_service.hpp"
 
 namespace coproc {
 
+void uring_service::reactor_open() {
+  interest_.emplace();
+  // Asio owns (and sets O_NONBLOCK on) a duplicate: the flag is harmless on
+  // an epoll fd that only this service uses.
+  int dup = detail::check_syscall(::fcntl(interest_->fd(), F_DUPFD_CLOEXEC, 0),
+                                  "fcntl(F_DUPFD_CLOEXEC)");
+  try {
+    interest_wait_.emplace(*ctx_, dup);
+  } catch (...) {
+    ::close(dup);
+    throw;
+  }
+}
+
 void uring_service::reactor_start(detail::io_op* op) {
-  int fd = op->plan().fd;
+  detail::reactor_plan plan = op->plan();
   {
     std::lock_guard lock(mutex_);
     op->pending = 1;
-    op->fd = fd;  // before any cancel_fd can look for it
+    op->fd = plan.fd;  // before any cancel_fd can look for it
+    op->wants_write = plan.what == detail::reactor_plan::kind::writable;
     in_flight_.push(op);
   }
   // Never inline: the first attempt runs after the initiating function returned.
@@ -44,43 +62,62 @@ void uring_service::reactor_step(detail::io_op* op) {
     finish_event(op, true, res);
     return;
   }
-  detail::reactor_plan plan = op->plan();
-  if (!plan.watch) {
-    finish_event(op, true, -EBADF);  // the object closed its fd
-    return;
-  }
-  auto wait = plan.what == detail::reactor_plan::kind::writable
-                  ? asio::posix::stream_descriptor::wait_write
-                  : asio::posix::stream_descriptor::wait_read;
-  std::lock_guard lock(mutex_);
+  std::unique_lock lock(mutex_);
   if (shut_down_) {
     return;
   }
-  if (op->cancel_requested) {
-    // Cancelled during the attempt: its result was "would block".
-    asio::post(*ctx_, [this, op] { finish_event(op, true, -ECANCELED); });
+  int err = op->cancel_requested ? ECANCELED : interest_->add(op);
+  if (err == 0) {
+    arm_interest_locked();
     return;
   }
-  op->waiting = true;
-  // The watch rides along with the handler: the registration lives while the
-  // wait is pending, even if the object closes meanwhile.
-  plan.watch->async_wait(
-      wait, asio::bind_cancellation_slot(
-                op->reactor_cancel.slot(), [this, op, w = plan.watch](const std::error_code& ec) {
-                  {
-                    std::lock_guard lock(mutex_);
-                    if (shut_down_) {
-                      return;
-                    }
-                    op->waiting = false;
-                  }
-                  if (ec) {
-                    finish_event(op, true,
-                                 ec == asio::error::operation_aborted ? -ECANCELED : -ec.value());
-                    return;
-                  }
-                  reactor_step(op);
-                }));
+  lock.unlock();
+  finish_event(op, true, -err);
+}
+
+void uring_service::arm_interest_locked() {
+  if (interest_armed_ || interest_->empty() || shut_down_) {
+    return;
+  }
+  // Armed only while an op waits: a pending wait is outstanding work and
+  // would keep io_context::run() from returning.
+  interest_armed_ = true;
+  interest_wait_->async_wait(asio::posix::stream_descriptor::wait_read,
+                             [this](const std::error_code& ec) {
+                               std::vector<detail::io_op*> ready;
+                               {
+                                 std::lock_guard lock(mutex_);
+                                 interest_armed_ = false;
+                                 if (shut_down_) {
+                                   return;
+                                 }
+                                 if (ec == asio::error::operation_aborted) {
+                                   // Released because nothing waited; ops that
+                                   // joined since need the wait again.
+                                   arm_interest_locked();
+                                   return;
+                                 }
+                                 ready = interest_->take_ready();
+                               }
+                               for (detail::io_op* op : ready) {
+                                 reactor_step(op);
+                               }
+                               std::lock_guard lock(mutex_);
+                               arm_interest_locked();
+                             });
+}
+
+bool uring_service::reactor_cancel_locked(detail::io_op* op) {
+  if (!op->waiting) {
+    return false;  // its step is posted or running: it sees cancel_requested
+  }
+  interest_->remove(op);
+  if (interest_->empty() && interest_armed_) {
+    // The armed wait is outstanding work: left armed with nothing in the
+    // set, it would keep io_context::run() from returning.
+    interest_wait_->cancel();
+  }
+  return true;
 }
 
 }  // namespace coproc

@@ -5,8 +5,6 @@
 
 #include "coproc/runtime/uring_service.hpp"
 
-#include <fcntl.h>
-
 #include <asio/post.hpp>
 #include <asio/strand.hpp>
 #include <cerrno>
@@ -85,6 +83,7 @@ uring_service::uring_service(asio::io_context& ctx, uring_options options)
   if (wanted == io_backend::epoll) {
     fallback_reason_ = options.backend ? "io_backend::epoll was asked for"
                                        : "COPROC_IO_BACKEND=epoll";
+    reactor_open();
     return;
   }
   // A ring refused for any reason (setup, probe, eventfd registration) throws
@@ -97,6 +96,7 @@ uring_service::uring_service(asio::io_context& ctx, uring_options options)
       throw;
     }
     fallback_reason_ = e.what();
+    reactor_open();
   }
 }
 
@@ -129,17 +129,14 @@ void uring_service::cancel(detail::io_op* op) noexcept {
     ring_cancel(op);
     return;
   }
+  std::vector<detail::io_op*> aborted;
   {
     std::lock_guard lock(mutex_);
-    if (op->pending == 0 || op->cancel_requested || shut_down_) {
-      return;
-    }
-    op->cancel_requested = true;
-    ++op->pending;  // the cancel is an event of its own, as on the ring
+    cancel_locked(op, aborted);
   }
-  // Cancellation slots are emitted on the handler's executor, but cancel_fd
-  // may come from any thread: the abort itself runs on the loop.
-  asio::post(*ctx_, [this, op] { cancel_posted(op); });
+  for (detail::io_op* a : aborted) {
+    asio::post(*ctx_, [this, a] { finish_event(a, true, -ECANCELED); });
+  }
 }
 
 void uring_service::cancel_fd(int fd) noexcept {
@@ -147,32 +144,33 @@ void uring_service::cancel_fd(int fd) noexcept {
     ring_cancel_fd(fd);
     return;
   }
-  std::vector<detail::io_op*> ops;
+  std::vector<detail::io_op*> aborted;
   {
+    // Synchronous: the fd leaves the interest set before the caller closes it.
     std::lock_guard lock(mutex_);
     for (detail::io_op* op = in_flight_.front(); op != nullptr; op = op->next) {
-      if (op->fd == fd && !op->cancel_requested) {
-        ops.push_back(op);
+      if (op->fd == fd && !op->on_watcher) {
+        cancel_locked(op, aborted);
       }
     }
   }
-  for (detail::io_op* op : ops) {
-    cancel(op);
+  for (detail::io_op* a : aborted) {
+    asio::post(*ctx_, [this, a] { finish_event(a, true, -ECANCELED); });
   }
 }
 
-detail::reactor_watch uring_service::watch(int fd) {
-  if (backend_ == io_backend::uring) {
-    return nullptr;
+void uring_service::cancel_locked(detail::io_op* op,
+                                  std::vector<detail::io_op*>& aborted) noexcept {
+  if (op->pending == 0 || op->cancel_requested || shut_down_) {
+    return;
   }
-  // A duplicate, so the registration is the watch's own: closing it never
-  // closes the object's fd, and epoll keys it apart from any other copy.
-  int dup = detail::check_syscall(::fcntl(fd, F_DUPFD_CLOEXEC, 0), "fcntl(F_DUPFD_CLOEXEC)");
-  try {
-    return std::make_shared<asio::posix::stream_descriptor>(*ctx_, dup);
-  } catch (...) {
-    ::close(dup);
-    throw;
+  op->cancel_requested = true;
+  // An op that is waiting is taken out of its wait now and completes with
+  // operation_aborted; one whose attempt is posted or running sees the flag
+  // there; one the futex watcher already woke completes with that wake-up.
+  bool now = op->on_watcher ? (watcher_ && watcher_->remove(op)) : reactor_cancel_locked(op);
+  if (now) {
+    aborted.push_back(op);
   }
 }
 
@@ -191,30 +189,6 @@ void uring_service::finish_event(detail::io_op* op, bool own, int res) noexcept 
     in_flight_.erase(op);
   }
   op->complete(true);
-}
-
-void uring_service::cancel_posted(detail::io_op* op) noexcept {
-  // On the loop thread. The op's own event is still owed (pending > 1): a
-  // readiness wait to abort, a watched word to give up, or a posted attempt
-  // that will see cancel_requested.
-  bool removed = false;
-  {
-    // Under mutex_: reactor_step may run on another thread of the loop, and
-    // a cancellation signal must not be emitted while its slot is filled.
-    std::lock_guard lock(mutex_);
-    if (shut_down_) {
-      return;
-    }
-    if (op->waiting) {
-      op->reactor_cancel.emit(asio::cancellation_type::terminal);
-    } else if (op->on_watcher && watcher_) {
-      removed = watcher_->remove(op);
-    }
-  }
-  if (removed) {
-    finish_event(op, true, -ECANCELED);
-  }
-  finish_event(op, false, 0);
 }
 
 detail::futex_watcher& uring_service::watcher() {

@@ -4,11 +4,13 @@
 // tests/launcher/no_uring (io_uring refused by seccomp), so each expectation
 // here depends on whether this process may create a ring.
 
+#include <fcntl.h>
 #include <liburing.h>
 #include <stdlib.h>
 #include <unistd.h>
 
 #include <asio.hpp>
+#include <asio/experimental/awaitable_operators.hpp>
 #include <catch2/catch_test_macros.hpp>
 #include <catch2/generators/catch_generators.hpp>
 #include <coproc/runtime/child_process.hpp>
@@ -183,4 +185,51 @@ TEST_CASE("a pipe round trip and a futex wake on each backend", "[io_backend]") 
     CHECK(status.exited);
     CHECK(status.code == 0);
   });
+}
+
+TEST_CASE("waiting on the epoll backend leaves the fd blocking for its other users",
+          "[io_backend]") {
+  // Regression: Asio sets O_NONBLOCK on every descriptor it waits on, and the
+  // flag belongs to the open file, which a child or a blocking reader shares.
+  // A first version registered duplicates of the fds with Asio: a blocking
+  // send on the same socket then failed with EAGAIN.
+  auto ends = coproc::make_pipe();
+  int read_fd = std::get<0>(ends).get();
+  coproc::test::run_async([&](asio::io_context& ctx) -> asio::awaitable<void> {
+    coproc::uring_service::install(ctx, {.backend = coproc::io_backend::epoll});
+    coproc::pipe_reader r(ctx.get_executor(), std::move(std::get<0>(ends)));
+    asio::steady_timer t(ctx, std::chrono::milliseconds(5));
+    char c = 0;
+    using namespace asio::experimental::awaitable_operators;
+    // The read waits (nothing was written), then the timer withdraws it.
+    auto which = co_await (r.async_read_some(asio::buffer(&c, 1), asio::use_awaitable) ||
+                           t.async_wait(asio::use_awaitable));
+    CHECK(which.index() == 1);
+    CHECK((::fcntl(read_fd, F_GETFL) & O_NONBLOCK) == 0);
+    r.release().release();  // the test still owns read_fd's number
+  });
+  ::close(read_fd);
+}
+
+TEST_CASE("a cancelled wait leaves no work behind: run() returns", "[io_backend]") {
+  // Regression: the epoll backend's wait on its interest set stayed armed
+  // after its last op was cancelled, so io_context::run() never returned
+  // (the pool's rest cancels its report read; quick_tour hung).
+  auto backend = GENERATE(coproc::io_backend::uring, coproc::io_backend::epoll);
+  if (backend == coproc::io_backend::uring && !ring_allowed()) {
+    SUCCEED("io_uring is refused here: only the epoll backend can run");
+    return;
+  }
+  auto ends = coproc::make_pipe();
+  asio::io_context ctx;
+  coproc::uring_service::install(ctx, {.backend = backend});
+  coproc::pipe_reader r(ctx.get_executor(), std::move(std::get<0>(ends)));
+  char c = 0;
+  std::error_code got;
+  r.async_read_some(asio::buffer(&c, 1), [&](std::error_code ec, std::size_t) { got = ec; });
+  asio::steady_timer t(ctx, std::chrono::milliseconds(5));
+  t.async_wait([&](std::error_code) { r.cancel(); });
+  ctx.run_for(std::chrono::seconds(10));
+  CHECK(ctx.stopped());  // out of work, not out of time
+  CHECK(got == asio::error::operation_aborted);
 }

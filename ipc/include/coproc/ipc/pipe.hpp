@@ -259,12 +259,11 @@ class connection {
       uring_service& service = core->service();
       if (core->is_socket()) {
         detail::launch_io_op<detail::send_impl>(service, core->executor(), std::move(self),
-                                                core->fd(), service.watch(core->fd()),
-                                                frame.data.get() + done, frame.size - done);
+                                                core->fd(), frame.data.get() + done,
+                                                frame.size - done);
       } else {
         detail::launch_io_op<detail::poll_out_impl>(service, core->executor(), std::move(self),
-                                                    core->write_fd(),
-                                                    service.watch(core->write_fd()));
+                                                    core->write_fd());
       }
     }
   };
@@ -325,7 +324,7 @@ class connection {
         std::span<std::byte> space = core->read_space();
         uring_service& service = core->service();
         detail::launch_io_op<detail::pipe_rw_impl<true>>(
-            service, core->executor(), std::move(self), core->fd(), service.watch(core->fd()),
+            service, core->executor(), std::move(self), core->fd(),
             asio::buffer(space.data(), space.size()));
         return;
       }

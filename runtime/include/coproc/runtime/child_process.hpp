@@ -40,17 +40,16 @@ struct child_state {
 };
 
 struct wait_exit_impl {
-  wait_exit_impl(std::shared_ptr<child_state> s, bool use_waitid, reactor_watch w) noexcept
-      : state(std::move(s)), waitid(use_waitid), watch(std::move(w)) {}
+  wait_exit_impl(std::shared_ptr<child_state> s, bool use_waitid) noexcept
+      : state(std::move(s)), waitid(use_waitid) {}
   io_uring_sqe prepare() noexcept;
-  reactor_plan plan() const { return reactor_plan::readable(state->pidfd.get(), watch); }
+  reactor_plan plan() const { return reactor_plan::readable(state->pidfd.get()); }
   /// A pidfd is readable once the child has exited.
   int attempt() noexcept;
   std::tuple<std::error_code, exit_status> result(int res, bool cancel_requested) noexcept;
 
   std::shared_ptr<child_state> state;
   bool waitid;
-  reactor_watch watch;  // epoll backend: the pidfd's registration for this wait
   siginfo_t info{};
 };
 
@@ -137,10 +136,9 @@ class child_process {
         [](auto&& handler, const asio::any_io_executor& io_ex,
            std::shared_ptr<detail::child_state> state) {
           uring_service& service = uring_service::of(io_ex);
-          detail::reactor_watch watch = service.watch(state->pidfd.get());
-          detail::launch_io_op<detail::wait_exit_impl>(
-              service, io_ex, std::forward<decltype(handler)>(handler), std::move(state),
-              service.has_waitid(), std::move(watch));
+          detail::launch_io_op<detail::wait_exit_impl>(service, io_ex,
+                                                       std::forward<decltype(handler)>(handler),
+                                                       std::move(state), service.has_waitid());
         },
         token, ex, state_);
   }

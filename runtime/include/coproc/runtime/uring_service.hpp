@@ -17,7 +17,9 @@
 #include <stdexcept>
 #include <string>
 #include <type_traits>
+#include <vector>
 
+#include "coproc/runtime/detail/interest_set.hpp"
 #include "coproc/runtime/detail/io_op.hpp"
 #include "coproc/runtime/io_backend.hpp"
 
@@ -121,17 +123,15 @@ class uring_service final : public asio::execution_context::service {
   /// event and the cancel's have arrived.
   void cancel(detail::io_op* op) noexcept;
   /// Cancels every operation on `fd` at once (used by I/O objects about to
-  /// close `fd`: the cancel must reach the kernel while fd is open).
+  /// close `fd`: the cancel must reach the kernel, or the fd leave the epoll
+  /// backend's interest set, while fd is open).
   void cancel_fd(int fd) noexcept;
-  /// epoll backend: a duplicate of `fd` registered with the io_context's
-  /// reactor, for an I/O object to hold while it owns `fd` (null on the ring).
-  detail::reactor_watch watch(int fd);
 
  private:
   static uring_service& of_any(const asio::any_io_executor& ex, asio::execution_context& ctx);
   void shutdown() override;
   void finish_event(detail::io_op* op, bool own, int res) noexcept;
-  void cancel_posted(detail::io_op* op) noexcept;
+  void cancel_locked(detail::io_op* op, std::vector<detail::io_op*>& aborted) noexcept;
 
   // Futex waits through the watcher (both backends; uring_service.cpp).
   void watch_futex(detail::io_op* op);
@@ -154,8 +154,11 @@ class uring_service final : public asio::execution_context::service {
   void drain();
 
   // epoll backend (reactor_backend.cpp).
+  void reactor_open();
   void reactor_start(detail::io_op* op);
   void reactor_step(detail::io_op* op);
+  void arm_interest_locked();
+  bool reactor_cancel_locked(detail::io_op* op);
 
   asio::io_context* ctx_ = nullptr;
   io_backend backend_ = io_backend::epoll;
@@ -167,6 +170,10 @@ class uring_service final : public asio::execution_context::service {
   detail::op_list in_flight_;
   bool shut_down_ = false;
   std::unique_ptr<detail::futex_watcher> watcher_;  // created at the first watched wait
+
+  std::optional<detail::interest_set> interest_;               // epoll backend
+  std::optional<asio::posix::stream_descriptor> interest_wait_;  // Asio's view of its fd
+  bool interest_armed_ = false;
 
   io_uring ring_{};
   bool ring_ready_ = false;

@@ -147,10 +147,10 @@ class connection_core {
 /// IORING_OP_SEND (or, on epoll, send with MSG_DONTWAIT) with MSG_NOSIGNAL: a dead peer gives EPIPE, never SIGPIPE
 /// (pipe_writer's WRITE would raise SIGPIPE on a socket too).
 struct send_impl {
-  send_impl(int fd_in, reactor_watch w, const std::byte* p, std::size_t n) noexcept
-      : fd(fd_in), watch(std::move(w)), data(p), len(std::min<std::size_t>(n, 0x7ffff000)) {}
+  send_impl(int fd_in, const std::byte* p, std::size_t n) noexcept
+      : fd(fd_in), data(p), len(std::min<std::size_t>(n, 0x7ffff000)) {}
   io_uring_sqe prepare() noexcept;
-  reactor_plan plan() const { return reactor_plan::writable(fd, watch); }
+  reactor_plan plan() const { return reactor_plan::writable(fd); }
   /// send(MSG_DONTWAIT | MSG_NOSIGNAL).
   int attempt() noexcept;
   std::tuple<std::error_code, std::size_t> result(int res, bool cancel_requested) const noexcept {
@@ -161,7 +161,6 @@ struct send_impl {
   }
 
   int fd;
-  reactor_watch watch;
   const std::byte* data;
   std::size_t len;
 };
@@ -171,9 +170,9 @@ struct send_impl {
 /// the loop thread (a ring WRITE to a pipe without reader would send SIGPIPE
 /// to whatever thread runs the ring's task work).
 struct poll_out_impl {
-  poll_out_impl(int fd_in, reactor_watch w) noexcept : fd(fd_in), watch(std::move(w)) {}
+  explicit poll_out_impl(int fd_in) noexcept : fd(fd_in) {}
   io_uring_sqe prepare() noexcept;
-  reactor_plan plan() const { return reactor_plan::writable(fd, watch); }
+  reactor_plan plan() const { return reactor_plan::writable(fd); }
   /// poll(POLLOUT) without waiting: the revents, or -EAGAIN.
   int attempt() noexcept;
   std::tuple<std::error_code, std::size_t> result(int res, bool cancel_requested) const noexcept {
@@ -184,7 +183,6 @@ struct poll_out_impl {
   }
 
   int fd;
-  reactor_watch watch;
 };
 
 }  // namespace detail

@@ -9,37 +9,24 @@
 
 #include <liburing.h>
 
-#include <asio/cancellation_signal.hpp>
-#include <asio/posix/stream_descriptor.hpp>
 #include <atomic>
 #include <cstdint>
-#include <memory>
 #include <utility>
 
 namespace coproc::detail {
-
-/// A registered duplicate of an I/O object's fd in the io_context's reactor.
-/// The object owns it (and drops it when it closes the fd); an op in flight
-/// holds a reference so the registration outlives it.
-using reactor_watch = std::shared_ptr<asio::posix::stream_descriptor>;
 
 /// How the reactor backend waits before it tries an op again.
 struct reactor_plan {
   enum class kind { readable, writable, futex };
   kind what = kind::readable;
-  int fd = -1;           ///< the op's own fd (what cancel_fd matches), -1 for futex
-  reactor_watch watch;   ///< readable/writable: the registration to wait on
+  int fd = -1;  ///< readable/writable: the op's own fd, -1 for futex
   std::atomic<std::uint32_t>* word = nullptr;  ///< futex: the word
   std::uint32_t expected = 0;                  ///< futex: wait while word == expected
 
-  static reactor_plan readable(int fd, reactor_watch w) {
-    return {kind::readable, fd, std::move(w), nullptr, 0};
-  }
-  static reactor_plan writable(int fd, reactor_watch w) {
-    return {kind::writable, fd, std::move(w), nullptr, 0};
-  }
+  static reactor_plan readable(int fd) { return {kind::readable, fd, nullptr, 0}; }
+  static reactor_plan writable(int fd) { return {kind::writable, fd, nullptr, 0}; }
   static reactor_plan futex(std::atomic<std::uint32_t>& w, std::uint32_t e) {
-    return {kind::futex, -1, nullptr, &w, e};
+    return {kind::futex, -1, &w, e};
   }
 };
 
@@ -65,9 +52,9 @@ class io_op {
   bool cancel_requested = false;  ///< a cancel was queued for it
   bool waits_on_futex = false;    ///< a futex wait (the watcher takes it without FUTEX_WAIT)
   bool on_watcher = false;        ///< handed to the futex watcher (both backends)
-  bool waiting = false;           ///< reactor backend: a readiness wait is pending
+  bool waiting = false;           ///< reactor backend: in the interest set, waiting for readiness
+  bool wants_write = false;       ///< reactor backend: waits for POLLOUT (else POLLIN)
   int fd = -1;                    ///< reactor backend: the fd it waits on (cancel_fd)
-  asio::cancellation_signal reactor_cancel;  ///< reactor backend: aborts the readiness wait
   io_op* prev = nullptr;          ///< in-flight list (owned by the service)
   io_op* next = nullptr;
 

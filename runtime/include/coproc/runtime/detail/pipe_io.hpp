@@ -38,7 +38,7 @@ struct pipe_rw_impl {
   static constexpr std::size_t max_len = 0x7ffff000;  // the kernel's MAX_RW_COUNT
 
   template <class Buffers>
-  pipe_rw_impl(int fd_in, reactor_watch w, const Buffers& buffers) : fd(fd_in), watch(std::move(w)) {
+  pipe_rw_impl(int fd_in, const Buffers& buffers) : fd(fd_in) {
     auto it = asio::buffer_sequence_begin(buffers);
     auto end = asio::buffer_sequence_end(buffers);
     for (; it != end && count < max_iov; ++it) {
@@ -74,7 +74,7 @@ struct pipe_rw_impl {
   }
 
   reactor_plan plan() const {
-    return IsRead ? reactor_plan::readable(fd, watch) : reactor_plan::writable(fd, watch);
+    return IsRead ? reactor_plan::readable(fd) : reactor_plan::writable(fd);
   }
 
   int attempt() noexcept {
@@ -116,7 +116,6 @@ struct pipe_rw_impl {
   }
 
   int fd;
-  reactor_watch watch;
   std::array<iovec, max_iov> iov{};
   unsigned count = 0;
   std::size_t total = 0;
@@ -134,7 +133,6 @@ class pipe_end {
       ex_ = std::move(other.ex_);
       service_ = other.service_;
       fd_ = std::move(other.fd_);
-      watch_ = std::move(other.watch_);
     }
     return *this;
   }
@@ -152,12 +150,10 @@ class pipe_end {
   }
   void close() noexcept {
     cancel();
-    watch_.reset();
     fd_.reset();
   }
   unique_fd release() noexcept {
     cancel();
-    watch_.reset();
     return std::move(fd_);
   }
 
@@ -167,25 +163,15 @@ class pipe_end {
         [](auto&& handler, pipe_end* self, const Buffers& b) {
           launch_io_op<pipe_rw_impl<IsRead>>(*self->service_, self->ex_,
                                              std::forward<decltype(handler)>(handler),
-                                             self->fd_.get(), self->reactor_watch_for_io(), b);
+                                             self->fd_.get(), b);
         },
         token, this, buffers);
   }
 
  private:
-  // epoll backend: registered at the first operation (not at construction,
-  // so a child forked before any I/O does not inherit the duplicate).
-  reactor_watch reactor_watch_for_io() {
-    if (!watch_ && fd_ && service_->backend() == io_backend::epoll) {
-      watch_ = service_->watch(fd_.get());
-    }
-    return watch_;
-  }
-
   asio::any_io_executor ex_;
   uring_service* service_;
   unique_fd fd_;
-  reactor_watch watch_;
 };
 
 }  // namespace coproc::detail
