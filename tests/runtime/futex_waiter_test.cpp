@@ -1,4 +1,4 @@
-// Tests of async_futex_wait: IORING_OP_FUTEX_WAIT and the polling fallback,
+// Tests of async_futex_wait: IORING_OP_FUTEX_WAIT and the futex watcher,
 // woken from another process, cancelled.
 
 #include <unistd.h>
@@ -107,4 +107,45 @@ TEST_CASE("a futex wait can be cancelled", "[futex_waiter]") {
   ctx.run_for(std::chrono::seconds(10));
   CHECK(done);
   CHECK(result == asio::error::operation_aborted);
+}
+
+TEST_CASE("without FUTEX_WAIT a futex wait wakes through a watcher thread, not a timer",
+          "[futex_waiter]") {
+  // The fallback once polled the word on a timer (50 us doubling to 1 ms): a
+  // wake-up with nothing else happening took up to a millisecond. The watcher
+  // sleeps in FUTEX_WAIT, so a wake arrives once the word changes; this test
+  // waits on two words at once (two watcher threads) and cancels one.
+  auto region = coproc::mapped_region::create(4096);
+  auto& a = word_in(region);
+  auto& b = *std::launder(reinterpret_cast<std::atomic<std::uint32_t>*>(region.data() + 64));
+  a.store(0);
+  b.store(0);
+  coproc::test::run_async([&](asio::io_context& ctx) -> asio::awaitable<void> {
+    auto& service = coproc::uring_service::install(ctx, {.use_futex_wait = false});
+    CHECK(!service.has_futex_wait());
+    asio::cancellation_signal cancel_b;
+    std::error_code b_result;
+    bool b_done = false;
+    coproc::async_futex_wait(ctx.get_executor(), b, 0,
+                             asio::bind_cancellation_slot(cancel_b.slot(), [&](std::error_code ec) {
+                               b_result = ec;
+                               b_done = true;
+                             }));
+    auto child = coproc::child_process::fork_child([&] {
+      a.store(1);
+      coproc::detail::futex_wake(a, 1);
+    });
+    while (a.load() == 0) {
+      co_await coproc::async_futex_wait(ctx.get_executor(), a, 0, asio::use_awaitable);
+    }
+    CHECK(!b_done);
+    cancel_b.emit(asio::cancellation_type::terminal);
+    asio::steady_timer t(ctx, std::chrono::milliseconds(1));
+    while (!b_done) {
+      co_await t.async_wait(asio::use_awaitable);
+      t.expires_after(std::chrono::milliseconds(1));
+    }
+    CHECK(b_result == asio::error::operation_aborted);
+    co_await child.async_wait_exit(ctx.get_executor(), asio::use_awaitable);
+  });
 }

@@ -4,7 +4,8 @@
 // thread) until a futex word changes, then try again.
 //
 // The wait is coproc::async_futex_wait (io_uring FUTEX_WAIT on the runtime's
-// uring_service, or its timer-polling fallback where the kernel lacks it).
+// uring_service, or its futex watcher thread where the ring lacks it or the
+// service runs on epoll).
 
 #include <asio/associated_cancellation_slot.hpp>
 #include <asio/bind_cancellation_slot.hpp>
