@@ -25,12 +25,15 @@
 #include <unordered_map>
 #include <utility>
 
+#include "coproc/executors/detail/pool_lifecycle.hpp"
 #include "coproc/executors/detail/zygote.hpp"
+#include "coproc/executors/detail/zygote_reports.hpp"
 #include "coproc/ipc/remote_error.hpp"
 #include "coproc/runtime/child_process.hpp"
 #include "coproc/runtime/detail/system_error.hpp"
 #include "coproc/runtime/exit_status.hpp"
 #include "coproc/runtime/pipe_reader.hpp"
+#include "coproc/runtime/errc.hpp"
 
 namespace coproc::detail {
 namespace {
@@ -85,7 +88,11 @@ struct worker_rec {
   std::uint64_t kill_target = 0;
   std::unique_ptr<asio::steady_timer> timer;
   bool timer_armed = false;
-  bool touched = false;  // sent to during the current pump()
+  std::uint64_t timer_gen = 0;  // a disarmed timer's late handler is stale
+  bool touched = false;         // sent to during the current pump()
+  std::int64_t spawned_ns = 0;  // when its spawn was asked for (start_timeout)
+  std::int64_t exit_seen_ns = 0;  // when its pidfd first showed it gone, unreported
+  std::string init_error;  // what its initializer threw, as it told us
 };
 
 class pool_core : public std::enable_shared_from_this<pool_core> {
@@ -98,7 +105,7 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
   void start(task_op* op);
   void cancel(std::uint64_t id);
   void shutdown(shutdown_mode mode, std::function<void()> done);
-  pool_stats stats() const;
+  pool_stats stats();
 
  private:
   void accept(task_op* op);
@@ -120,7 +127,18 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
   void arm_rest_check();
   void on_rest_check();
   void on_report(const zygote_report& r);
+  void poll_reports();
   void on_worker_exit(worker_rec& w, const exit_status& status);
+  bool release_worker(worker_rec& w, const exit_status& status);
+  std::string start_failure(const worker_rec& w, const exit_status& status) const;
+  void start_zygote();
+  void on_zygote_lost(const std::string& why);
+  void check_starts();
+  void break_pool(const std::exception_ptr& why);
+  void finish_stop();
+  void disarm_timeout(worker_rec& w);
+  void reject(task_op* op, const std::exception_ptr& e);
+  bool closed() const { return state_ == pool_state::closed; }
   void spawn(worker_rec& w);
   void kill(worker_rec& w, std::uint64_t target);
   void withdraw(std::uint64_t id);
@@ -144,9 +162,9 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
   unique_fd doorbell_fd_;
   unique_fd zygote_cmd_;
   child_process zygote_;
-  std::unique_ptr<pipe_reader> reports_;
+  std::unique_ptr<zygote_reports> reports_;
+  std::uint64_t reports_gen_ = 0;  // one per zygote: a stale wait's handler does nothing
   std::unique_ptr<asio::posix::stream_descriptor> doorbell_;
-  zygote_report report_{};
   worker_config config_;
   std::vector<std::unique_ptr<worker_rec>> workers_;
   std::deque<task_op*> queue_;    // accepted, not yet sent (at most queue_capacity)
@@ -164,17 +182,19 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
   bool reports_armed_ = false;
   bool listening_ = false;
   asio::steady_timer rest_timer_{ex_};
-  bool stopping_ = false;
-  bool closed_ = false;
-  bool broken_ = false;
-  std::function<void()> shutdown_done_;
+  pool_state state_ = pool_state::running;
+  std::exception_ptr broken_error_;  // what a broken pool fails tasks with
+  restart_intensity restarts_;  // zygote deaths and workers dead before they started
+  std::vector<std::function<void()>> shutdown_done_;  // every async_shutdown's handler
   pool_stats stats_;
 };
 
 pool_core::pool_core(const asio::any_io_executor& ex, pool_options options)
-    : ex_(ex), options_(std::move(options)) {
+    : ex_(ex),
+      options_(std::move(options)),
+      restarts_(options_.max_restarts, options_.restart_period) {
   if (options_.workers == 0) {
-    options_.workers = 1;
+    throw std::invalid_argument("coproc::process_pool: workers must be at least 1");
   }
   if (options_.queue_capacity == 0) {
     options_.queue_capacity = 1;
@@ -193,17 +213,23 @@ pool_core::pool_core(const asio::any_io_executor& ex, pool_options options)
     workers_.push_back(std::move(w));
   }
   doorbell_fd_.reset(check_syscall(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK), "eventfd"));
-  auto [cmd_read, cmd_write] = make_pipe();
-  auto [report_read, report_write] = make_pipe();
   config_ = {region_.data(), geometry_, doorbell_fd_.get(), &options_, region_.fd()};
   // The zygote is forked now, before this pool has any ring or thread.
+  start_zygote();
+  doorbell_ = std::make_unique<asio::posix::stream_descriptor>(
+      ex_, ::fcntl(doorbell_fd_.get(), F_DUPFD_CLOEXEC, 0));
+}
+
+void pool_core::start_zygote() {
+  auto [cmd_read, cmd_write] = make_pipe();
+  auto [report_read, report_write] = make_pipe();
   pid_t pid = fork_zygote(config_, cmd_read.get(), report_write.get());
   zygote_ = child_process::adopt(pid);
   zygote_cmd_ = std::move(cmd_write);
   check_syscall(::fcntl(zygote_cmd_.get(), F_SETFL, O_NONBLOCK), "fcntl");
-  reports_ = std::make_unique<pipe_reader>(ex_, std::move(report_read));
-  doorbell_ = std::make_unique<asio::posix::stream_descriptor>(
-      ex_, ::fcntl(doorbell_fd_.get(), F_DUPFD_CLOEXEC, 0));
+  reports_ = std::make_unique<zygote_reports>(ex_, std::move(report_read));
+  ++reports_gen_;
+  reports_armed_ = false;
 }
 
 void pool_core::open() {
@@ -215,12 +241,11 @@ void pool_core::open() {
 
 void pool_core::spawn(worker_rec& w) {
   zygote_command c{zygote_spawn, static_cast<std::uint32_t>(w.index)};
-  if (::write(zygote_cmd_.get(), &c, sizeof c) != sizeof c) {
-    broken_ = true;
-    fail_all(error(coproc::errc::worker_crashed, "cannot reach the zygote"));
-    return;
-  }
   w.st = worker_rec::state::spawning;
+  w.spawned_ns = monotonic_ns();
+  if (!zygote_cmd_ || ::write(zygote_cmd_.get(), &c, sizeof c) != sizeof c) {
+    on_zygote_lost("cannot reach the zygote");
+  }
 }
 
 void pool_core::start(task_op* op) {
@@ -231,9 +256,11 @@ void pool_core::start(task_op* op) {
 }
 
 void pool_core::accept(task_op* op) {
-  if (stopping_ || closed_ || broken_) {
+  if (!accepts_tasks(state_)) {
     ++stats_.tasks_failed;
-    op->fail(error(coproc::errc::pool_stopped, "process_pool: submit after shutdown"));
+    op->fail(state_ == pool_state::broken
+                 ? broken_error_
+                 : error(coproc::errc::pool_stopped, "process_pool: submit after shutdown"));
     return;
   }
   ops_.emplace(op->id, op);
@@ -268,7 +295,7 @@ void pool_core::admit_waiting() {
 // pool does not pay a cancel and a re-arm per task. Reports that arrive while
 // it rests wait in the pipe until the next task.
 void pool_core::listen_or_rest() {
-  if (closed_ || !listening_) {
+  if (closed() || !listening_) {
     return;
   }
   wait_doorbell();
@@ -276,7 +303,7 @@ void pool_core::listen_or_rest() {
 }
 
 void pool_core::start_listening() {
-  if (listening_ || closed_) {
+  if (listening_ || closed()) {
     return;
   }
   listening_ = true;
@@ -299,7 +326,7 @@ void pool_core::arm_rest_check() {
 // earlier would leave that report unread until the next submit, with stats()
 // showing a worker missing meanwhile.
 bool pool_core::idle() const {
-  if (!ops_.empty() || stopping_) {
+  if (!ops_.empty() || state_ == pool_state::draining || state_ == pool_state::stopping) {
     return false;
   }
   return std::none_of(workers_.begin(), workers_.end(), [](const auto& w) {
@@ -310,10 +337,11 @@ bool pool_core::idle() const {
 }
 
 void pool_core::on_rest_check() {
-  if (closed_) {
+  if (closed()) {
     return;
   }
   if (!idle()) {
+    check_starts();
     arm_rest_check();
     return;
   }
@@ -322,8 +350,8 @@ void pool_core::on_rest_check() {
   if (doorbell_armed_) {
     doorbell_->cancel();
   }
-  if (reports_armed_) {
-    reports_->cancel();
+  if (reports_armed_ && reports_) {
+    reports_->descriptor().cancel();
   }
 }
 
@@ -347,22 +375,42 @@ worker_rec* pool_core::pick(const task_op& op) {
   return best;
 }
 
+// A queued task that cannot be sent fails alone; the pool goes on.
+void pool_core::reject(task_op* op, const std::exception_ptr& e) {
+  queue_.pop_front();
+  ops_.erase(op->id);
+  ++stats_.tasks_failed;
+  op->fail(e);
+}
+
 void pool_core::pump() {
   admit_waiting();
   while (!queue_.empty()) {
     task_op* op = queue_.front();
-    std::size_t size = op->body_size();
+    std::size_t size = 0;
+    try {
+      size = op->body_size();  // runs the arguments' save() in counting mode: may throw
+    } catch (...) {
+      reject(op, std::current_exception());
+      continue;
+    }
     if (size > options_.max_payload) {
-      queue_.pop_front();
-      ops_.erase(op->id);
-      ++stats_.tasks_failed;
-      op->fail(error(coproc::errc::payload_too_large,
-                     "task arguments of " + std::to_string(size) + " bytes"));
+      reject(op, error(coproc::errc::payload_too_large,
+                       "task arguments of " + std::to_string(size) + " bytes"));
       continue;
     }
     op->in_arena = sizeof(task_header) + size > inline_limit(workers_[0]->view.tasks);
     worker_rec* w = pick(*op);
-    if (!w || !send(*w, op, size)) {
+    bool sent = false;
+    try {
+      sent = w != nullptr && send(*w, op, size);
+    } catch (...) {
+      // The encoding threw half-way: the frame was reserved but not
+      // committed, the arena not yet claimed, so the ring holds nothing of it.
+      reject(op, std::current_exception());
+      continue;
+    }
+    if (!sent) {
       break;
     }
     queue_.pop_front();
@@ -446,6 +494,13 @@ void pool_core::drain(worker_rec& w) {
       body = h.in_arena ? std::span<const std::byte>(w.view.out_arena, h.body_size)
                         : std::span<const std::byte>(frame.subspan(sizeof h, h.body_size));
     }
+    if (h.id == initializer_failure_id && h.status == result_exception && valid) {
+      try {
+        w.init_error = decode_from<remote_error>(body).what();
+      } catch (...) {
+        w.init_error = "an exception that did not decode";
+      }
+    }
     auto it = std::find_if(w.inflight.begin(), w.inflight.end(),
                            [&](task_op* op) { return op->id == h.id; });
     if (it != w.inflight.end()) {
@@ -470,6 +525,9 @@ void pool_core::drain(worker_rec& w) {
   }
   if (popped) {
     w.view.results.notify_producer();
+  }
+  if (w.inflight.empty()) {
+    disarm_timeout(w);  // an armed timer would keep io_context::run() from returning
   }
 }
 
@@ -562,7 +620,7 @@ task_op* pool_core::doorbell_turn() {
 // Announces that the parent sleeps (workers then ring the eventfd), re-checks
 // the rings after a full fence, and keeps one wait on the eventfd armed.
 void pool_core::wait_doorbell() {
-  if (closed_) {
+  if (closed()) {
     return;
   }
   int cpu = ::sched_getcpu();
@@ -596,7 +654,7 @@ void pool_core::wait_doorbell() {
         {
           std::lock_guard lock(self->mutex_);
           self->doorbell_armed_ = false;
-          if (ec || self->closed_) {
+          if (ec || self->closed()) {
             self->listen_or_rest();
             return;
           }
@@ -639,7 +697,7 @@ bool pool_core::spin_for_results(int cpu) {
 }
 
 void pool_core::on_doorbell() {
-  if (closed_) {
+  if (closed()) {
     return;
   }
   header_->parent_sleeping.store(0, std::memory_order_relaxed);
@@ -649,33 +707,47 @@ void pool_core::on_doorbell() {
   listen_or_rest();
 }
 
+// Waits for the report pipe to be readable, then reads what is there without
+// blocking (stats() reads it the same way, so reports are never reordered).
 void pool_core::read_reports() {
-  if (reports_armed_ || closed_) {
+  if (reports_armed_ || closed() || !reports_) {
     return;
   }
   reports_armed_ = true;
-  asio::async_read(
-      *reports_, asio::buffer(&report_, sizeof report_),
-      [self = shared_from_this()](std::error_code ec, std::size_t) {
+  reports_->descriptor().async_wait(
+      asio::posix::stream_descriptor::wait_read,
+      [self = shared_from_this(), gen = reports_gen_](std::error_code ec) {
         std::lock_guard lock(self->mutex_);
+        if (gen != self->reports_gen_) {
+          return;  // the wait of a zygote that was replaced
+        }
         self->reports_armed_ = false;
-        if (self->closed_) {
+        if (self->closed()) {
           return;
         }
-        if (ec == asio::error::operation_aborted) {
-          self->listen_or_rest();
-          return;
+        if (ec != asio::error::operation_aborted) {
+          self->poll_reports();
         }
-        if (ec) {
-          if (!self->stopping_) {
-            self->broken_ = true;
-            self->fail_all(error(coproc::errc::worker_crashed, "the pool's zygote process died"));
-          }
-          return;
-        }
-        self->on_report(self->report_);
         self->listen_or_rest();
       });
+}
+
+void pool_core::poll_reports() {
+  if (!reports_ || closed()) {
+    return;
+  }
+  std::vector<zygote_report> got;
+  bool open = reports_->read_available(got);
+  std::uint64_t gen = reports_gen_;
+  for (const zygote_report& r : got) {
+    if (gen != reports_gen_) {
+      return;  // the zygote was replaced meanwhile: the rest speak of its old workers
+    }
+    on_report(r);
+  }
+  if (!open && gen == reports_gen_) {
+    on_zygote_lost("the pool's zygote process died");
+  }
 }
 
 void pool_core::on_report(const zygote_report& r) {
@@ -688,19 +760,17 @@ void pool_core::on_report(const zygote_report& r) {
       w.pid = r.pid;
       w.pidfd.reset(static_cast<int>(::syscall(SYS_pidfd_open, r.pid, 0)));
       w.st = worker_rec::state::running;
-      ++stats_.workers_alive;
-      if (w.killing) {
+      if (w.killing || state_ == pool_state::broken) {
         kill(w, w.kill_target);
       }
       break;
     case report_exited:
-      --stats_.workers_alive;
       on_worker_exit(w, to_exit_status(r));
       break;
     case report_spawn_failed:
-      broken_ = true;
-      fail_all(error(coproc::errc::worker_crashed,
-                     "fork of a worker failed: " + std::system_category().message(r.error)));
+      w.st = worker_rec::state::dead;
+      break_pool(error(coproc::errc::pool_broken, "process_pool: fork of a worker failed: " +
+                                                      std::system_category().message(r.error)));
       break;
     default:
       break;
@@ -708,9 +778,58 @@ void pool_core::on_report(const zygote_report& r) {
 }
 
 void pool_core::on_worker_exit(worker_rec& w, const exit_status& status) {
+  bool bad_image = status.exited && status.code == worker_exit_bad_image;
+  drain(w);  // first: an initializer's exception arrives as a result frame
+  std::string failure = start_failure(w, status);
+  bool started = release_worker(w, status);
+  if (state_ == pool_state::stopping || state_ == pool_state::closed) {
+    return;  // the zygote stops its workers
+  }
+  if (bad_image) {
+    break_pool(error(coproc::errc::worker_crashed, "worker image mismatch"));
+  } else if (!failure.empty()) {
+    break_pool(error(coproc::errc::pool_broken, failure));
+  } else if (!started && !restarts_.allow()) {
+    break_pool(error(coproc::errc::pool_broken,
+                     "process_pool: workers died before they started more than " +
+                         std::to_string(restarts_.max_restarts()) + " times within " +
+                         std::to_string(options_.restart_period.count()) +
+                         " ms (max_restarts, restart_period); the last one " +
+                         status.describe()));
+  } else if (replaces_workers(state_, !ops_.empty())) {
+    // A drain goes on replacing workers (one that retired at
+    // max_tasks_per_worker, say) while accepted tasks are left.
+    ++stats_.respawns;
+    spawn(w);
+  }
+  pump();
+  maybe_finish_shutdown();
+}
+
+// Why a worker's death breaks the pool, or empty when it does not: an image
+// mismatch, or an initializer that threw, crashed or was killed before it
+// returned (whatever its timing: the next worker would do the same).
+std::string pool_core::start_failure(const worker_rec& w, const exit_status& status) const {
+  bool started = w.view.shared->ready.load(std::memory_order_acquire) != 0;
+  if (started || w.killing || !options_.initializer) {
+    return {};
+  }
+  std::string what = status.exited && status.code == worker_exit_init_failed
+                         ? "it threw " + (w.init_error.empty() ? std::string("an exception")
+                                                               : w.init_error)
+                         : "its worker was " + status.describe();
+  return "process_pool: the pool's initializer failed in worker " + std::to_string(w.pid) + ": " +
+         what;
+}
+
+// Accounts for a worker that is gone: results it published still count, its
+// running task fails, the others go back to the queue, its slot is made new.
+// True when it had started (its initializer returned) or was killed by us.
+bool pool_core::release_worker(worker_rec& w, const exit_status& status) {
   drain(w);  // results published before the death still count
   auto& shared = *w.view.shared;
   bool retired = status.success() && shared.retiring.load(std::memory_order_acquire) != 0;
+  bool started = shared.ready.load(std::memory_order_acquire) != 0 || w.killing;
   std::uint64_t running = shared.running_id.load(std::memory_order_acquire);
   std::uint64_t consumed = shared.consumed.load(std::memory_order_acquire);
   std::deque<task_op*> requeue;
@@ -733,14 +852,8 @@ void pool_core::on_worker_exit(worker_rec& w, const exit_status& status) {
   if (!retired && !w.killing) {
     ++stats_.worker_crashes;
   }
-  if (status.exited &&
-      (status.code == worker_exit_init_failed || status.code == worker_exit_bad_image)) {
-    broken_ = true;
-    fail_all(error(coproc::errc::worker_crashed, status.code == worker_exit_init_failed
-                                                     ? "the pool's initializer failed"
-                                                     : "worker image mismatch"));
-  }
   w.inflight.clear();
+  disarm_timeout(w);
   w.pidfd.reset();
   w.pid = 0;
   w.st = worker_rec::state::dead;
@@ -748,14 +861,126 @@ void pool_core::on_worker_exit(worker_rec& w, const exit_status& status) {
   w.arena_busy = w.arena_skip = false;
   w.killing = false;
   w.kill_target = 0;
+  w.exit_seen_ns = 0;
+  w.init_error.clear();
   slot_view::reset(region_.data(), geometry_, w.index);
   w.view = slot_view(region_.data(), geometry_, w.index);
-  if (!stopping_ && !broken_ && !closed_) {
+  return started;
+}
+
+// The pool can no longer run tasks: every accepted task and every later
+// submit fails with `why`, and live workers are stopped (a worker still being
+// forked is stopped when its spawn is reported). A drain under way still
+// completes, its tasks failed.
+void pool_core::break_pool(const std::exception_ptr& why) {
+  broken_error_ = why;
+  if (state_ == pool_state::running) {
+    state_ = pool_state::broken;
+  }
+  fail_all(why);
+  for (auto& w : workers_) {
+    if (w->st == worker_rec::state::running && !w->killing) {
+      kill(*w, 0);
+    }
+  }
+}
+
+// The zygote is gone (killed, or hung and killed by check_starts): its
+// workers die with it through their death signal. Their tasks are accounted
+// as for any worker death, then a new zygote starts them again, within the
+// restart intensity; past it, or if no zygote can be started, the pool is broken.
+void pool_core::on_zygote_lost(const std::string& why) {
+  if (state_ == pool_state::stopping || state_ == pool_state::closed || !reports_) {
+    return;  // stopped on purpose, or already handled
+  }
+  reports_.reset();
+  ++reports_gen_;
+  reports_armed_ = false;
+  zygote_cmd_.reset();
+  zygote_.kill_and_reap();
+  exit_status killed;
+  killed.signal = SIGKILL;
+  for (auto& w : workers_) {
+    if (w->st == worker_rec::state::dead) {
+      continue;
+    }
+    if (w->pidfd) {
+      ::syscall(SYS_pidfd_send_signal, w->pidfd.get(), SIGKILL, nullptr, 0);
+    }
+    w->killing = true;  // not a crash of its own, nor a start failure
+    release_worker(*w, killed);
+  }
+  if (state_ == pool_state::broken) {
+    return;
+  }
+  if (!restarts_.allow()) {
+    break_pool(error(coproc::errc::pool_broken,
+                     "process_pool: " + why + ", more than " +
+                         std::to_string(restarts_.max_restarts()) + " restarts within " +
+                         std::to_string(options_.restart_period.count()) +
+                         " ms (max_restarts, restart_period)"));
+    return;
+  }
+  try {
+    start_zygote();
+  } catch (const std::exception& e) {
+    break_pool(error(coproc::errc::pool_broken,
+                     "process_pool: " + why + ", and a new zygote did not start: " + e.what()));
+    return;
+  }
+  for (auto& w : workers_) {
     ++stats_.respawns;
-    spawn(w);
+    spawn(*w);
   }
   pump();
-  maybe_finish_shutdown();
+  listen_or_rest();
+}
+
+// The bound on waiting for a worker (pool_options::start_timeout), checked
+// while tasks wait: a worker whose initializer has not returned breaks the
+// pool; a spawn or a death the zygote did not report in time means the zygote
+// is stuck (stopped, say), so it is replaced as if it had died.
+void pool_core::check_starts() {
+  if (options_.start_timeout.count() == 0 || ops_.empty() || state_ != pool_state::running) {
+    return;
+  }
+  std::int64_t now = monotonic_ns();
+  std::int64_t limit =
+      std::chrono::duration_cast<std::chrono::nanoseconds>(options_.start_timeout).count();
+  std::string ms = std::to_string(options_.start_timeout.count()) + " ms";
+  for (auto& w : workers_) {
+    if (w->st == worker_rec::state::dead || w->killing) {
+      continue;
+    }
+    bool late = now - w->spawned_ns >= limit;
+    if (w->st == worker_rec::state::spawning) {
+      if (late) {
+        on_zygote_lost("the pool's zygote did not fork a worker within " + ms);
+        return;
+      }
+      continue;
+    }
+    if (w->view.shared->ready.load(std::memory_order_acquire) == 0) {
+      if (late) {
+        std::string who = options_.initializer ? "the pool's initializer" : "a worker";
+        kill(*w, 0);
+        break_pool(error(coproc::errc::pool_broken,
+                         "process_pool: " + who + " did not return within " + ms +
+                             " (start_timeout) in worker " + std::to_string(w->pid)));
+        return;
+      }
+      continue;
+    }
+    pollfd p{w->pidfd.get(), POLLIN, 0};
+    if (w->pidfd && ::poll(&p, 1, 0) == 1) {
+      if (w->exit_seen_ns == 0) {
+        w->exit_seen_ns = now;
+      } else if (now - w->exit_seen_ns >= limit) {
+        on_zygote_lost("the pool's zygote did not report a worker's exit within " + ms);
+        return;
+      }
+    }
+  }
 }
 
 void pool_core::kill(worker_rec& w, std::uint64_t target) {
@@ -830,14 +1055,27 @@ void pool_core::arm_timeout(worker_rec& w) {
   auto left = running ? timeout - std::chrono::nanoseconds(monotonic_ns() - started) : timeout;
   w.timer->expires_after(left);
   w.timer_armed = true;
-  w.timer->async_wait([self = shared_from_this(), &w](std::error_code ec) {
+  w.timer->async_wait([self = shared_from_this(), &w, gen = w.timer_gen](std::error_code ec) {
     std::lock_guard lock(self->mutex_);
+    if (gen != w.timer_gen) {
+      return;  // disarmed since: a later arm_timeout owns the timer
+    }
     w.timer_armed = false;
-    if (!ec && !self->closed_) {
+    if (!ec && !self->closed()) {
       self->on_timeout(w);
       self->listen_or_rest();
     }
   });
+}
+
+// A worker with nothing in flight needs no deadline, and a pending wait would
+// keep io_context::run() from returning for a whole task_timeout.
+void pool_core::disarm_timeout(worker_rec& w) {
+  if (w.timer_armed) {
+    w.timer_armed = false;
+    ++w.timer_gen;
+    w.timer->cancel();
+  }
 }
 
 void pool_core::on_timeout(worker_rec& w) {
@@ -880,14 +1118,18 @@ void pool_core::fail_all(const std::exception_ptr& e) {
   }
 }
 
+// Every call's handler completes once the pool has stopped; a cancel after a
+// drain fails what the drain had left (the escalation of process_pool.hpp).
 void pool_core::shutdown(shutdown_mode mode, std::function<void()> done) {
   std::lock_guard lock(mutex_);
-  if (closed_ || (stopping_ && shutdown_done_)) {
+  if (closed()) {
     done();
     return;
   }
-  stopping_ = true;
-  shutdown_done_ = std::move(done);
+  shutdown_done_.push_back(std::move(done));
+  if (state_ == pool_state::running || state_ == pool_state::broken) {
+    state_ = pool_state::draining;
+  }
   start_listening();
   if (mode == shutdown_mode::cancel) {
     fail_all(error(coproc::errc::pool_stopped, "process_pool: shut down"));
@@ -896,27 +1138,40 @@ void pool_core::shutdown(shutdown_mode mode, std::function<void()> done) {
 }
 
 void pool_core::maybe_finish_shutdown() {
-  if (!stopping_ || !shutdown_done_ || !ops_.empty()) {
+  if (state_ != pool_state::draining || shutdown_done_.empty() || !ops_.empty()) {
     return;
   }
-  zygote_command c{zygote_stop, 0};
-  [[maybe_unused]] ssize_t n = ::write(zygote_cmd_.get(), &c, sizeof c);
-  zygote_cmd_.reset();
+  state_ = pool_state::stopping;
+  if (zygote_cmd_) {
+    zygote_command c{zygote_stop, 0};
+    [[maybe_unused]] ssize_t n = ::write(zygote_cmd_.get(), &c, sizeof c);
+    zygote_cmd_.reset();
+  }
+  if (!zygote_ || zygote_.status()) {
+    finish_stop();
+    return;
+  }
   zygote_.async_wait_exit(ex_, [self = shared_from_this()](std::error_code, exit_status) {
     std::lock_guard lock(self->mutex_);
-    self->close();
-    if (auto done = std::move(self->shutdown_done_)) {
-      done();
-    }
+    self->finish_stop();
   });
+}
+
+void pool_core::finish_stop() {
+  close();
+  auto handlers = std::move(shutdown_done_);
+  shutdown_done_.clear();
+  for (auto& done : handlers) {
+    done();
+  }
 }
 
 void pool_core::close() noexcept {
   std::lock_guard lock(mutex_);
-  if (closed_) {
+  if (closed()) {
     return;
   }
-  closed_ = true;
+  state_ = pool_state::closed;
   for (auto& w : workers_) {
     if (w->pidfd) {
       ::syscall(SYS_pidfd_send_signal, w->pidfd.get(), SIGKILL, nullptr, 0);
@@ -956,21 +1211,27 @@ void pool_core::close() noexcept {
     doorbell_->cancel();
   }
   if (reports_) {
-    reports_->cancel();
+    reports_->descriptor().cancel();
   }
   rest_timer_.cancel();
 }
 
-pool_stats pool_core::stats() const {
+// True at any time: reports that already arrived are read first, whether or
+// not the pool listens (an idle pool rests), and the live workers are counted
+// from their records, never from a counter that could drift.
+pool_stats pool_core::stats() {
   std::lock_guard lock(mutex_);
+  poll_reports();
   pool_stats s = stats_;
   s.tasks_queued = queue_.size();
   s.tasks_waiting = waiting_.size();
+  s.workers_alive = 0;
   for (const auto& w : workers_) {
     if (!w->inflight.empty()) {
       ++s.workers_busy;
     }
     if (w->st == worker_rec::state::running) {
+      ++s.workers_alive;
       s.worker_pids.push_back(w->pid);
     }
   }
@@ -987,7 +1248,7 @@ namespace coproc {
 
 process_pool::process_pool(const executor_type& ex, pool_options options)
     : ex_(ex),
-      workers_(options.workers == 0 ? 1 : options.workers),
+      workers_(options.workers),
       core_(std::make_shared<detail::pool_core>(ex, std::move(options))) {
   core_->open();
 }
