@@ -1,5 +1,6 @@
 // The parent side of a process_pool: queue, dispatch into worker rings,
-// completion drain, worker deaths, cancellation, timeouts and shutdown. A
+// completion drain, cancellation and timeouts (worker deaths, restarts and
+// shutdown are pool_lifecycle.cpp; the class is pool_core.hpp). A
 // submit is handled on the caller's thread under the pool's mutex (no post
 // on the hot path); I/O handlers run on the pool's executor under the same
 // mutex. Only completions are posted, to each handler's own executor.
@@ -25,15 +26,13 @@
 #include <unordered_map>
 #include <utility>
 
-#include "coproc/executors/detail/pool_lifecycle.hpp"
-#include "coproc/executors/detail/zygote.hpp"
-#include "coproc/executors/detail/zygote_reports.hpp"
 #include "coproc/ipc/remote_error.hpp"
 #include "coproc/runtime/child_process.hpp"
 #include "coproc/runtime/detail/system_error.hpp"
+#include "coproc/runtime/errc.hpp"
 #include "coproc/runtime/exit_status.hpp"
 #include "coproc/runtime/pipe_reader.hpp"
-#include "coproc/runtime/errc.hpp"
+#include "pool_core.hpp"
 
 namespace coproc::detail {
 namespace {
@@ -44,20 +43,6 @@ std::size_t round_pow2(std::size_t n) {
     p <<= 1;
   }
   return p;
-}
-
-std::exception_ptr error(coproc::errc e, const std::string& what) {
-  return std::make_exception_ptr(std::system_error(e, what));
-}
-
-exit_status to_exit_status(const zygote_report& r) {
-  exit_status s;
-  s.exited = WIFEXITED(r.wait_status);
-  s.code = s.exited ? WEXITSTATUS(r.wait_status) : 0;
-  s.signal = WIFSIGNALED(r.wait_status) ? WTERMSIG(r.wait_status) : 0;
-  s.core_dumped = WIFSIGNALED(r.wait_status) && WCOREDUMP(r.wait_status);
-  s.max_rss_kb = r.max_rss_kb;
-  return s;
 }
 
 /// Tasks in flight per worker: enough to keep a busy worker fed between two
@@ -71,123 +56,6 @@ constexpr std::int64_t spin_budget_ns = 20'000;
 constexpr std::chrono::milliseconds rest_interval{20};
 
 }  // namespace
-
-struct worker_rec {
-  enum class state { spawning, running, dead };
-  std::size_t index = 0;
-  slot_view view;
-  state st = state::dead;
-  pid_t pid = 0;
-  unique_fd pidfd;
-  std::deque<task_op*> inflight;  // sent, not finished, in send order
-  std::uint64_t sent = 0;
-  bool arena_busy = false;
-  bool arena_skip = false;  // arena held by a cancelled frame until the worker passes it
-  std::uint64_t arena_seq = 0;
-  bool killing = false;
-  std::uint64_t kill_target = 0;
-  std::unique_ptr<asio::steady_timer> timer;
-  bool timer_armed = false;
-  std::uint64_t timer_gen = 0;  // a disarmed timer's late handler is stale
-  bool touched = false;         // sent to during the current pump()
-  std::int64_t spawned_ns = 0;  // when its spawn was asked for (start_timeout)
-  std::int64_t exit_seen_ns = 0;  // when its pidfd first showed it gone, unreported
-  std::string init_error;  // what its initializer threw, as it told us
-};
-
-class pool_core : public std::enable_shared_from_this<pool_core> {
- public:
-  pool_core(const asio::any_io_executor& ex, pool_options options);
-  ~pool_core() { close(); }
-
-  void open();
-  void close() noexcept;
-  void start(task_op* op);
-  void cancel(std::uint64_t id);
-  void shutdown(shutdown_mode mode, std::function<void()> done);
-  pool_stats stats();
-
- private:
-  void accept(task_op* op);
-  void pump();
-  void admit_waiting();
-  worker_rec* pick(const task_op& op);
-  bool send(worker_rec& w, task_op* op, std::size_t size);
-  void drain();
-  void drain(worker_rec& w);
-  void finish(worker_rec& w, task_op* op, const result_header& h, std::span<const std::byte> body);
-  void wait_doorbell();
-  bool spin_for_results(int cpu);
-  void on_doorbell();
-  task_op* doorbell_turn();
-  void read_reports();
-  bool idle() const;
-  void listen_or_rest();
-  void start_listening();
-  void arm_rest_check();
-  void on_rest_check();
-  void on_report(const zygote_report& r);
-  void poll_reports();
-  void on_worker_exit(worker_rec& w, const exit_status& status);
-  bool release_worker(worker_rec& w, const exit_status& status);
-  std::string start_failure(const worker_rec& w, const exit_status& status) const;
-  void start_zygote();
-  void on_zygote_lost(const std::string& why);
-  void check_starts();
-  void break_pool(const std::exception_ptr& why);
-  void finish_stop();
-  void disarm_timeout(worker_rec& w);
-  void reject(task_op* op, const std::exception_ptr& e);
-  bool closed() const { return state_ == pool_state::closed; }
-  void spawn(worker_rec& w);
-  void kill(worker_rec& w, std::uint64_t target);
-  void withdraw(std::uint64_t id);
-  void arm_timeout(worker_rec& w);
-  void on_timeout(worker_rec& w);
-  void fail_all(const std::exception_ptr& e);
-  void maybe_finish_shutdown();
-  void remove_inflight(worker_rec& w, task_op* op);
-  void fail_corrupt_worker(worker_rec& w);
-  bool any_results() const;
-
-  asio::any_io_executor ex_;
-  // Guards every member below: entry points run on callers' threads, handlers
-  // on the io_context's threads. Recursive, because a handler's destructor
-  // run under the lock may submit again.
-  mutable std::recursive_mutex mutex_;
-  pool_options options_;
-  pool_geometry geometry_;
-  mapped_region region_;
-  pool_header* header_ = nullptr;
-  unique_fd doorbell_fd_;
-  unique_fd zygote_cmd_;
-  child_process zygote_;
-  std::unique_ptr<zygote_reports> reports_;
-  std::uint64_t reports_gen_ = 0;  // one per zygote: a stale wait's handler does nothing
-  std::unique_ptr<asio::posix::stream_descriptor> doorbell_;
-  worker_config config_;
-  std::vector<std::unique_ptr<worker_rec>> workers_;
-  std::deque<task_op*> queue_;    // accepted, not yet sent (at most queue_capacity)
-  std::deque<task_op*> waiting_;  // submitted while the queue was full
-  std::unordered_map<std::uint64_t, task_op*> ops_;
-  std::uint64_t next_id_ = 1;
-  bool doorbell_armed_ = false;
-  bool drain_posted_ = false;
-  // While on_doorbell runs, finished tasks are kept here rather than posted,
-  // and handed to their handlers once the lock is released (deliver_held).
-  bool holding_ = false;
-  task_op* held_head_ = nullptr;
-  task_op* held_tail_ = nullptr;
-  std::int64_t recent_latency_ns_ = 0;
-  bool reports_armed_ = false;
-  bool listening_ = false;
-  asio::steady_timer rest_timer_{ex_};
-  pool_state state_ = pool_state::running;
-  std::exception_ptr broken_error_;  // what a broken pool fails tasks with
-  restart_intensity restarts_;  // zygote deaths and workers dead before they started
-  std::vector<std::function<void()>> shutdown_done_;  // every async_shutdown's handler
-  pool_stats stats_;
-};
 
 pool_core::pool_core(const asio::any_io_executor& ex, pool_options options)
     : ex_(ex),
@@ -218,18 +86,6 @@ pool_core::pool_core(const asio::any_io_executor& ex, pool_options options)
   start_zygote();
   doorbell_ = std::make_unique<asio::posix::stream_descriptor>(
       ex_, ::fcntl(doorbell_fd_.get(), F_DUPFD_CLOEXEC, 0));
-}
-
-void pool_core::start_zygote() {
-  auto [cmd_read, cmd_write] = make_pipe();
-  auto [report_read, report_write] = make_pipe();
-  pid_t pid = fork_zygote(config_, cmd_read.get(), report_write.get());
-  zygote_ = child_process::adopt(pid);
-  zygote_cmd_ = std::move(cmd_write);
-  check_syscall(::fcntl(zygote_cmd_.get(), F_SETFL, O_NONBLOCK), "fcntl");
-  reports_ = std::make_unique<zygote_reports>(ex_, std::move(report_read));
-  ++reports_gen_;
-  reports_armed_ = false;
 }
 
 void pool_core::open() {
@@ -560,6 +416,7 @@ void pool_core::finish(worker_rec&, task_op* op, const result_header& h,
   // An average of recent send-to-result times decides whether spinning pays.
   std::int64_t latency = monotonic_ns() - op->sent_ns;
   recent_latency_ns_ += (latency - recent_latency_ns_) / 8;
+  start_failures_ = 0;  // a worker ran a task: starts do not always fail
   op->hold_delivery = holding_;
   if (h.status == result_value) {
     ++stats_.tasks_completed;
@@ -707,282 +564,6 @@ void pool_core::on_doorbell() {
   listen_or_rest();
 }
 
-// Waits for the report pipe to be readable, then reads what is there without
-// blocking (stats() reads it the same way, so reports are never reordered).
-void pool_core::read_reports() {
-  if (reports_armed_ || closed() || !reports_) {
-    return;
-  }
-  reports_armed_ = true;
-  reports_->descriptor().async_wait(
-      asio::posix::stream_descriptor::wait_read,
-      [self = shared_from_this(), gen = reports_gen_](std::error_code ec) {
-        std::lock_guard lock(self->mutex_);
-        if (gen != self->reports_gen_) {
-          return;  // the wait of a zygote that was replaced
-        }
-        self->reports_armed_ = false;
-        if (self->closed()) {
-          return;
-        }
-        if (ec != asio::error::operation_aborted) {
-          self->poll_reports();
-        }
-        self->listen_or_rest();
-      });
-}
-
-void pool_core::poll_reports() {
-  if (!reports_ || closed()) {
-    return;
-  }
-  std::vector<zygote_report> got;
-  bool open = reports_->read_available(got);
-  std::uint64_t gen = reports_gen_;
-  for (const zygote_report& r : got) {
-    if (gen != reports_gen_) {
-      return;  // the zygote was replaced meanwhile: the rest speak of its old workers
-    }
-    on_report(r);
-  }
-  if (!open && gen == reports_gen_) {
-    on_zygote_lost("the pool's zygote process died");
-  }
-}
-
-void pool_core::on_report(const zygote_report& r) {
-  if (r.slot >= workers_.size()) {
-    return;
-  }
-  worker_rec& w = *workers_[r.slot];
-  switch (r.kind) {
-    case report_spawned:
-      w.pid = r.pid;
-      w.pidfd.reset(static_cast<int>(::syscall(SYS_pidfd_open, r.pid, 0)));
-      w.st = worker_rec::state::running;
-      if (w.killing || state_ == pool_state::broken) {
-        kill(w, w.kill_target);
-      }
-      break;
-    case report_exited:
-      on_worker_exit(w, to_exit_status(r));
-      break;
-    case report_spawn_failed:
-      w.st = worker_rec::state::dead;
-      break_pool(error(coproc::errc::pool_broken, "process_pool: fork of a worker failed: " +
-                                                      std::system_category().message(r.error)));
-      break;
-    default:
-      break;
-  }
-}
-
-void pool_core::on_worker_exit(worker_rec& w, const exit_status& status) {
-  bool bad_image = status.exited && status.code == worker_exit_bad_image;
-  drain(w);  // first: an initializer's exception arrives as a result frame
-  std::string failure = start_failure(w, status);
-  bool started = release_worker(w, status);
-  if (state_ == pool_state::stopping || state_ == pool_state::closed) {
-    return;  // the zygote stops its workers
-  }
-  if (bad_image) {
-    break_pool(error(coproc::errc::worker_crashed, "worker image mismatch"));
-  } else if (!failure.empty()) {
-    break_pool(error(coproc::errc::pool_broken, failure));
-  } else if (!started && !restarts_.allow()) {
-    break_pool(error(coproc::errc::pool_broken,
-                     "process_pool: workers died before they started more than " +
-                         std::to_string(restarts_.max_restarts()) + " times within " +
-                         std::to_string(options_.restart_period.count()) +
-                         " ms (max_restarts, restart_period); the last one " +
-                         status.describe()));
-  } else if (replaces_workers(state_, !ops_.empty())) {
-    // A drain goes on replacing workers (one that retired at
-    // max_tasks_per_worker, say) while accepted tasks are left.
-    ++stats_.respawns;
-    spawn(w);
-  }
-  pump();
-  maybe_finish_shutdown();
-}
-
-// Why a worker's death breaks the pool, or empty when it does not: an image
-// mismatch, or an initializer that threw, crashed or was killed before it
-// returned (whatever its timing: the next worker would do the same).
-std::string pool_core::start_failure(const worker_rec& w, const exit_status& status) const {
-  bool started = w.view.shared->ready.load(std::memory_order_acquire) != 0;
-  if (started || w.killing || !options_.initializer) {
-    return {};
-  }
-  std::string what = status.exited && status.code == worker_exit_init_failed
-                         ? "it threw " + (w.init_error.empty() ? std::string("an exception")
-                                                               : w.init_error)
-                         : "its worker was " + status.describe();
-  return "process_pool: the pool's initializer failed in worker " + std::to_string(w.pid) + ": " +
-         what;
-}
-
-// Accounts for a worker that is gone: results it published still count, its
-// running task fails, the others go back to the queue, its slot is made new.
-// True when it had started (its initializer returned) or was killed by us.
-bool pool_core::release_worker(worker_rec& w, const exit_status& status) {
-  drain(w);  // results published before the death still count
-  auto& shared = *w.view.shared;
-  bool retired = status.success() && shared.retiring.load(std::memory_order_acquire) != 0;
-  bool started = shared.ready.load(std::memory_order_acquire) != 0 || w.killing;
-  std::uint64_t running = shared.running_id.load(std::memory_order_acquire);
-  std::uint64_t consumed = shared.consumed.load(std::memory_order_acquire);
-  std::deque<task_op*> requeue;
-  std::string why = "worker " + std::to_string(w.pid) + " " + status.describe() + " (max RSS " +
-                    std::to_string(status.max_rss_kb) + " KiB)";
-  for (task_op* op : w.inflight) {
-    bool crashed_here =
-        op->id == running && consumed > op->seq && !(w.killing && w.kill_target != op->id);
-    if (crashed_here) {
-      ops_.erase(op->id);
-      ++stats_.tasks_failed;
-      op->fail(error(coproc::errc::worker_crashed, why));
-    } else {
-      op->worker = -1;
-      op->state = nullptr;
-      requeue.push_back(op);
-    }
-  }
-  queue_.insert(queue_.begin(), requeue.begin(), requeue.end());
-  if (!retired && !w.killing) {
-    ++stats_.worker_crashes;
-  }
-  w.inflight.clear();
-  disarm_timeout(w);
-  w.pidfd.reset();
-  w.pid = 0;
-  w.st = worker_rec::state::dead;
-  w.sent = 0;
-  w.arena_busy = w.arena_skip = false;
-  w.killing = false;
-  w.kill_target = 0;
-  w.exit_seen_ns = 0;
-  w.init_error.clear();
-  slot_view::reset(region_.data(), geometry_, w.index);
-  w.view = slot_view(region_.data(), geometry_, w.index);
-  return started;
-}
-
-// The pool can no longer run tasks: every accepted task and every later
-// submit fails with `why`, and live workers are stopped (a worker still being
-// forked is stopped when its spawn is reported). A drain under way still
-// completes, its tasks failed.
-void pool_core::break_pool(const std::exception_ptr& why) {
-  broken_error_ = why;
-  if (state_ == pool_state::running) {
-    state_ = pool_state::broken;
-  }
-  fail_all(why);
-  for (auto& w : workers_) {
-    if (w->st == worker_rec::state::running && !w->killing) {
-      kill(*w, 0);
-    }
-  }
-}
-
-// The zygote is gone (killed, or hung and killed by check_starts): its
-// workers die with it through their death signal. Their tasks are accounted
-// as for any worker death, then a new zygote starts them again, within the
-// restart intensity; past it, or if no zygote can be started, the pool is broken.
-void pool_core::on_zygote_lost(const std::string& why) {
-  if (state_ == pool_state::stopping || state_ == pool_state::closed || !reports_) {
-    return;  // stopped on purpose, or already handled
-  }
-  reports_.reset();
-  ++reports_gen_;
-  reports_armed_ = false;
-  zygote_cmd_.reset();
-  zygote_.kill_and_reap();
-  exit_status killed;
-  killed.signal = SIGKILL;
-  for (auto& w : workers_) {
-    if (w->st == worker_rec::state::dead) {
-      continue;
-    }
-    if (w->pidfd) {
-      ::syscall(SYS_pidfd_send_signal, w->pidfd.get(), SIGKILL, nullptr, 0);
-    }
-    w->killing = true;  // not a crash of its own, nor a start failure
-    release_worker(*w, killed);
-  }
-  if (state_ == pool_state::broken) {
-    return;
-  }
-  if (!restarts_.allow()) {
-    break_pool(error(coproc::errc::pool_broken,
-                     "process_pool: " + why + ", more than " +
-                         std::to_string(restarts_.max_restarts()) + " restarts within " +
-                         std::to_string(options_.restart_period.count()) +
-                         " ms (max_restarts, restart_period)"));
-    return;
-  }
-  try {
-    start_zygote();
-  } catch (const std::exception& e) {
-    break_pool(error(coproc::errc::pool_broken,
-                     "process_pool: " + why + ", and a new zygote did not start: " + e.what()));
-    return;
-  }
-  for (auto& w : workers_) {
-    ++stats_.respawns;
-    spawn(*w);
-  }
-  pump();
-  listen_or_rest();
-}
-
-// The bound on waiting for a worker (pool_options::start_timeout), checked
-// while tasks wait: a worker whose initializer has not returned breaks the
-// pool; a spawn or a death the zygote did not report in time means the zygote
-// is stuck (stopped, say), so it is replaced as if it had died.
-void pool_core::check_starts() {
-  if (options_.start_timeout.count() == 0 || ops_.empty() || state_ != pool_state::running) {
-    return;
-  }
-  std::int64_t now = monotonic_ns();
-  std::int64_t limit =
-      std::chrono::duration_cast<std::chrono::nanoseconds>(options_.start_timeout).count();
-  std::string ms = std::to_string(options_.start_timeout.count()) + " ms";
-  for (auto& w : workers_) {
-    if (w->st == worker_rec::state::dead || w->killing) {
-      continue;
-    }
-    bool late = now - w->spawned_ns >= limit;
-    if (w->st == worker_rec::state::spawning) {
-      if (late) {
-        on_zygote_lost("the pool's zygote did not fork a worker within " + ms);
-        return;
-      }
-      continue;
-    }
-    if (w->view.shared->ready.load(std::memory_order_acquire) == 0) {
-      if (late) {
-        std::string who = options_.initializer ? "the pool's initializer" : "a worker";
-        kill(*w, 0);
-        break_pool(error(coproc::errc::pool_broken,
-                         "process_pool: " + who + " did not return within " + ms +
-                             " (start_timeout) in worker " + std::to_string(w->pid)));
-        return;
-      }
-      continue;
-    }
-    pollfd p{w->pidfd.get(), POLLIN, 0};
-    if (w->pidfd && ::poll(&p, 1, 0) == 1) {
-      if (w->exit_seen_ns == 0) {
-        w->exit_seen_ns = now;
-      } else if (now - w->exit_seen_ns >= limit) {
-        on_zygote_lost("the pool's zygote did not report a worker's exit within " + ms);
-        return;
-      }
-    }
-  }
-}
-
 void pool_core::kill(worker_rec& w, std::uint64_t target) {
   w.killing = true;
   w.kill_target = target;
@@ -1118,54 +699,6 @@ void pool_core::fail_all(const std::exception_ptr& e) {
   }
 }
 
-// Every call's handler completes once the pool has stopped; a cancel after a
-// drain fails what the drain had left (the escalation of process_pool.hpp).
-void pool_core::shutdown(shutdown_mode mode, std::function<void()> done) {
-  std::lock_guard lock(mutex_);
-  if (closed()) {
-    done();
-    return;
-  }
-  shutdown_done_.push_back(std::move(done));
-  if (state_ == pool_state::running || state_ == pool_state::broken) {
-    state_ = pool_state::draining;
-  }
-  start_listening();
-  if (mode == shutdown_mode::cancel) {
-    fail_all(error(coproc::errc::pool_stopped, "process_pool: shut down"));
-  }
-  maybe_finish_shutdown();
-}
-
-void pool_core::maybe_finish_shutdown() {
-  if (state_ != pool_state::draining || shutdown_done_.empty() || !ops_.empty()) {
-    return;
-  }
-  state_ = pool_state::stopping;
-  if (zygote_cmd_) {
-    zygote_command c{zygote_stop, 0};
-    [[maybe_unused]] ssize_t n = ::write(zygote_cmd_.get(), &c, sizeof c);
-    zygote_cmd_.reset();
-  }
-  if (!zygote_ || zygote_.status()) {
-    finish_stop();
-    return;
-  }
-  zygote_.async_wait_exit(ex_, [self = shared_from_this()](std::error_code, exit_status) {
-    std::lock_guard lock(self->mutex_);
-    self->finish_stop();
-  });
-}
-
-void pool_core::finish_stop() {
-  close();
-  auto handlers = std::move(shutdown_done_);
-  shutdown_done_.clear();
-  for (auto& done : handlers) {
-    done();
-  }
-}
-
 void pool_core::close() noexcept {
   std::lock_guard lock(mutex_);
   if (closed()) {
@@ -1214,28 +747,6 @@ void pool_core::close() noexcept {
     reports_->descriptor().cancel();
   }
   rest_timer_.cancel();
-}
-
-// True at any time: reports that already arrived are read first, whether or
-// not the pool listens (an idle pool rests), and the live workers are counted
-// from their records, never from a counter that could drift.
-pool_stats pool_core::stats() {
-  std::lock_guard lock(mutex_);
-  poll_reports();
-  pool_stats s = stats_;
-  s.tasks_queued = queue_.size();
-  s.tasks_waiting = waiting_.size();
-  s.workers_alive = 0;
-  for (const auto& w : workers_) {
-    if (!w->inflight.empty()) {
-      ++s.workers_busy;
-    }
-    if (w->st == worker_rec::state::running) {
-      ++s.workers_alive;
-      s.worker_pids.push_back(w->pid);
-    }
-  }
-  return s;
 }
 
 void cancel_task(void* core, std::uint64_t id) {

@@ -69,12 +69,13 @@ struct pool_options {
   /// bounds running tasks; this bounds everything before.
   std::chrono::milliseconds start_timeout{60'000};
   /// Restart intensity, as Erlang's supervisors have it: more than
-  /// `max_restarts` restarts within `restart_period` break the pool with
-  /// errc::pool_broken. Counted: zygote deaths (each starts a new zygote and
-  /// its workers) and workers that died before they started when the pool has
-  /// no initializer. Not counted: a worker that dies running a task (that
-  /// fails the task only), retires, or is killed by the pool. An initializer
-  /// failure breaks the pool at once, whatever its timing.
+  /// `max_restarts` zygote deaths within `restart_period` (each starts a new
+  /// zygote and its workers), or more than `max_restarts` workers in a row
+  /// that died before they started with no task finished in between (a pool
+  /// without an initializer), break the pool with errc::pool_broken. Not
+  /// counted: a worker that dies running a task (that fails the task only),
+  /// retires, or is killed by the pool. An initializer failure breaks the
+  /// pool at once, whatever its timing.
   std::size_t max_restarts = 5;
   std::chrono::milliseconds restart_period{10'000};
   /// Tasks accepted but not yet running; further submits suspend until room frees.
