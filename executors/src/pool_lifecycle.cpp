@@ -211,6 +211,7 @@ void pool_core::break_pool(const std::exception_ptr& why) {
       kill(*w, 0);
     }
   }
+  maybe_finish_shutdown();  // a drain under way has nothing left to wait for
 }
 
 // The zygote is gone (killed, or hung and killed by check_starts): its
@@ -269,7 +270,8 @@ void pool_core::on_zygote_lost(const std::string& why) {
 // pool; a spawn or a death the zygote did not report in time means the zygote
 // is stuck (stopped, say), so it is replaced as if it had died.
 void pool_core::check_starts() {
-  if (options_.start_timeout.count() == 0 || ops_.empty() || state_ != pool_state::running) {
+  if (options_.start_timeout.count() == 0 || ops_.empty() ||
+      (state_ != pool_state::running && state_ != pool_state::draining)) {
     return;
   }
   std::int64_t now = monotonic_ns();
@@ -299,8 +301,10 @@ void pool_core::check_starts() {
       }
       continue;
     }
+    // Only a worker holding tasks matters to a waiting task (and so the
+    // check costs a poll per busy worker, not per worker).
     pollfd p{w->pidfd.get(), POLLIN, 0};
-    if (w->pidfd && ::poll(&p, 1, 0) == 1) {
+    if (!w->inflight.empty() && w->pidfd && ::poll(&p, 1, 0) == 1) {
       if (w->exit_seen_ns == 0) {
         w->exit_seen_ns = now;
       } else if (now - w->exit_seen_ns >= limit) {

@@ -202,6 +202,12 @@ void pool_core::on_rest_check() {
     return;
   }
   listening_ = false;
+  // A task timer left armed (it is not disarmed per task: a busy pool would
+  // pay a cancel and a re-arm each time) would keep io_context::run() from
+  // returning for up to a whole task_timeout.
+  for (auto& w : workers_) {
+    disarm_timeout(*w);
+  }
   header_->parent_sleeping.store(0, std::memory_order_relaxed);
   if (doorbell_armed_) {
     doorbell_->cancel();
@@ -381,9 +387,6 @@ void pool_core::drain(worker_rec& w) {
   }
   if (popped) {
     w.view.results.notify_producer();
-  }
-  if (w.inflight.empty()) {
-    disarm_timeout(w);  // an armed timer would keep io_context::run() from returning
   }
 }
 
@@ -649,8 +652,8 @@ void pool_core::arm_timeout(worker_rec& w) {
   });
 }
 
-// A worker with nothing in flight needs no deadline, and a pending wait would
-// keep io_context::run() from returning for a whole task_timeout.
+// A resting pool's workers need no deadline, and a pending wait would keep
+// io_context::run() from returning for a whole task_timeout.
 void pool_core::disarm_timeout(worker_rec& w) {
   if (w.timer_armed) {
     w.timer_armed = false;

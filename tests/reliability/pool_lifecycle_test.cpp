@@ -244,6 +244,39 @@ TEST_CASE("a pool whose zygote was killed heals and reports true stats", "[pool_
       15s);
 }
 
+TEST_CASE("a zygote killed past the restart intensity breaks the pool", "[pool_lifecycle]") {
+  start_method method = GENERATE(start_method::fork_server, start_method::spawn);
+  CAPTURE(name_of(method));
+  ::signal(SIGPIPE, SIG_IGN);  // issue 13 item 1 is fixed elsewhere
+  coproc::test::run_async(
+      [method](asio::io_context& ctx) -> asio::awaitable<void> {
+        process_pool pool(ctx.get_executor(),
+                          with(method, {.workers = 1, .max_restarts = 2, .restart_period = 60s}));
+        std::exception_ptr e;
+        int healed = 0;
+        for (int round = 0; round < 3 && !e; ++round) {
+          pid_t worker = co_await pool.submit(my_pid);
+          pid_t zygote = coproc::test::read_stat(worker).ppid;
+          REQUIRE(::kill(zygote, SIGKILL) == 0);
+          while (!gone(zygote)) {
+            co_await pause_for(5ms);
+          }
+          e = co_await failure_of(pool.submit(add, 1, round));
+          healed += e ? 0 : 1;
+        }
+        CHECK(healed == 2);  // two restarts allowed within the period, the third breaks it
+        REQUIRE(e);
+        CHECK(code_of(e) == coproc::errc::pool_broken);
+        CHECK(what_of(e).find("zygote") != std::string::npos);
+        CHECK(what_of(e).find("max_restarts") != std::string::npos);
+        std::exception_ptr later = co_await failure_of(pool.submit(add, 1, 2));
+        CHECK(code_of(later) == coproc::errc::pool_broken);
+        CHECK(pool.stats().workers_alive == 0);
+        co_await pool.async_shutdown(coproc::shutdown_mode::drain, asio::use_awaitable);
+      },
+      15s);
+}
+
 TEST_CASE("a map cancelled through its slot fails with operation_aborted and cancels its chunks",
           "[pool_lifecycle]") {
   coproc::test::run_async(
