@@ -236,7 +236,11 @@ void pool_core::on_zygote_lost(const std::string& why) {
     if (w->pidfd) {
       ::syscall(SYS_pidfd_send_signal, w->pidfd.get(), SIGKILL, nullptr, 0);
     }
-    w->killing = true;  // not a crash of its own, nor a start failure
+    // Not a crash of its own, nor a start failure; but its running task
+    // fails rather than runs again: it may be what killed the zygote
+    // (kill(getppid(), SIGKILL)), and would do so once per restart.
+    w->killing = true;
+    w->kill_target = w->view.shared->running_id.load(std::memory_order_acquire);
     release_worker(*w, killed);
   }
   if (state_ == pool_state::broken) {
@@ -257,9 +261,13 @@ void pool_core::on_zygote_lost(const std::string& why) {
                      "process_pool: " + why + ", and a new zygote did not start: " + e.what()));
     return;
   }
+  std::uint64_t gen = reports_gen_;
   for (auto& w : workers_) {
     ++stats_.respawns;
     spawn(*w);
+    if (gen != reports_gen_) {
+      return;  // this zygote died at once too, and its successor spawned every slot
+    }
   }
   pump();
   listen_or_rest();
