@@ -134,9 +134,9 @@ void pool_core::on_worker_exit(worker_rec& w, const exit_status& status) {
   maybe_finish_shutdown();
 }
 
-// Why a worker's death breaks the pool, or empty when it does not: an image
-// mismatch, or an initializer that threw, crashed or was killed before it
-// returned (whatever its timing: the next worker would do the same).
+// Why a worker's death is an initializer failure, or empty when it is not:
+// an initializer that threw, crashed or was killed before it returned
+// (whatever its timing: the next worker would do the same).
 std::string pool_core::start_failure(const worker_rec& w, const exit_status& status) const {
   bool started = w.view.shared->ready.load(std::memory_order_acquire) != 0;
   if (started || w.killing || !options_.initializer) {
@@ -201,9 +201,9 @@ bool pool_core::release_worker(worker_rec& w, const exit_status& status) {
 // forked is stopped when its spawn is reported). A drain under way still
 // completes, its tasks failed.
 void pool_core::break_pool(const std::exception_ptr& why) {
-  broken_error_ = why;
   if (state_ == pool_state::running) {
     state_ = pool_state::broken;
+    broken_error_ = why;  // the first reason: later workers only fail the same way
   }
   fail_all(why);
   for (auto& w : workers_) {
@@ -243,7 +243,8 @@ void pool_core::on_zygote_lost(const std::string& why) {
     w->kill_target = w->view.shared->running_id.load(std::memory_order_acquire);
     release_worker(*w, killed);
   }
-  if (state_ == pool_state::broken) {
+  if (!replaces_workers(state_, !ops_.empty())) {
+    maybe_finish_shutdown();  // broken, or a drain with nothing left: no new zygote
     return;
   }
   if (!restarts_.allow()) {
@@ -300,11 +301,12 @@ void pool_core::check_starts() {
     }
     if (w->view.shared->ready.load(std::memory_order_acquire) == 0) {
       if (late) {
-        std::string who = options_.initializer ? "the pool's initializer" : "a worker";
+        std::string what = options_.initializer ? "the pool's initializer did not return"
+                                                 : "a worker did not start";
         kill(*w, 0);
-        break_pool(error(coproc::errc::pool_broken,
-                         "process_pool: " + who + " did not return within " + ms +
-                             " (start_timeout) in worker " + std::to_string(w->pid)));
+        break_pool(error(coproc::errc::pool_broken, "process_pool: " + what + " within " + ms +
+                                                        " (start_timeout) in worker " +
+                                                        std::to_string(w->pid)));
         return;
       }
       continue;
