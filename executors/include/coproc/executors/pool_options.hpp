@@ -16,7 +16,9 @@ enum class start_method {
   /// process as it is then: the fastest start, and any callable or initializer
   /// works. Create the pool early in main(), before the host runs threads: a
   /// fork copies only the calling thread, and a lock another thread held stays
-  /// held in the zygote.
+  /// held in the zygote. A zygote that dies (killed) is replaced by a fork of
+  /// the host as it is then, threads and all: prefer spawn for a host that
+  /// runs threads and must survive that.
   fork_server,
   /// The zygote is forked and at once exec'd from /proc/self/exe (the same
   /// binary), for hosts that already run many threads or hold much memory:

@@ -139,6 +139,9 @@ class process_pool {
   /// Cancellation: terminal, partial and total. A queued task is dropped; a
   /// running task's worker is killed and replaced. The handler gets
   /// asio::error::operation_aborted.
+  /// Waiting: pool_options::task_timeout bounds a running task,
+  /// pool_options::start_timeout the wait for a worker to start; a pool that
+  /// can no longer start workers fails its tasks with errc::pool_broken.
   /// Callables: functions, captureless lambdas, stateless or trivially copyable
   /// function objects. Arguments and results: any coproc::codable type.
   template <class F, class... Ts>
