@@ -1,5 +1,6 @@
 // The parent side of a process_pool: queue, dispatch into worker rings,
-// completion drain, worker deaths, cancellation, timeouts and shutdown. A
+// completion drain, cancellation and timeouts (worker deaths, restarts and
+// shutdown are pool_lifecycle.cpp; the class is pool_core.hpp). A
 // submit is handled on the caller's thread under the pool's mutex (no post
 // on the hot path); I/O handlers run on the pool's executor under the same
 // mutex. Only completions are posted, to each handler's own executor.
@@ -25,12 +26,13 @@
 #include <unordered_map>
 #include <utility>
 
-#include "coproc/executors/detail/zygote.hpp"
 #include "coproc/ipc/remote_error.hpp"
 #include "coproc/runtime/child_process.hpp"
 #include "coproc/runtime/detail/system_error.hpp"
+#include "coproc/runtime/errc.hpp"
 #include "coproc/runtime/exit_status.hpp"
 #include "coproc/runtime/pipe_reader.hpp"
+#include "pool_core.hpp"
 
 namespace coproc::detail {
 namespace {
@@ -41,20 +43,6 @@ std::size_t round_pow2(std::size_t n) {
     p <<= 1;
   }
   return p;
-}
-
-std::exception_ptr error(coproc::errc e, const std::string& what) {
-  return std::make_exception_ptr(std::system_error(e, what));
-}
-
-exit_status to_exit_status(const zygote_report& r) {
-  exit_status s;
-  s.exited = WIFEXITED(r.wait_status);
-  s.code = s.exited ? WEXITSTATUS(r.wait_status) : 0;
-  s.signal = WIFSIGNALED(r.wait_status) ? WTERMSIG(r.wait_status) : 0;
-  s.core_dumped = WIFSIGNALED(r.wait_status) && WCOREDUMP(r.wait_status);
-  s.max_rss_kb = r.max_rss_kb;
-  return s;
 }
 
 /// Tasks in flight per worker: enough to keep a busy worker fed between two
@@ -69,112 +57,12 @@ constexpr std::chrono::milliseconds rest_interval{20};
 
 }  // namespace
 
-struct worker_rec {
-  enum class state { spawning, running, dead };
-  std::size_t index = 0;
-  slot_view view;
-  state st = state::dead;
-  pid_t pid = 0;
-  unique_fd pidfd;
-  std::deque<task_op*> inflight;  // sent, not finished, in send order
-  std::uint64_t sent = 0;
-  bool arena_busy = false;
-  bool arena_skip = false;  // arena held by a cancelled frame until the worker passes it
-  std::uint64_t arena_seq = 0;
-  bool killing = false;
-  std::uint64_t kill_target = 0;
-  std::unique_ptr<asio::steady_timer> timer;
-  bool timer_armed = false;
-  bool touched = false;  // sent to during the current pump()
-};
-
-class pool_core : public std::enable_shared_from_this<pool_core> {
- public:
-  pool_core(const asio::any_io_executor& ex, pool_options options);
-  ~pool_core() { close(); }
-
-  void open();
-  void close() noexcept;
-  void start(task_op* op);
-  void cancel(std::uint64_t id);
-  void shutdown(shutdown_mode mode, std::function<void()> done);
-  pool_stats stats() const;
-
- private:
-  void accept(task_op* op);
-  void pump();
-  void admit_waiting();
-  worker_rec* pick(const task_op& op);
-  bool send(worker_rec& w, task_op* op, std::size_t size);
-  void drain();
-  void drain(worker_rec& w);
-  void finish(worker_rec& w, task_op* op, const result_header& h, std::span<const std::byte> body);
-  void wait_doorbell();
-  bool spin_for_results(int cpu);
-  void on_doorbell();
-  task_op* doorbell_turn();
-  void read_reports();
-  bool idle() const;
-  void listen_or_rest();
-  void start_listening();
-  void arm_rest_check();
-  void on_rest_check();
-  void on_report(const zygote_report& r);
-  void on_worker_exit(worker_rec& w, const exit_status& status);
-  void spawn(worker_rec& w);
-  void kill(worker_rec& w, std::uint64_t target);
-  void withdraw(std::uint64_t id);
-  void arm_timeout(worker_rec& w);
-  void on_timeout(worker_rec& w);
-  void fail_all(const std::exception_ptr& e);
-  void maybe_finish_shutdown();
-  void remove_inflight(worker_rec& w, task_op* op);
-  void fail_corrupt_worker(worker_rec& w);
-  bool any_results() const;
-
-  asio::any_io_executor ex_;
-  // Guards every member below: entry points run on callers' threads, handlers
-  // on the io_context's threads. Recursive, because a handler's destructor
-  // run under the lock may submit again.
-  mutable std::recursive_mutex mutex_;
-  pool_options options_;
-  pool_geometry geometry_;
-  mapped_region region_;
-  pool_header* header_ = nullptr;
-  unique_fd doorbell_fd_;
-  unique_fd zygote_cmd_;
-  child_process zygote_;
-  std::unique_ptr<pipe_reader> reports_;
-  std::unique_ptr<asio::posix::stream_descriptor> doorbell_;
-  zygote_report report_{};
-  worker_config config_;
-  std::vector<std::unique_ptr<worker_rec>> workers_;
-  std::deque<task_op*> queue_;    // accepted, not yet sent (at most queue_capacity)
-  std::deque<task_op*> waiting_;  // submitted while the queue was full
-  std::unordered_map<std::uint64_t, task_op*> ops_;
-  std::uint64_t next_id_ = 1;
-  bool doorbell_armed_ = false;
-  bool drain_posted_ = false;
-  // While on_doorbell runs, finished tasks are kept here rather than posted,
-  // and handed to their handlers once the lock is released (deliver_held).
-  bool holding_ = false;
-  task_op* held_head_ = nullptr;
-  task_op* held_tail_ = nullptr;
-  std::int64_t recent_latency_ns_ = 0;
-  bool reports_armed_ = false;
-  bool listening_ = false;
-  asio::steady_timer rest_timer_{ex_};
-  bool stopping_ = false;
-  bool closed_ = false;
-  bool broken_ = false;
-  std::function<void()> shutdown_done_;
-  pool_stats stats_;
-};
-
 pool_core::pool_core(const asio::any_io_executor& ex, pool_options options)
-    : ex_(ex), options_(std::move(options)) {
+    : ex_(ex),
+      options_(std::move(options)),
+      restarts_(options_.max_restarts, options_.restart_period) {
   if (options_.workers == 0) {
-    options_.workers = 1;
+    throw std::invalid_argument("coproc::process_pool: workers must be at least 1");
   }
   if (options_.queue_capacity == 0) {
     options_.queue_capacity = 1;
@@ -193,15 +81,9 @@ pool_core::pool_core(const asio::any_io_executor& ex, pool_options options)
     workers_.push_back(std::move(w));
   }
   doorbell_fd_.reset(check_syscall(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK), "eventfd"));
-  auto [cmd_read, cmd_write] = make_pipe();
-  auto [report_read, report_write] = make_pipe();
   config_ = {region_.data(), geometry_, doorbell_fd_.get(), &options_, region_.fd()};
   // The zygote is forked now, before this pool has any ring or thread.
-  pid_t pid = fork_zygote(config_, cmd_read.get(), report_write.get());
-  zygote_ = child_process::adopt(pid);
-  zygote_cmd_ = std::move(cmd_write);
-  check_syscall(::fcntl(zygote_cmd_.get(), F_SETFL, O_NONBLOCK), "fcntl");
-  reports_ = std::make_unique<pipe_reader>(ex_, std::move(report_read));
+  start_zygote();
   doorbell_ = std::make_unique<asio::posix::stream_descriptor>(
       ex_, ::fcntl(doorbell_fd_.get(), F_DUPFD_CLOEXEC, 0));
 }
@@ -215,12 +97,11 @@ void pool_core::open() {
 
 void pool_core::spawn(worker_rec& w) {
   zygote_command c{zygote_spawn, static_cast<std::uint32_t>(w.index)};
-  if (::write(zygote_cmd_.get(), &c, sizeof c) != sizeof c) {
-    broken_ = true;
-    fail_all(error(coproc::errc::worker_crashed, "cannot reach the zygote"));
-    return;
-  }
   w.st = worker_rec::state::spawning;
+  w.spawned_ns = monotonic_ns();
+  if (!zygote_cmd_ || ::write(zygote_cmd_.get(), &c, sizeof c) != sizeof c) {
+    on_zygote_lost("cannot reach the zygote");
+  }
 }
 
 void pool_core::start(task_op* op) {
@@ -231,9 +112,11 @@ void pool_core::start(task_op* op) {
 }
 
 void pool_core::accept(task_op* op) {
-  if (stopping_ || closed_ || broken_) {
+  if (!accepts_tasks(state_)) {
     ++stats_.tasks_failed;
-    op->fail(error(coproc::errc::pool_stopped, "process_pool: submit after shutdown"));
+    op->fail(state_ == pool_state::broken
+                 ? broken_error_
+                 : error(coproc::errc::pool_stopped, "process_pool: submit after shutdown"));
     return;
   }
   ops_.emplace(op->id, op);
@@ -268,7 +151,7 @@ void pool_core::admit_waiting() {
 // pool does not pay a cancel and a re-arm per task. Reports that arrive while
 // it rests wait in the pipe until the next task.
 void pool_core::listen_or_rest() {
-  if (closed_ || !listening_) {
+  if (closed() || !listening_) {
     return;
   }
   wait_doorbell();
@@ -276,7 +159,7 @@ void pool_core::listen_or_rest() {
 }
 
 void pool_core::start_listening() {
-  if (listening_ || closed_) {
+  if (listening_ || closed()) {
     return;
   }
   listening_ = true;
@@ -299,7 +182,7 @@ void pool_core::arm_rest_check() {
 // earlier would leave that report unread until the next submit, with stats()
 // showing a worker missing meanwhile.
 bool pool_core::idle() const {
-  if (!ops_.empty() || stopping_) {
+  if (!ops_.empty() || state_ == pool_state::draining || state_ == pool_state::stopping) {
     return false;
   }
   return std::none_of(workers_.begin(), workers_.end(), [](const auto& w) {
@@ -310,20 +193,27 @@ bool pool_core::idle() const {
 }
 
 void pool_core::on_rest_check() {
-  if (closed_) {
+  if (closed()) {
     return;
   }
   if (!idle()) {
+    check_starts();
     arm_rest_check();
     return;
   }
   listening_ = false;
+  // A task timer left armed (it is not disarmed per task: a busy pool would
+  // pay a cancel and a re-arm each time) would keep io_context::run() from
+  // returning for up to a whole task_timeout.
+  for (auto& w : workers_) {
+    disarm_timeout(*w);
+  }
   header_->parent_sleeping.store(0, std::memory_order_relaxed);
   if (doorbell_armed_) {
     doorbell_->cancel();
   }
-  if (reports_armed_) {
-    reports_->cancel();
+  if (reports_armed_ && reports_) {
+    reports_->descriptor().cancel();
   }
 }
 
@@ -347,22 +237,42 @@ worker_rec* pool_core::pick(const task_op& op) {
   return best;
 }
 
+// A queued task that cannot be sent fails alone; the pool goes on.
+void pool_core::reject(task_op* op, const std::exception_ptr& e) {
+  queue_.pop_front();
+  ops_.erase(op->id);
+  ++stats_.tasks_failed;
+  op->fail(e);
+}
+
 void pool_core::pump() {
   admit_waiting();
   while (!queue_.empty()) {
     task_op* op = queue_.front();
-    std::size_t size = op->body_size();
+    std::size_t size = 0;
+    try {
+      size = op->body_size();  // runs the arguments' save() in counting mode: may throw
+    } catch (...) {
+      reject(op, std::current_exception());
+      continue;
+    }
     if (size > options_.max_payload) {
-      queue_.pop_front();
-      ops_.erase(op->id);
-      ++stats_.tasks_failed;
-      op->fail(error(coproc::errc::payload_too_large,
-                     "task arguments of " + std::to_string(size) + " bytes"));
+      reject(op, error(coproc::errc::payload_too_large,
+                       "task arguments of " + std::to_string(size) + " bytes"));
       continue;
     }
     op->in_arena = sizeof(task_header) + size > inline_limit(workers_[0]->view.tasks);
     worker_rec* w = pick(*op);
-    if (!w || !send(*w, op, size)) {
+    bool sent = false;
+    try {
+      sent = w != nullptr && send(*w, op, size);
+    } catch (...) {
+      // The encoding threw half-way: the frame was reserved but not
+      // committed, the arena not yet claimed, so the ring holds nothing of it.
+      reject(op, std::current_exception());
+      continue;
+    }
+    if (!sent) {
       break;
     }
     queue_.pop_front();
@@ -446,6 +356,13 @@ void pool_core::drain(worker_rec& w) {
       body = h.in_arena ? std::span<const std::byte>(w.view.out_arena, h.body_size)
                         : std::span<const std::byte>(frame.subspan(sizeof h, h.body_size));
     }
+    if (h.id == initializer_failure_id && h.status == result_exception && valid) {
+      try {
+        w.init_error = decode_from<remote_error>(body).what();
+      } catch (...) {
+        w.init_error = "an exception that did not decode";
+      }
+    }
     auto it = std::find_if(w.inflight.begin(), w.inflight.end(),
                            [&](task_op* op) { return op->id == h.id; });
     if (it != w.inflight.end()) {
@@ -502,6 +419,7 @@ void pool_core::finish(worker_rec&, task_op* op, const result_header& h,
   // An average of recent send-to-result times decides whether spinning pays.
   std::int64_t latency = monotonic_ns() - op->sent_ns;
   recent_latency_ns_ += (latency - recent_latency_ns_) / 8;
+  start_failures_ = 0;  // a worker ran a task: starts do not always fail
   op->hold_delivery = holding_;
   if (h.status == result_value) {
     ++stats_.tasks_completed;
@@ -562,7 +480,7 @@ task_op* pool_core::doorbell_turn() {
 // Announces that the parent sleeps (workers then ring the eventfd), re-checks
 // the rings after a full fence, and keeps one wait on the eventfd armed.
 void pool_core::wait_doorbell() {
-  if (closed_) {
+  if (closed()) {
     return;
   }
   int cpu = ::sched_getcpu();
@@ -596,7 +514,7 @@ void pool_core::wait_doorbell() {
         {
           std::lock_guard lock(self->mutex_);
           self->doorbell_armed_ = false;
-          if (ec || self->closed_) {
+          if (ec || self->closed()) {
             self->listen_or_rest();
             return;
           }
@@ -639,7 +557,7 @@ bool pool_core::spin_for_results(int cpu) {
 }
 
 void pool_core::on_doorbell() {
-  if (closed_) {
+  if (closed()) {
     return;
   }
   header_->parent_sleeping.store(0, std::memory_order_relaxed);
@@ -647,115 +565,6 @@ void pool_core::on_doorbell() {
   pump();
   maybe_finish_shutdown();
   listen_or_rest();
-}
-
-void pool_core::read_reports() {
-  if (reports_armed_ || closed_) {
-    return;
-  }
-  reports_armed_ = true;
-  asio::async_read(
-      *reports_, asio::buffer(&report_, sizeof report_),
-      [self = shared_from_this()](std::error_code ec, std::size_t) {
-        std::lock_guard lock(self->mutex_);
-        self->reports_armed_ = false;
-        if (self->closed_) {
-          return;
-        }
-        if (ec == asio::error::operation_aborted) {
-          self->listen_or_rest();
-          return;
-        }
-        if (ec) {
-          if (!self->stopping_) {
-            self->broken_ = true;
-            self->fail_all(error(coproc::errc::worker_crashed, "the pool's zygote process died"));
-          }
-          return;
-        }
-        self->on_report(self->report_);
-        self->listen_or_rest();
-      });
-}
-
-void pool_core::on_report(const zygote_report& r) {
-  if (r.slot >= workers_.size()) {
-    return;
-  }
-  worker_rec& w = *workers_[r.slot];
-  switch (r.kind) {
-    case report_spawned:
-      w.pid = r.pid;
-      w.pidfd.reset(static_cast<int>(::syscall(SYS_pidfd_open, r.pid, 0)));
-      w.st = worker_rec::state::running;
-      ++stats_.workers_alive;
-      if (w.killing) {
-        kill(w, w.kill_target);
-      }
-      break;
-    case report_exited:
-      --stats_.workers_alive;
-      on_worker_exit(w, to_exit_status(r));
-      break;
-    case report_spawn_failed:
-      broken_ = true;
-      fail_all(error(coproc::errc::worker_crashed,
-                     "fork of a worker failed: " + std::system_category().message(r.error)));
-      break;
-    default:
-      break;
-  }
-}
-
-void pool_core::on_worker_exit(worker_rec& w, const exit_status& status) {
-  drain(w);  // results published before the death still count
-  auto& shared = *w.view.shared;
-  bool retired = status.success() && shared.retiring.load(std::memory_order_acquire) != 0;
-  std::uint64_t running = shared.running_id.load(std::memory_order_acquire);
-  std::uint64_t consumed = shared.consumed.load(std::memory_order_acquire);
-  std::deque<task_op*> requeue;
-  std::string why = "worker " + std::to_string(w.pid) + " " + status.describe() + " (max RSS " +
-                    std::to_string(status.max_rss_kb) + " KiB)";
-  for (task_op* op : w.inflight) {
-    bool crashed_here =
-        op->id == running && consumed > op->seq && !(w.killing && w.kill_target != op->id);
-    if (crashed_here) {
-      ops_.erase(op->id);
-      ++stats_.tasks_failed;
-      op->fail(error(coproc::errc::worker_crashed, why));
-    } else {
-      op->worker = -1;
-      op->state = nullptr;
-      requeue.push_back(op);
-    }
-  }
-  queue_.insert(queue_.begin(), requeue.begin(), requeue.end());
-  if (!retired && !w.killing) {
-    ++stats_.worker_crashes;
-  }
-  if (status.exited &&
-      (status.code == worker_exit_init_failed || status.code == worker_exit_bad_image)) {
-    broken_ = true;
-    fail_all(error(coproc::errc::worker_crashed, status.code == worker_exit_init_failed
-                                                     ? "the pool's initializer failed"
-                                                     : "worker image mismatch"));
-  }
-  w.inflight.clear();
-  w.pidfd.reset();
-  w.pid = 0;
-  w.st = worker_rec::state::dead;
-  w.sent = 0;
-  w.arena_busy = w.arena_skip = false;
-  w.killing = false;
-  w.kill_target = 0;
-  slot_view::reset(region_.data(), geometry_, w.index);
-  w.view = slot_view(region_.data(), geometry_, w.index);
-  if (!stopping_ && !broken_ && !closed_) {
-    ++stats_.respawns;
-    spawn(w);
-  }
-  pump();
-  maybe_finish_shutdown();
 }
 
 void pool_core::kill(worker_rec& w, std::uint64_t target) {
@@ -830,14 +639,27 @@ void pool_core::arm_timeout(worker_rec& w) {
   auto left = running ? timeout - std::chrono::nanoseconds(monotonic_ns() - started) : timeout;
   w.timer->expires_after(left);
   w.timer_armed = true;
-  w.timer->async_wait([self = shared_from_this(), &w](std::error_code ec) {
+  w.timer->async_wait([self = shared_from_this(), &w, gen = w.timer_gen](std::error_code ec) {
     std::lock_guard lock(self->mutex_);
+    if (gen != w.timer_gen) {
+      return;  // disarmed since: a later arm_timeout owns the timer
+    }
     w.timer_armed = false;
-    if (!ec && !self->closed_) {
+    if (!ec && !self->closed()) {
       self->on_timeout(w);
       self->listen_or_rest();
     }
   });
+}
+
+// A resting pool's workers need no deadline, and a pending wait would keep
+// io_context::run() from returning for a whole task_timeout.
+void pool_core::disarm_timeout(worker_rec& w) {
+  if (w.timer_armed) {
+    w.timer_armed = false;
+    ++w.timer_gen;
+    w.timer->cancel();
+  }
 }
 
 void pool_core::on_timeout(worker_rec& w) {
@@ -880,43 +702,12 @@ void pool_core::fail_all(const std::exception_ptr& e) {
   }
 }
 
-void pool_core::shutdown(shutdown_mode mode, std::function<void()> done) {
-  std::lock_guard lock(mutex_);
-  if (closed_ || (stopping_ && shutdown_done_)) {
-    done();
-    return;
-  }
-  stopping_ = true;
-  shutdown_done_ = std::move(done);
-  start_listening();
-  if (mode == shutdown_mode::cancel) {
-    fail_all(error(coproc::errc::pool_stopped, "process_pool: shut down"));
-  }
-  maybe_finish_shutdown();
-}
-
-void pool_core::maybe_finish_shutdown() {
-  if (!stopping_ || !shutdown_done_ || !ops_.empty()) {
-    return;
-  }
-  zygote_command c{zygote_stop, 0};
-  [[maybe_unused]] ssize_t n = ::write(zygote_cmd_.get(), &c, sizeof c);
-  zygote_cmd_.reset();
-  zygote_.async_wait_exit(ex_, [self = shared_from_this()](std::error_code, exit_status) {
-    std::lock_guard lock(self->mutex_);
-    self->close();
-    if (auto done = std::move(self->shutdown_done_)) {
-      done();
-    }
-  });
-}
-
 void pool_core::close() noexcept {
   std::lock_guard lock(mutex_);
-  if (closed_) {
+  if (closed()) {
     return;
   }
-  closed_ = true;
+  state_ = pool_state::closed;
   for (auto& w : workers_) {
     if (w->pidfd) {
       ::syscall(SYS_pidfd_send_signal, w->pidfd.get(), SIGKILL, nullptr, 0);
@@ -956,25 +747,9 @@ void pool_core::close() noexcept {
     doorbell_->cancel();
   }
   if (reports_) {
-    reports_->cancel();
+    reports_->descriptor().cancel();
   }
   rest_timer_.cancel();
-}
-
-pool_stats pool_core::stats() const {
-  std::lock_guard lock(mutex_);
-  pool_stats s = stats_;
-  s.tasks_queued = queue_.size();
-  s.tasks_waiting = waiting_.size();
-  for (const auto& w : workers_) {
-    if (!w->inflight.empty()) {
-      ++s.workers_busy;
-    }
-    if (w->st == worker_rec::state::running) {
-      s.worker_pids.push_back(w->pid);
-    }
-  }
-  return s;
 }
 
 void cancel_task(void* core, std::uint64_t id) {
@@ -987,7 +762,7 @@ namespace coproc {
 
 process_pool::process_pool(const executor_type& ex, pool_options options)
     : ex_(ex),
-      workers_(options.workers == 0 ? 1 : options.workers),
+      workers_(options.workers),
       core_(std::make_shared<detail::pool_core>(ex, std::move(options))) {
   core_->open();
 }

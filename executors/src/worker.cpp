@@ -58,9 +58,10 @@ class worker final : public result_writer {
       try {
         config_.options->initializer();
       } catch (...) {
-        ::_exit(worker_exit_init_failed);
+        report_initializer_failure();
       }
     }
+    view_.shared->ready.store(1, std::memory_order_release);
     view_.shared->worker_cpu.store(::sched_getcpu(), std::memory_order_relaxed);
     std::uint64_t done = 0;
     for (;;) {
@@ -103,6 +104,15 @@ class worker final : public result_writer {
     return {view_.out_arena, n};
   }
 
+  /// Gives back what the last reserve() took when its result was never
+  /// committed (the encoding threw half-way): the output arena is free again.
+  void abandon() {
+    if (out_in_arena_) {
+      view_.shared->out_arena_busy.store(0, std::memory_order_release);
+      out_in_arena_ = false;
+    }
+  }
+
   void commit(std::size_t n) override {
     if (out_in_arena_) {
       out_frame_ = view_.results.reserve_wait(sizeof(result_header)).data();
@@ -137,6 +147,7 @@ class worker final : public result_writer {
       auto thunk = reinterpret_cast<thunk_fn>(const_cast<void*>(checked_code_address(task->thunk)));
       thunk(body, *this);
     } catch (...) {
+      abandon();
       status_ = result_exception;
       write_value(coproc::capture_current_exception());
     }
@@ -203,6 +214,19 @@ class worker final : public result_writer {
     set(RLIMIT_AS, limits.address_space);
     set(RLIMIT_CPU, limits.cpu_seconds);
     set(RLIMIT_NOFILE, limits.open_files);
+  }
+
+  /// The initializer threw (called in its catch block): its exception goes
+  /// to the parent as a result frame of no task, then the worker leaves.
+  [[noreturn]] void report_initializer_failure() {
+    current_id_ = initializer_failure_id;
+    status_ = result_exception;
+    try {
+      write_value(coproc::capture_current_exception());
+    } catch (...) {
+      abandon();  // the exit status alone still says what happened
+    }
+    ::_exit(worker_exit_init_failed);
   }
 
   bool should_retire(std::uint64_t done) const {

@@ -35,6 +35,8 @@ class category final : public std::error_category {
         return "callable identity not valid in this process";
       case errc::barrier_broken:
         return "the barrier is broken";
+      case errc::pool_broken:
+        return "the pool is broken: it cannot start workers";
     }
     return "unknown coproc error";
   }

@@ -16,7 +16,9 @@ enum class start_method {
   /// process as it is then: the fastest start, and any callable or initializer
   /// works. Create the pool early in main(), before the host runs threads: a
   /// fork copies only the calling thread, and a lock another thread held stays
-  /// held in the zygote.
+  /// held in the zygote. A zygote that dies (killed) is replaced by a fork of
+  /// the host as it is then, threads and all: prefer spawn for a host that
+  /// runs threads and must survive that.
   fork_server,
   /// The zygote is forked and at once exec'd from /proc/self/exe (the same
   /// binary), for hosts that already run many threads or hold much memory:
@@ -46,18 +48,38 @@ struct worker_limits {
 
 /// Options of a process_pool: `process_pool pool(ex, {.workers = 4});`
 struct pool_options {
-  /// Worker processes kept alive (default: the hardware concurrency).
+  /// Worker processes kept alive (default: the hardware concurrency); 0 is
+  /// refused with std::invalid_argument.
   std::size_t workers = std::thread::hardware_concurrency();
   /// Recycle a worker after this many tasks (0: never).
   std::size_t max_tasks_per_worker = 0;
   /// Recycle a worker whose resident set passed this many bytes after a task (0: never).
   std::size_t max_worker_rss = 0;
-  /// Runs once in each new worker before its first task. An exception or a
-  /// crash in it counts as a worker crash.
+  /// Runs once in each new worker before its first task. If it throws, or its
+  /// worker dies before it returned (a crash, a kill), the pool is broken:
+  /// pending and later tasks fail with errc::pool_broken, whose message names
+  /// the initializer and its exception or signal (Python's BrokenProcessPool).
   std::function<void()> initializer = {};
   /// Fail a task that runs longer with errc::task_timeout and replace its
   /// worker (zero: no limit).
   std::chrono::milliseconds task_timeout{0};
+  /// The bound on waiting for a worker: while tasks wait, a worker that has
+  /// not finished starting (fork and initializer) this long after it was asked
+  /// for breaks the pool (errc::pool_broken, naming the initializer), and a
+  /// zygote that has not reported a fork or a worker's death this long
+  /// (stopped, say) is replaced as if it had died. Zero: no bound. task_timeout
+  /// bounds running tasks; this bounds everything before.
+  std::chrono::milliseconds start_timeout{60'000};
+  /// Restart intensity, as Erlang's supervisors have it: more than
+  /// `max_restarts` zygote deaths within `restart_period` (each starts a new
+  /// zygote and its workers), or more than `max_restarts` workers in a row
+  /// that died before they started with no task finished in between (a pool
+  /// without an initializer), break the pool with errc::pool_broken. Not
+  /// counted: a worker that dies running a task (that fails the task only),
+  /// retires, or is killed by the pool. An initializer failure breaks the
+  /// pool at once, whatever its timing.
+  std::size_t max_restarts = 5;
+  std::chrono::milliseconds restart_period{10'000};
   /// Tasks accepted but not yet running; further submits suspend until room frees.
   std::size_t queue_capacity = 4096;
   /// Bytes of each worker's task and result rings (a power of two).

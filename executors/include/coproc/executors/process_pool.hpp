@@ -116,7 +116,8 @@ class process_pool {
   using executor_type = asio::any_io_executor;
 
   /// Forks the zygote and starts `options.workers` workers.
-  /// Throws std::system_error naming the failing system call.
+  /// Throws std::system_error naming the failing system call, and
+  /// std::invalid_argument for `options.workers == 0`.
   process_pool(const executor_type& ex, pool_options options = {});
   process_pool(const process_pool&) = delete;
   process_pool& operator=(const process_pool&) = delete;
@@ -132,10 +133,15 @@ class process_pool {
   /// when R is void. The exception is the task's own as coproc::remote_error
   /// (or std::system_error with its code when the task threw one), or a
   /// std::system_error with errc::worker_crashed, errc::task_timeout,
-  /// errc::pool_stopped, errc::payload_too_large, errc::frame_corrupt.
+  /// errc::pool_stopped, errc::pool_broken, errc::payload_too_large,
+  /// errc::frame_corrupt, or what an argument's encoding threw (a cereal
+  /// save(): that task alone fails).
   /// Cancellation: terminal, partial and total. A queued task is dropped; a
   /// running task's worker is killed and replaced. The handler gets
   /// asio::error::operation_aborted.
+  /// Waiting: pool_options::task_timeout bounds a running task,
+  /// pool_options::start_timeout the wait for a worker to start; a pool that
+  /// can no longer start workers fails its tasks with errc::pool_broken.
   /// Callables: functions, captureless lambdas, stateless or trivially copyable
   /// function objects. Arguments and results: any coproc::codable type.
   template <class F, class... Ts>
@@ -168,25 +174,49 @@ class process_pool {
   /// results in input order. Items travel in chunks (automatic size, or
   /// `chunk_size` when not zero) so that per-task costs are amortised.
   /// Throws the first failing chunk's exception.
+  /// Any input range: the items are copied when map is called, so the range
+  /// need not outlive it.
+  /// Cancellation: terminal (e.g. `co_await (pool.map(...) || timer)`): the
+  /// chunks still out are cancelled as submits are (queued: dropped; running:
+  /// the worker is killed and replaced) and map throws std::system_error with
+  /// asio::error::operation_aborted.
   template <class F, std::ranges::input_range Range>
-  auto map(F fn, const Range& items, std::size_t chunk_size = 0)
+  auto map(F fn, Range&& items, std::size_t chunk_size = 0)
       -> asio::awaitable<std::vector<detail::task_result_t<F, std::ranges::range_value_t<Range>>>>;
 
   /// Applies `fn` to every element of `items`, one task per element, keeping
   /// at most `window` tasks in flight (0: twice the worker count), and yields
-  /// results as they complete: Python's imap_unordered.
+  /// results as they complete: Python's imap_unordered. The first `window`
+  /// tasks are submitted at once, before the first next().
   /// `while (auto r = co_await s.next()) { r->index; r->get(); }`
   template <class F, std::ranges::input_range Range>
-  auto map_unordered(F fn, const Range& items, std::size_t window = 0)
+  auto map_unordered(F fn, Range&& items, std::size_t window = 0)
       -> result_stream<detail::task_result_t<F, std::ranges::range_value_t<Range>>>;
 
   /// Stops accepting work, then drains or cancels what was accepted, then
   /// stops the workers and the zygote.
-  /// Completion signature: void(). Later submits fail with errc::pool_stopped.
+  /// Completion signature: void(). Every call's handler completes once the
+  /// pool has stopped (a call after that completes at once). Later submits
+  /// fail with errc::pool_stopped.
+  ///
+  /// A drain has no deadline: it waits for every accepted task (replacing
+  /// workers that retire or crash meanwhile), however long they run. A later
+  /// `cancel` call fails what is left, so a bounded drain is written:
+  ///
+  ///     asio::steady_timer grace(ex, std::chrono::seconds(5));
+  ///     pool.async_shutdown(shutdown_mode::drain, [&] { grace.cancel(); });
+  ///     std::error_code ec;  // operation_aborted: drained within the grace period
+  ///     co_await grace.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+  ///     // Fails what the drain left (nothing if it finished); completes once stopped.
+  ///     co_await pool.async_shutdown(shutdown_mode::cancel, asio::use_awaitable);
+  ///
+  /// async_shutdown ignores cancellation slots: `shutdown || timer` would wait
+  /// for the drain all the same (an awaitable operator waits for both).
   template <class Token>
   auto async_shutdown(shutdown_mode mode, Token&& token);
 
-  /// A snapshot of the pool's counters.
+  /// A snapshot of the pool's counters, true whenever it is taken (an idle
+  /// pool reads the zygote's reports that arrived before answering).
   pool_stats stats() const;
 
   /// The number of worker processes the pool keeps alive.
@@ -243,24 +273,24 @@ auto process_pool::submit_for_values(std::chrono::steady_clock::duration timeout
 }
 
 template <class F, std::ranges::input_range Range>
-auto process_pool::map(F fn, const Range& items, std::size_t chunk_size)
+auto process_pool::map(F fn, Range&& items, std::size_t chunk_size)
     -> asio::awaitable<std::vector<detail::task_result_t<F, std::ranges::range_value_t<Range>>>> {
   using T = std::ranges::range_value_t<Range>;
   detail::check_callable<F>();
   return detail::ordered_map<detail::task_result_t<F, T>>(
-      *this, detail::map_chunk<F, T>::of(fn),
-      std::vector<T>(std::ranges::begin(items), std::ranges::end(items)), chunk_size);
+      *this, detail::map_chunk<F, T>::of(fn), detail::collect(std::forward<Range>(items)),
+      chunk_size);
 }
 
 template <class F, std::ranges::input_range Range>
-auto process_pool::map_unordered(F fn, const Range& items, std::size_t window)
+auto process_pool::map_unordered(F fn, Range&& items, std::size_t window)
     -> result_stream<detail::task_result_t<F, std::ranges::range_value_t<Range>>> {
   using T = std::ranges::range_value_t<Range>;
   using R = detail::task_result_t<F, T>;
   static_assert(!std::is_void_v<R>, "coproc: map_unordered needs a callable that returns a value");
   detail::check_callable<F>();
-  return detail::unordered_map<R>(
-      *this, fn, std::vector<T>(std::ranges::begin(items), std::ranges::end(items)), window);
+  return detail::unordered_map<R>(*this, fn, detail::collect(std::forward<Range>(items)), window,
+                                  ex_);
 }
 
 template <class Token>

@@ -22,6 +22,8 @@ enum class errc {
   uring_unavailable,   ///< io_uring or a needed opcode is refused by the kernel
   function_mismatch,   ///< a callable's identity is unknown in the receiving process
   barrier_broken,      ///< a barrier was aborted, or a party left it while waiting
+  pool_broken,  ///< the pool cannot run tasks: its initializer failed, or workers or its
+                ///< zygote died past the restart limit (the message names the reason)
 };
 
 /// The category of coproc::errc; name() is "coproc".

@@ -6,7 +6,10 @@
 #include <algorithm>
 #include <asio/any_io_executor.hpp>
 #include <asio/awaitable.hpp>
+#include <asio/bind_cancellation_slot.hpp>
 #include <asio/bind_executor.hpp>
+#include <asio/cancellation_signal.hpp>
+#include <asio/error.hpp>
 #include <asio/experimental/awaitable_operators.hpp>
 #include <asio/redirect_error.hpp>
 #include <asio/steady_timer.hpp>
@@ -17,6 +20,8 @@
 #include <exception>
 #include <iterator>
 #include <memory>
+#include <optional>
+#include <ranges>
 #include <system_error>
 #include <type_traits>
 #include <vector>
@@ -26,6 +31,21 @@
 #include "coproc/runtime/errc.hpp"
 
 namespace coproc::detail {
+
+/// The items of any input range, C++20-only iterators and sentinels included
+/// (a range that is not a common range, a move-only iterator, a view whose
+/// begin() is not const), copied into a vector: a pool encodes them later.
+template <std::ranges::input_range Range>
+auto collect(Range&& items) {
+  std::vector<std::ranges::range_value_t<Range>> out;
+  if constexpr (std::ranges::sized_range<Range>) {
+    out.reserve(static_cast<std::size_t>(std::ranges::size(items)));
+  }
+  for (auto it = std::ranges::begin(items); it != std::ranges::end(items); ++it) {
+    out.emplace_back(*it);
+  }
+  return out;
+}
 
 /// One task raced against a deadline; the loser is cancelled (what that does
 /// to a running task is the pool's: process_pool kills its worker, mpi_pool
@@ -49,6 +69,10 @@ asio::awaitable<task_result_t<F, W...>> submit_within(Pool& pool,
 /// Submits `items` in chunks (`chunk_task` runs over a std::vector<T>), all at
 /// once, and assembles the results in input order. chunk_size 0: about four
 /// chunks per worker. Throws the first failing chunk's exception.
+/// Cancelled (terminal, through the awaiting coroutine's slot, e.g. by
+/// `map(...) || timer`): every chunk still out is cancelled as a submit is
+/// (queued: dropped; running: its worker killed) and the map throws
+/// std::system_error(asio::error::operation_aborted).
 template <class R, class T, class Pool, class ChunkTask>
 asio::awaitable<std::vector<R>> ordered_map(Pool& pool, ChunkTask chunk_task, std::vector<T> all,
                                             std::size_t chunk_size) {
@@ -68,26 +92,39 @@ asio::awaitable<std::vector<R>> ordered_map(Pool& pool, ChunkTask chunk_task, st
     std::vector<chunk_state> chunks;
     std::size_t outstanding = 0;
     asio::steady_timer ready;
+    std::unique_ptr<asio::cancellation_signal[]> cancel;  // one per chunk
   };
   auto here = co_await asio::this_coro::executor;
   auto state = std::make_shared<map_state>(here);
   state->chunks.resize((n + chunk_size - 1) / chunk_size);
   state->outstanding = state->chunks.size();
+  state->cancel = std::make_unique<asio::cancellation_signal[]>(state->chunks.size());
   for (std::size_t c = 0; c < state->chunks.size(); ++c) {
     auto first = all.begin() + static_cast<std::ptrdiff_t>(c * chunk_size);
     auto last = all.begin() + static_cast<std::ptrdiff_t>(std::min(n, (c + 1) * chunk_size));
     pool.async_submit(chunk_task,
                       std::vector<T>(std::make_move_iterator(first), std::make_move_iterator(last)),
-                      asio::bind_executor(here, [state, c](std::exception_ptr e, std::vector<R> v) {
-                        state->chunks[c] = {std::move(v), e};
-                        if (--state->outstanding == 0) {
-                          state->ready.cancel();
-                        }
-                      }));
+                      asio::bind_cancellation_slot(
+                          state->cancel[c].slot(),
+                          asio::bind_executor(here, [state, c](std::exception_ptr e,
+                                                               std::vector<R> v) {
+                            state->chunks[c] = {std::move(v), e};
+                            if (--state->outstanding == 0) {
+                              state->ready.cancel();
+                            }
+                          })));
   }
   if (state->outstanding > 0) {
     std::error_code ec;
     co_await state->ready.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+  }
+  if (state->outstanding > 0) {
+    // Woken with chunks still out: the map itself was cancelled. A chunk
+    // that already finished cleared its slot, so this reaches the rest only.
+    for (std::size_t c = 0; c < state->chunks.size(); ++c) {
+      state->cancel[c].emit(asio::cancellation_type::terminal);
+    }
+    throw std::system_error(asio::error::operation_aborted, "map cancelled");
   }
   std::vector<R> out;
   out.reserve(n);
@@ -101,9 +138,11 @@ asio::awaitable<std::vector<R>> ordered_map(Pool& pool, ChunkTask chunk_task, st
 }
 
 /// One task per item, at most `window` in flight (0: twice the workers),
-/// results yielded as they complete.
+/// results yielded as they complete. With `start_on`, the first window is
+/// submitted at once, completing on that executor; without, at the first next().
 template <class R, class T, class Pool, class F>
-result_stream<R> unordered_map(Pool& pool, F fn, std::vector<T> items, std::size_t window) {
+result_stream<R> unordered_map(Pool& pool, F fn, std::vector<T> items, std::size_t window,
+                               std::optional<asio::any_io_executor> start_on = std::nullopt) {
   auto all = std::make_shared<std::vector<T>>(std::move(items));
   std::size_t total = all->size();
   return result_stream<R>(
@@ -111,7 +150,7 @@ result_stream<R> unordered_map(Pool& pool, F fn, std::vector<T> items, std::size
                        typename result_stream<R>::completion done) {
         pool.async_submit(fn, (*all)[i], asio::bind_executor(ex, std::move(done)));
       },
-      total, window == 0 ? 2 * pool.size() : window);
+      total, window == 0 ? 2 * pool.size() : window, std::move(start_on));
 }
 
 }  // namespace coproc::detail

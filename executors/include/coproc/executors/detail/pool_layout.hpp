@@ -52,6 +52,10 @@ struct result_header {
   std::uint64_t body_size;
 };
 
+/// A result frame with this id carries no task's result: the worker's
+/// initializer threw, and the body is the encoded exception (then it leaves).
+inline constexpr std::uint64_t initializer_failure_id = 0;
+
 enum result_status : std::uint32_t {
   result_value = 0,      // body: the encoded value
   result_exception = 1,  // body: an encoded exception
@@ -66,6 +70,7 @@ struct slot_shared {
   std::atomic<std::int64_t> started_ns;             // CLOCK_MONOTONIC start of running_id
   std::atomic<std::int32_t> worker_cpu;
   std::atomic<std::uint32_t> retiring;  // the worker leaves on purpose after its last result
+  std::atomic<std::uint32_t> ready;     // the initializer returned: a death is no start failure
   alignas(64) std::atomic<std::uint32_t> out_arena_busy;  // futex word: output arena in use
 };
 
@@ -117,6 +122,7 @@ struct slot_view {
     s->started_ns.store(0, std::memory_order_relaxed);
     s->worker_cpu.store(-1, std::memory_order_relaxed);
     s->retiring.store(0, std::memory_order_relaxed);
+    s->ready.store(0, std::memory_order_relaxed);
     s->out_arena_busy.store(0, std::memory_order_release);
   }
 };

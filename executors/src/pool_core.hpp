@@ -1,0 +1,176 @@
+#pragma once
+// pool_core: the parent side of a process_pool, shared by process_pool.cpp
+// (submit, dispatch, completion drain, cancellation, timeouts) and
+// pool_lifecycle.cpp (zygote reports, worker deaths, broken pools, zygote
+// restarts, start_timeout, shutdown, stats). Private to executors/src.
+
+#include <sys/types.h>
+#include <sys/wait.h>
+
+#include <asio/any_io_executor.hpp>
+#include <asio/posix/stream_descriptor.hpp>
+#include <asio/steady_timer.hpp>
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <system_error>
+#include <unordered_map>
+#include <vector>
+
+#include "coproc/executors/detail/pool_layout.hpp"
+#include "coproc/executors/detail/pool_lifecycle.hpp"
+#include "coproc/executors/detail/task_op.hpp"
+#include "coproc/executors/detail/zygote.hpp"
+#include "coproc/executors/detail/zygote_reports.hpp"
+#include "coproc/executors/pool_options.hpp"
+#include "coproc/executors/pool_stats.hpp"
+#include "coproc/executors/process_pool.hpp"
+#include "coproc/runtime/child_process.hpp"
+#include "coproc/runtime/errc.hpp"
+#include "coproc/runtime/exit_status.hpp"
+#include "coproc/runtime/mapped_region.hpp"
+#include "coproc/runtime/unique_fd.hpp"
+
+namespace coproc::detail {
+
+inline std::exception_ptr error(coproc::errc e, const std::string& what) {
+  return std::make_exception_ptr(std::system_error(e, what));
+}
+
+inline exit_status to_exit_status(const zygote_report& r) {
+  exit_status s;
+  s.exited = WIFEXITED(r.wait_status);
+  s.code = s.exited ? WEXITSTATUS(r.wait_status) : 0;
+  s.signal = WIFSIGNALED(r.wait_status) ? WTERMSIG(r.wait_status) : 0;
+  s.core_dumped = WIFSIGNALED(r.wait_status) && WCOREDUMP(r.wait_status);
+  s.max_rss_kb = r.max_rss_kb;
+  return s;
+}
+
+struct worker_rec {
+  enum class state { spawning, running, dead };
+  std::size_t index = 0;
+  slot_view view;
+  state st = state::dead;
+  pid_t pid = 0;
+  unique_fd pidfd;
+  std::deque<task_op*> inflight;  // sent, not finished, in send order
+  std::uint64_t sent = 0;
+  bool arena_busy = false;
+  bool arena_skip = false;  // arena held by a cancelled frame until the worker passes it
+  std::uint64_t arena_seq = 0;
+  bool killing = false;
+  std::uint64_t kill_target = 0;
+  std::unique_ptr<asio::steady_timer> timer;
+  bool timer_armed = false;
+  std::uint64_t timer_gen = 0;  // a disarmed timer's late handler is stale
+  bool touched = false;         // sent to during the current pump()
+  std::int64_t spawned_ns = 0;  // when its spawn was asked for (start_timeout)
+  std::int64_t exit_seen_ns = 0;  // when its pidfd first showed it gone, unreported
+  std::string init_error;  // what its initializer threw, as it told us
+};
+
+class pool_core : public std::enable_shared_from_this<pool_core> {
+ public:
+  pool_core(const asio::any_io_executor& ex, pool_options options);
+  ~pool_core() { close(); }
+
+  void open();
+  void close() noexcept;
+  void start(task_op* op);
+  void cancel(std::uint64_t id);
+  void shutdown(shutdown_mode mode, std::function<void()> done);
+  pool_stats stats();
+
+ private:
+  void accept(task_op* op);
+  void pump();
+  void admit_waiting();
+  worker_rec* pick(const task_op& op);
+  bool send(worker_rec& w, task_op* op, std::size_t size);
+  void drain();
+  void drain(worker_rec& w);
+  void finish(worker_rec& w, task_op* op, const result_header& h, std::span<const std::byte> body);
+  void wait_doorbell();
+  bool spin_for_results(int cpu);
+  void on_doorbell();
+  task_op* doorbell_turn();
+  void read_reports();
+  bool idle() const;
+  void listen_or_rest();
+  void start_listening();
+  void arm_rest_check();
+  void on_rest_check();
+  void on_report(const zygote_report& r);
+  void poll_reports();
+  void on_worker_exit(worker_rec& w, const exit_status& status);
+  bool release_worker(worker_rec& w, const exit_status& status);
+  std::string start_failure(const worker_rec& w, const exit_status& status) const;
+  void start_zygote();
+  void on_zygote_lost(const std::string& why);
+  void check_starts();
+  void break_pool(const std::exception_ptr& why);
+  void finish_stop();
+  void disarm_timeout(worker_rec& w);
+  void reject(task_op* op, const std::exception_ptr& e);
+  bool closed() const { return state_ == pool_state::closed; }
+  void spawn(worker_rec& w);
+  void kill(worker_rec& w, std::uint64_t target);
+  void withdraw(std::uint64_t id);
+  void arm_timeout(worker_rec& w);
+  void on_timeout(worker_rec& w);
+  void fail_all(const std::exception_ptr& e);
+  void maybe_finish_shutdown();
+  void remove_inflight(worker_rec& w, task_op* op);
+  void fail_corrupt_worker(worker_rec& w);
+  bool any_results() const;
+
+  asio::any_io_executor ex_;
+  // Guards every member below: entry points run on callers' threads, handlers
+  // on the io_context's threads. Recursive, because a handler's destructor
+  // run under the lock may submit again.
+  mutable std::recursive_mutex mutex_;
+  pool_options options_;
+  pool_geometry geometry_;
+  mapped_region region_;
+  pool_header* header_ = nullptr;
+  unique_fd doorbell_fd_;
+  unique_fd zygote_cmd_;
+  child_process zygote_;
+  std::unique_ptr<zygote_reports> reports_;
+  std::uint64_t reports_gen_ = 0;  // one per zygote: a stale wait's handler does nothing
+  std::unique_ptr<asio::posix::stream_descriptor> doorbell_;
+  worker_config config_;
+  std::vector<std::unique_ptr<worker_rec>> workers_;
+  std::deque<task_op*> queue_;    // accepted, not yet sent (at most queue_capacity)
+  std::deque<task_op*> waiting_;  // submitted while the queue was full
+  std::unordered_map<std::uint64_t, task_op*> ops_;
+  std::uint64_t next_id_ = 1;
+  bool doorbell_armed_ = false;
+  bool drain_posted_ = false;
+  // While on_doorbell runs, finished tasks are kept here rather than posted,
+  // and handed to their handlers once the lock is released (deliver_held).
+  bool holding_ = false;
+  task_op* held_head_ = nullptr;
+  task_op* held_tail_ = nullptr;
+  std::int64_t recent_latency_ns_ = 0;
+  bool reports_armed_ = false;
+  bool listening_ = false;
+  asio::steady_timer rest_timer_{ex_};
+  pool_state state_ = pool_state::running;
+  std::exception_ptr broken_error_;  // what a broken pool fails tasks with
+  restart_intensity restarts_;  // zygote deaths
+  // Workers that died before they started since a worker last showed it had
+  // started (a result, or a death after its start): a start that always
+  // fails, not workers killed now and then while they start.
+  std::size_t start_failures_ = 0;
+  std::vector<std::function<void()>> shutdown_done_;  // every async_shutdown's handler
+  pool_stats stats_;
+};
+
+}  // namespace coproc::detail
