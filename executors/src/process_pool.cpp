@@ -28,6 +28,7 @@
 #include "coproc/executors/detail/zygote.hpp"
 #include "coproc/ipc/remote_error.hpp"
 #include "coproc/runtime/child_process.hpp"
+#include "coproc/runtime/detail/nosigpipe.hpp"
 #include "coproc/runtime/detail/system_error.hpp"
 #include "coproc/runtime/exit_status.hpp"
 #include "coproc/runtime/pipe_reader.hpp"
@@ -215,7 +216,7 @@ void pool_core::open() {
 
 void pool_core::spawn(worker_rec& w) {
   zygote_command c{zygote_spawn, static_cast<std::uint32_t>(w.index)};
-  if (::write(zygote_cmd_.get(), &c, sizeof c) != sizeof c) {
+  if (write_nosigpipe(zygote_cmd_.get(), &c, sizeof c) != sizeof c) {
     broken_ = true;
     fail_all(error(coproc::errc::worker_crashed, "cannot reach the zygote"));
     return;
@@ -900,7 +901,7 @@ void pool_core::maybe_finish_shutdown() {
     return;
   }
   zygote_command c{zygote_stop, 0};
-  [[maybe_unused]] ssize_t n = ::write(zygote_cmd_.get(), &c, sizeof c);
+  [[maybe_unused]] ssize_t n = write_nosigpipe(zygote_cmd_.get(), &c, sizeof c);
   zygote_cmd_.reset();
   zygote_.async_wait_exit(ex_, [self = shared_from_this()](std::error_code, exit_status) {
     std::lock_guard lock(self->mutex_);
@@ -924,7 +925,7 @@ void pool_core::close() noexcept {
   }
   if (zygote_cmd_) {
     zygote_command c{zygote_stop, 0};
-    [[maybe_unused]] ssize_t n = ::write(zygote_cmd_.get(), &c, sizeof c);
+    [[maybe_unused]] ssize_t n = write_nosigpipe(zygote_cmd_.get(), &c, sizeof c);
     zygote_cmd_.reset();
   }
   // The zygote kills and reaps its workers on the stop command; give it a
