@@ -122,6 +122,8 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
   void on_rest_check();
   void on_report(const zygote_report& r);
   void on_worker_exit(worker_rec& w, const exit_status& status);
+  static bool charge_death(const worker_rec& w, task_op& op, bool retired);
+  static coproc::errc death_errc(const exit_status& status);
   void spawn(worker_rec& w);
   void kill(worker_rec& w, std::uint64_t target);
   void withdraw(std::uint64_t id);
@@ -316,6 +318,10 @@ void pool_core::on_rest_check() {
   }
   if (!idle()) {
     arm_rest_check();
+    // A doorbell a worker failed to ring (its fd closed by a task, or the
+    // flags overwritten in shared memory) delays a result by one check at
+    // most, never for ever.
+    wait_doorbell();
     return;
   }
   listening_ = false;
@@ -363,7 +369,13 @@ void pool_core::pump() {
     }
     op->in_arena = sizeof(task_header) + size > inline_limit(workers_[0]->view.tasks);
     worker_rec* w = pick(*op);
-    if (!w || !send(*w, op, size)) {
+    if (!w) {
+      break;
+    }
+    if (!send(*w, op, size)) {
+      if (w->killing) {
+        continue;  // found corrupt: pick() skips it now
+      }
       break;
     }
     queue_.pop_front();
@@ -384,6 +396,9 @@ bool pool_core::send(worker_rec& w, task_op* op, std::size_t size) {
   std::size_t frame_size = op->in_arena ? sizeof(task_header) : sizeof(task_header) + size;
   std::span<std::byte> frame = w.view.tasks.try_reserve(frame_size);
   if (frame.data() == nullptr) {
+    if (w.view.tasks.corrupt()) {
+      fail_corrupt_worker(w);  // its tail word is not on our terms
+    }
     return false;
   }
   std::span<std::byte> body = op->in_arena ? std::span<std::byte>(w.view.in_arena, size)
@@ -410,7 +425,8 @@ bool pool_core::send(worker_rec& w, task_op* op, std::size_t size) {
 
 bool pool_core::any_results() const {
   for (const auto& w : workers_) {
-    if (!w->view.results.empty()) {
+    // A corrupt ring reads as not empty for ever: its worker is being killed.
+    if (!w->view.results.empty() && !w->view.results.corrupt()) {
       return true;
     }
   }
@@ -481,6 +497,12 @@ void pool_core::fail_corrupt_worker(worker_rec& w) {
   std::uint64_t running = w.view.shared->running_id.load(std::memory_order_acquire);
   auto it = std::find_if(w.inflight.begin(), w.inflight.end(),
                          [&](task_op* op) { return op->id == running; });
+  if (it == w.inflight.end() && !w.inflight.empty()) {
+    // running_id is the worker's to write too: when it names no task in
+    // flight, the oldest one (a worker takes frames in order) is blamed.
+    it = w.inflight.begin();
+    running = (*it)->id;
+  }
   kill(w, running);
   if (running != 0 && it != w.inflight.end()) {
     task_op* op = *it;
@@ -720,10 +742,11 @@ void pool_core::on_worker_exit(worker_rec& w, const exit_status& status) {
   for (task_op* op : w.inflight) {
     bool crashed_here =
         op->id == running && consumed > op->seq && !(w.killing && w.kill_target != op->id);
+    crashed_here = crashed_here || charge_death(w, *op, retired);
     if (crashed_here) {
       ops_.erase(op->id);
       ++stats_.tasks_failed;
-      op->fail(error(coproc::errc::worker_crashed, why));
+      op->fail(error(death_errc(status), why));
     } else {
       op->worker = -1;
       op->state = nullptr;
@@ -757,6 +780,24 @@ void pool_core::on_worker_exit(worker_rec& w, const exit_status& status) {
   }
   pump();
   maybe_finish_shutdown();
+}
+
+// running_id and consumed are the worker's to write: a task that overwrote
+// them before its worker died would be sent again and again. The oldest task
+// in flight at a worker that died on its own (not retired, not killed by the
+// pool) is charged with the death; at the third such death it fails.
+bool pool_core::charge_death(const worker_rec& w, task_op& op, bool retired) {
+  constexpr std::uint8_t deaths_before_failing = 3;
+  if (retired || w.killing || op.id != w.inflight.front()->id) {
+    return false;
+  }
+  return ++op.deaths >= deaths_before_failing;
+}
+
+// A worker that left on finding a ring overwritten fails its task as corrupt.
+coproc::errc pool_core::death_errc(const exit_status& status) {
+  return status.exited && status.code == worker_exit_corrupt_frame ? coproc::errc::frame_corrupt
+                                                                   : coproc::errc::worker_crashed;
 }
 
 void pool_core::kill(worker_rec& w, std::uint64_t target) {
@@ -829,6 +870,9 @@ void pool_core::arm_timeout(worker_rec& w) {
   bool running = w.view.shared->running_id.load(std::memory_order_relaxed) != 0;
   auto timeout = std::chrono::duration_cast<std::chrono::nanoseconds>(options_.task_timeout);
   auto left = running ? timeout - std::chrono::nanoseconds(monotonic_ns() - started) : timeout;
+  // started_ns is the worker's to write: a time in the future must not
+  // stretch the wait past one timeout.
+  left = std::clamp(left, std::chrono::nanoseconds(0), timeout);
   w.timer->expires_after(left);
   w.timer_armed = true;
   w.timer->async_wait([self = shared_from_this(), &w](std::error_code ec) {

@@ -205,11 +205,39 @@ void reset_signals() {
   ::signal(SIGINT, SIG_IGN);
 }
 
+/// Unmaps the shared mappings of the host that no task may reach: the
+/// host's io_uring rings (a task writing there would corrupt the host's
+/// completions) and the shared memory of the host's other pools. Only this
+/// pool's mapping and the host's own shared memory (segments, queues a task
+/// is meant to use) stay.
+void drop_foreign_shared_mappings(const worker_config& config) {
+  std::vector<std::pair<std::uintptr_t, std::uintptr_t>> drop;
+  {
+    std::ifstream maps("/proc/self/maps");
+    const auto own = reinterpret_cast<std::uintptr_t>(config.base);
+    for (std::string line; std::getline(maps, line);) {
+      unsigned long begin = 0, end = 0;
+      if (std::sscanf(line.c_str(), "%lx-%lx", &begin, &end) != 2) {
+        continue;
+      }
+      bool ring = line.find("anon_inode:[io_uring]") != std::string::npos;
+      bool other_pool = line.find("memfd:coproc-pool") != std::string::npos && begin != own;
+      if (ring || other_pool) {
+        drop.emplace_back(begin, end);
+      }
+    }
+  }
+  for (const auto& [begin, end] : drop) {
+    ::munmap(reinterpret_cast<void*>(begin), end - begin);
+  }
+}
+
 /// The zygote's life once it is a process of its own (forked, or exec'd and
 /// configured): only its pipes and the doorbell stay open.
 [[noreturn]] void serve(const worker_config& config, int cmd_read, int report_write,
                         bool bad_image) {
   close_all_but({cmd_read, report_write, config.doorbell_fd});
+  drop_foreign_shared_mappings(config);
   sigset_t chld;
   sigemptyset(&chld);
   sigaddset(&chld, SIGCHLD);
@@ -522,11 +550,6 @@ __attribute__((constructor)) void spawn_entry(int argc, char** argv, char** envp
   }
   image_scan own = scan_image();
   bool bad_image = !own.anchor_in_exe || !same_image(w.image, own.id);
-  if (!bad_image) {
-    // The workers check the pool header's anchor against their own: in this
-    // image it sits elsewhere (another load address), at the same offset.
-    reinterpret_cast<pool_header*>(base)->anchor = reinterpret_cast<std::intptr_t>(&image_anchor);
-  }
   // Workers jump only into the main program's code (checked_code_address).
   auto& allowed = allowed_code();
   for (const auto& [begin, end] : own.code) {
