@@ -70,7 +70,54 @@ struct verdict {
   std::int64_t gone_us = -1;  ///< time from the kill until none was left (-1: never)
 };
 
-enum class scenario { busy_pool, respawning_pool, processes_and_pool };
+/// Issue 13.8 and 13.9: an initializer that drops root (the kernel clears the
+/// death signal on setuid), a task that clears the death signal itself, and
+/// tasks that fork a child and a detached grandchild (setsid) that sleep.
+void drop_to_nobody() {
+  if (::getuid() == 0) {
+    [[maybe_unused]] int rc = ::setuid(65534);
+  }
+}
+
+int clear_death_signal_and_spin() {
+  ::prctl(PR_SET_PDEATHSIG, 0);
+  return spin_forever();
+}
+
+/// Forks a child that sleeps and a grandchild that leaves the child's
+/// session; returns once both exist (or spins, with `stay` set).
+int fork_lingering(bool stay) {
+  int ready[2];
+  if (::pipe(ready) != 0) {
+    return -1;
+  }
+  if (::fork() == 0) {
+    if (::fork() == 0) {
+      ::setsid();
+      char one = 1;
+      [[maybe_unused]] auto n = ::write(ready[1], &one, 1);
+      for (;;) {
+        ::pause();
+      }
+    }
+    for (;;) {
+      ::pause();
+    }
+  }
+  char byte = 0;
+  [[maybe_unused]] auto n = ::read(ready[0], &byte, 1);
+  ::close(ready[0]);
+  ::close(ready[1]);
+  if (started != nullptr) {
+    started->fetch_add(1);
+  }
+  if (stay) {
+    spin();
+  }
+  return 1;
+}
+
+enum class scenario { busy_pool, respawning_pool, processes_and_pool, hostile_tasks };
 
 /// Waits in P's loop until `ready()`, polling the pool's counters.
 template <class Ready>
@@ -88,7 +135,11 @@ asio::awaitable<void> poll_until(asio::io_context& ctx, Ready ready) {
   coproc::mapped_region words = coproc::mapped_region::create(4096);
   started = new (words.data()) std::atomic<std::uint32_t>(0);
   asio::io_context ctx;
-  process_pool pool(ctx.get_executor(), {.workers = 2});
+  coproc::pool_options options{.workers = what == scenario::hostile_tasks ? 3u : 2u};
+  if (what == scenario::hostile_tasks) {
+    options.initializer = drop_to_nobody;
+  }
+  process_pool pool(ctx.get_executor(), std::move(options));
 #ifdef COPROC_TEST_HAS_PROCESS
   std::vector<coproc::process> children;
 #endif
@@ -114,6 +165,18 @@ asio::awaitable<void> poll_until(asio::io_context& ctx, Ready ready) {
           ctx,
           [&]() -> asio::awaitable<void> {
             co_await poll_until(ctx, [&] { return started->load() >= 2; });
+            report_ready();
+          },
+          asio::detached);
+      break;
+    case scenario::hostile_tasks:
+      pool.async_submit(clear_death_signal_and_spin, [](std::exception_ptr, int) {});
+      pool.async_submit(fork_lingering, true, [](std::exception_ptr, int) {});
+      pool.async_submit(fork_lingering, false, [](std::exception_ptr, int) {});
+      asio::co_spawn(
+          ctx,
+          [&]() -> asio::awaitable<void> {
+            co_await poll_until(ctx, [&] { return started->load() >= 3; });
             report_ready();
           },
           asio::detached);
@@ -236,3 +299,16 @@ TEST_CASE("a parent killed with coproc::process children and a pool leaves no de
   CHECK(v.gone_us < 1'000'000);
 }
 #endif
+
+TEST_CASE("a parent killed with hostile tasks leaves no descendant, grandchildren included",
+          "[reliability][parent_death]") {
+  // Workers that run as nobody (their death signal cleared by setuid), one
+  // whose task cleared it again, and tasks that forked a sleeping child and
+  // a grandchild in a session of its own.
+  verdict v = observe(scenario::hostile_tasks);
+  CHECK(v.ready == 1);
+  CHECK(v.before >= 9);  // the parent, the zygote, three workers, two children, two grandchildren
+  CHECK(v.left == 0);
+  CHECK(v.gone_us >= 0);
+  CHECK(v.gone_us < 1'000'000);
+}

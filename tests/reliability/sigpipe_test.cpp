@@ -100,7 +100,15 @@ TEST_CASE("destroying a pool whose zygote is gone does not raise SIGPIPE", "[rel
     asio::io_context ctx;
     {
       process_pool pool(ctx.get_executor(), {.workers = 2});
-      std::vector<pid_t> pids = coproc::test::children_named(::getpid(), "coproc-zygote");
+      // The zygote names itself once it runs: wait for that.
+      std::vector<pid_t> pids;
+      for (int i = 0; i < 5000 && pids.empty(); ++i) {
+        pids = coproc::test::children_named(::getpid(), "coproc-zygote");
+        if (pids.empty()) {
+          timespec pause{0, 1'000'000};  // polling a process name, not ordering events
+          ::nanosleep(&pause, nullptr);
+        }
+      }
       if (pids.size() != 1) {
         return 3;
       }
