@@ -222,3 +222,55 @@ TEST_CASE("a destroyed pool takes the processes its tasks forked with it",
   ::kill(child, SIGKILL);
   ::kill(grandchild, SIGKILL);
 }
+
+namespace {
+
+void drop_to_nobody() {
+  if (::getuid() == 0) {
+    [[maybe_unused]] int rc = ::setuid(65534);
+  }
+}
+
+int clear_death_signal() {
+  ::prctl(PR_SET_PDEATHSIG, 0);
+  return 1;
+}
+
+/// Live children of `parent`.
+std::vector<pid_t> children_of(pid_t parent) {
+  std::vector<pid_t> out;
+  for (pid_t p : coproc::test::all_pids()) {
+    coproc::test::proc_stat s = coproc::test::read_stat(p);
+    if (s.ppid == parent && s.state != "Z" && !s.state.empty()) {
+      out.push_back(p);
+    }
+  }
+  return out;
+}
+
+}  // namespace
+
+TEST_CASE("a worker whose death signal was cleared leaves within 1 s of its zygote's SIGKILL",
+          "[reliability][hostile_task]") {
+  // Issue 13.8: setuid in the initializer clears the death signal (kernel),
+  // and so can a task. The worker arms it again after both, and an idle
+  // worker also notices by itself that its zygote is gone.
+  for (bool by_setuid : {true, false}) {
+    coproc::test::run_async([by_setuid](asio::io_context& ctx) -> asio::awaitable<void> {
+      coproc::pool_options options{.workers = 1};
+      if (by_setuid) {
+        options.initializer = drop_to_nobody;
+      }
+      process_pool pool(ctx.get_executor(), std::move(options));
+      co_await pool.submit(clear_death_signal);
+      std::vector<pid_t> zygote = coproc::test::children_named(::getpid(), "coproc-zygote");
+      REQUIRE(zygote.size() == 1);
+      std::vector<pid_t> workers = children_of(zygote[0]);
+      REQUIRE(workers.size() == 1);
+      ::kill(zygote[0], SIGKILL);
+      INFO((by_setuid ? "initializer setuid(65534)" : "task prctl(PR_SET_PDEATHSIG, 0)"));
+      CHECK(ends_within(workers[0], std::chrono::seconds(1)));
+      ::kill(workers[0], SIGKILL);
+    });
+  }
+}
