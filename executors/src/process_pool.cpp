@@ -96,6 +96,7 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
 
   void open();
   void close() noexcept;
+  void close_foreign() noexcept;
   void start(task_op* op);
   void cancel(std::uint64_t id);
   void shutdown(shutdown_mode mode, std::function<void()> done);
@@ -172,6 +173,7 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
   bool broken_ = false;
   std::function<void()> shutdown_done_;
   pool_stats stats_;
+  pid_t owner_ = ::getpid();  // only this process tears the pool down
 };
 
 pool_core::pool_core(const asio::any_io_executor& ex, pool_options options)
@@ -206,7 +208,7 @@ pool_core::pool_core(const asio::any_io_executor& ex, pool_options options)
   check_syscall(::fcntl(zygote_cmd_.get(), F_SETFL, O_NONBLOCK), "fcntl");
   reports_ = std::make_unique<pipe_reader>(ex_, std::move(report_read));
   doorbell_ = std::make_unique<asio::posix::stream_descriptor>(
-      ex_, ::fcntl(doorbell_fd_.get(), F_DUPFD_CLOEXEC, 0));
+      ex_, check_syscall(::fcntl(doorbell_fd_.get(), F_DUPFD_CLOEXEC, 0), "fcntl(F_DUPFD_CLOEXEC)"));
 }
 
 void pool_core::open() {
@@ -961,6 +963,10 @@ void pool_core::close() noexcept {
   if (closed_) {
     return;
   }
+  if (::getpid() != owner_) {
+    close_foreign();
+    return;
+  }
   closed_ = true;
   for (auto& w : workers_) {
     if (w->pidfd) {
@@ -1004,6 +1010,40 @@ void pool_core::close() noexcept {
     reports_->cancel();
   }
   rest_timer_.cancel();
+}
+
+// The pool's destructor in a process that did not create it (a plain fork()
+// child, a daemonizing host's parent half): the zygote and the workers are
+// the creator's, reached through inherited fds. Nothing is signalled,
+// stopped or waited for, and the event loop's kernel objects (an epoll or
+// io_uring instance the fork shares with the creator) are not touched: the
+// objects registered there are left unreleased and only their fds closed.
+// The mapping goes with this object. Pending tasks are the creator's too:
+// dropped without completion.
+void pool_core::close_foreign() noexcept {
+  closed_ = true;
+  for (auto& w : workers_) {
+    w->pidfd.reset();
+    w->inflight.clear();
+    (void)w->timer.release();
+  }
+  zygote_cmd_.reset();
+  if (zygote_) {
+    // child_process would SIGKILL and reap through its pidfd: point that fd
+    // number at a harmless file first (the kill and the wait then fail).
+    ::dup3(doorbell_fd_.get(), zygote_.pidfd(), O_CLOEXEC);
+  }
+  if (doorbell_) {
+    ::close(doorbell_->native_handle());
+    (void)doorbell_.release();
+  }
+  if (reports_) {
+    ::close(reports_->native_handle());
+    (void)reports_.release();
+  }
+  ops_.clear();
+  queue_.clear();
+  waiting_.clear();
 }
 
 pool_stats pool_core::stats() const {

@@ -22,6 +22,8 @@ enum class errc {
   uring_unavailable,   ///< io_uring or a needed opcode is refused by the kernel
   function_mismatch,   ///< a callable's identity is unknown in the receiving process
   barrier_broken,      ///< a barrier was aborted, or a party left it while waiting
+  child_status_discarded,  ///< SIGCHLD ignored in this process: the kernel reaped the child
+  child_reaped_elsewhere,  ///< another wait in this process (waitpid(-1)) reaped the child
 };
 
 /// The category of coproc::errc; name() is "coproc".
