@@ -17,6 +17,7 @@
 #include <chrono>
 #include <csignal>
 #include <cstdint>
+#include <cstdio>
 #include <ctime>
 #include <new>
 #include <vector>
@@ -117,7 +118,7 @@ int fork_lingering(bool stay) {
   return 1;
 }
 
-enum class scenario { busy_pool, respawning_pool, processes_and_pool, hostile_tasks };
+enum class scenario { busy_pool, respawning_pool, processes_and_pool, hostile_tasks, hostile_chaos };
 
 /// Waits in P's loop until `ready()`, polling the pool's counters.
 template <class Ready>
@@ -182,12 +183,19 @@ asio::awaitable<void> poll_until(asio::io_context& ctx, Ready ready) {
           asio::detached);
       break;
     case scenario::respawning_pool:
+    case scenario::hostile_chaos:
       // A fault every 5 tasks: workers die and are respawned all the time.
+      // hostile_chaos adds a hostile task every 3 (issue 13: scribbled
+      // rings, closed fds, kill(0, SIGTERM), lingering grandchildren,
+      // cleared death signals).
       asio::co_spawn(
           ctx,
           [&]() -> asio::awaitable<void> {
             (void)co_await coproc::test::chaos::run(
-                pool, {.tasks = 100'000'000, .fault_every = 5, .deadline = std::chrono::hours(1)});
+                pool, {.tasks = 100'000'000,
+                       .fault_every = 5,
+                       .hostile_every = what == scenario::hostile_chaos ? 3u : 0u,
+                       .deadline = std::chrono::hours(1)});
           },
           asio::detached);
       asio::co_spawn(
@@ -306,9 +314,25 @@ TEST_CASE("a parent killed with hostile tasks leaves no descendant, grandchildre
   // whose task cleared it again, and tasks that forked a sleeping child and
   // a grandchild in a session of its own.
   verdict v = observe(scenario::hostile_tasks);
+  std::printf("hostile tasks: %d live descendants before the kill, %d left, gone in %lld us\n",
+              v.before, v.left, static_cast<long long>(v.gone_us));
   CHECK(v.ready == 1);
   CHECK(v.before >= 9);  // the parent, the zygote, three workers, two children, two grandchildren
   CHECK(v.left == 0);
   CHECK(v.gone_us >= 0);
   CHECK(v.gone_us < 1'000'000);
+}
+
+TEST_CASE("a parent killed during a chaos run with hostile tasks leaves no descendant within 1 s",
+          "[reliability][parent_death]") {
+  for (int round = 0; round < 3; ++round) {
+    verdict v = observe(scenario::hostile_chaos);
+    std::printf("hostile chaos, round %d: %d live descendants before the kill, %d left, gone in %lld us\n",
+                round, v.before, v.left, static_cast<long long>(v.gone_us));
+    CHECK(v.ready == 1);
+    CHECK(v.before >= 2);
+    CHECK(v.left == 0);
+    CHECK(v.gone_us >= 0);
+    CHECK(v.gone_us < 1'000'000);
+  }
 }
