@@ -125,6 +125,7 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
   void on_worker_exit(worker_rec& w, const exit_status& status);
   static bool charge_death(const worker_rec& w, task_op& op, bool retired);
   static coproc::errc death_errc(const exit_status& status);
+  static std::string own_reason(const exit_status& status);
   void spawn(worker_rec& w);
   void kill(worker_rec& w, std::uint64_t target);
   void withdraw(std::uint64_t id);
@@ -740,7 +741,7 @@ void pool_core::on_worker_exit(worker_rec& w, const exit_status& status) {
   std::uint64_t consumed = shared.consumed.load(std::memory_order_acquire);
   std::deque<task_op*> requeue;
   std::string why = "worker " + std::to_string(w.pid) + " " + status.describe() + " (max RSS " +
-                    std::to_string(status.max_rss_kb) + " KiB)";
+                    std::to_string(status.max_rss_kb) + " KiB)" + own_reason(status);
   for (task_op* op : w.inflight) {
     bool crashed_here =
         op->id == running && consumed > op->seq && !(w.killing && w.kill_target != op->id);
@@ -794,6 +795,23 @@ bool pool_core::charge_death(const worker_rec& w, task_op& op, bool retired) {
     return false;
   }
   return ++op.deaths >= deaths_before_failing;
+}
+
+// What a worker's own exit code means, for the task's error message.
+std::string pool_core::own_reason(const exit_status& status) {
+  if (!status.exited) {
+    return "";
+  }
+  switch (status.code) {
+    case worker_exit_corrupt_frame:
+      return ": it found its shared ring overwritten";
+    case worker_exit_lost_parent:
+      return ": its doorbell fd was gone (a task closed it)";
+    case worker_exit_orphaned:
+      return ": its zygote was gone";
+    default:
+      return "";
+  }
 }
 
 // A worker that left on finding a ring overwritten fails its task as corrupt.
