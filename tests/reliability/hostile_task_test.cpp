@@ -277,3 +277,63 @@ TEST_CASE("a worker whose death signal was cleared leaves within 1 s of its zygo
     });
   }
 }
+
+namespace {
+
+std::atomic<std::uint32_t>* spinning = nullptr;
+
+int clear_death_signal_and_spin() {
+  ::prctl(PR_SET_PDEATHSIG, 0);
+  spinning->fetch_add(1);
+  for (;;) {
+    asm volatile("" ::: "memory");
+  }
+}
+
+/// Polls (through the loop, which must keep running) until `pid` ends or
+/// `limit` passed.
+asio::awaitable<bool> ends_within_async(pid_t pid, std::chrono::milliseconds limit) {
+  asio::steady_timer t(co_await asio::this_coro::executor);
+  auto deadline = std::chrono::steady_clock::now() + limit;
+  while (!coproc::test::gone_or_zombie(pid)) {
+    if (std::chrono::steady_clock::now() > deadline) {
+      co_return false;
+    }
+    t.expires_after(std::chrono::milliseconds(1));
+    co_await t.async_wait(asio::use_awaitable);
+  }
+  co_return true;
+}
+
+}  // namespace
+
+TEST_CASE("a busy worker whose task cleared its death signal ends within 1 s of its zygote's SIGKILL",
+          "[reliability][hostile_task]") {
+  // The host hears of the zygote's death (its report pipe ends) and kills the
+  // workers that still run its tasks through their pidfds.
+  coproc::mapped_region shared = coproc::mapped_region::create(4096);
+  spinning = new (shared.data()) std::atomic<std::uint32_t>(0);
+  coproc::test::run_async([](asio::io_context& ctx) -> asio::awaitable<void> {
+    process_pool pool(ctx.get_executor(), {.workers = 1});
+    int outcome = 0;  // 1: failed, 2: a value
+    pool.async_submit(clear_death_signal_and_spin,
+                      [&outcome](std::exception_ptr e, int) { outcome = e ? 1 : 2; });
+    asio::steady_timer t(ctx);
+    while (spinning->load() == 0) {
+      t.expires_after(std::chrono::milliseconds(1));
+      co_await t.async_wait(asio::use_awaitable);
+    }
+    std::vector<pid_t> zygote = coproc::test::children_named(::getpid(), "coproc-zygote");
+    REQUIRE(zygote.size() == 1);
+    std::vector<pid_t> workers = children_of(zygote[0]);
+    REQUIRE(workers.size() == 1);
+    ::kill(zygote[0], SIGKILL);
+    CHECK(co_await ends_within_async(workers[0], std::chrono::seconds(1)));
+    ::kill(workers[0], SIGKILL);
+    while (outcome == 0) {  // the task's completion, posted when the pool saw the zygote's end
+      t.expires_after(std::chrono::milliseconds(1));
+      co_await t.async_wait(asio::use_awaitable);
+    }
+    CHECK(outcome == 1);
+  });
+}
