@@ -99,10 +99,20 @@ class worker final : public result_writer {
       throw std::system_error(coproc::errc::payload_too_large,
                               "result of " + std::to_string(n) + " bytes");
     }
-    // The arena holds one result at a time: wait until the parent took the last.
+    // The arena holds one result at a time: wait until the parent took the
+    // last, which it did once it released that result's frame from the ring
+    // (it reads the arena before). The busy word is only the futex the
+    // parent wakes: its value is shared memory a task can overwrite.
     auto& busy = view_.shared->out_arena_busy;
-    while (busy.load(std::memory_order_acquire) != 0) {
-      futex_wait(busy, 1, &recheck);
+    for (;;) {
+      std::uint32_t seen = busy.load(std::memory_order_acquire);
+      if (view_.results.released_through(arena_frame_end_)) {
+        break;
+      }
+      if (view_.results.corrupt()) {
+        ::_exit(worker_exit_corrupt_frame);
+      }
+      futex_wait(busy, seen, &recheck);
       leave_if_orphaned();
     }
     busy.store(1, std::memory_order_relaxed);
@@ -117,6 +127,9 @@ class worker final : public result_writer {
     result_header h{current_id_, status_, out_in_arena_ ? 1u : 0u, n};
     std::memcpy(out_frame_, &h, sizeof h);
     view_.results.commit(out_in_arena_ ? sizeof h : sizeof h + n);
+    if (out_in_arena_) {
+      arena_frame_end_ = view_.results.published();
+    }
     out_in_arena_ = false;
   }
 
@@ -290,6 +303,7 @@ class worker final : public result_writer {
   std::byte* out_frame_ = nullptr;
   bool trim_pending_ = false;  // the heap may hold memory freed by a task
   pid_t zygote_;               // this worker's parent
+  std::uint64_t arena_frame_end_ = 0;  // result ring position past the last arena result's frame
 };
 
 }  // namespace

@@ -243,3 +243,53 @@ TEST_CASE("tasks that write random bytes over every shared mapping neither crash
   INFO("host " << out.describe());
   CHECK(out.passed());
 }
+
+namespace {
+
+/// A result that travels through the output arena (above the 64 KiB inline limit).
+std::vector<char> large_result(int fill) {
+  return std::vector<char>(100'000, static_cast<char>(fill));
+}
+
+/// Overwrites its slot's output-arena busy word, then returns a large result.
+std::vector<char> jam_arena_then_large(int fill) {
+  own_slot().shared->out_arena_busy.store(7);
+  return large_result(fill);
+}
+
+}  // namespace
+
+TEST_CASE("a task that overwrites the output arena's busy word stalls no result",
+          "[reliability][ring_trust]") {
+  // The worker waited for that word to read 0 before using the arena; a
+  // task that wrote another value there left it spinning for ever, and every
+  // later large result of that worker with it.
+  auto out = coproc::test::run_isolated(
+      [] {
+        int result = 0;
+        coproc::test::run_async(
+            [&](asio::io_context& ctx) -> asio::awaitable<void> {
+              process_pool pool(ctx.get_executor(), {.workers = 1,
+                                                     .ring_bytes = ring_bytes,
+                                                     .max_payload = max_payload});
+              (void)co_await pool.submit(large_result, 1);  // the arena used once
+              for (int i = 2; i < 6; ++i) {
+                try {
+                  auto v = co_await pool.submit(i == 2 ? jam_arena_then_large : large_result, i);
+                  if (v.size() != 100'000 || v[0] != static_cast<char>(i)) {
+                    result = 2;
+                  }
+                } catch (const std::system_error& e) {
+                  if (!expected_failure(e)) {
+                    result = 3;
+                  }
+                }
+              }
+            },
+            std::chrono::seconds(10));
+        return result;
+      },
+      std::chrono::seconds(20));
+  INFO("host " << out.describe());
+  CHECK(out.passed());
+}

@@ -108,6 +108,29 @@ class shm_ring {
     h_->head.store(head_, std::memory_order_release);
   }
 
+  /// Bytes this producer has published so far (its own count, not the header's).
+  std::uint64_t published() const noexcept { return head_; }
+
+  /// True once the consumer released every byte published up to `position`
+  /// (a value of published()). Reads the consumer's tail and checks it as
+  /// try_reserve() does; a tail off those terms marks the ring corrupt and
+  /// gives false.
+  bool released_through(std::uint64_t position) noexcept {
+    if (corrupt_) {
+      return false;
+    }
+    if (head_ - cached_tail_ <= head_ - position) {
+      return true;
+    }
+    std::uint64_t tail = h_->tail.load(std::memory_order_acquire);
+    if ((tail & 7) != 0 || head_ - tail > head_ - cached_tail_) {
+      corrupt_ = true;
+      return false;
+    }
+    cached_tail_ = tail;
+    return head_ - cached_tail_ <= head_ - position;
+  }
+
   /// Wakes the consumer if it announced that it sleeps. Call after commits
   /// (once per batch is enough).
   void notify() noexcept {
