@@ -118,7 +118,14 @@ int fork_lingering(bool stay) {
   return 1;
 }
 
-enum class scenario { busy_pool, respawning_pool, processes_and_pool, hostile_tasks, hostile_chaos };
+enum class scenario {
+  busy_pool,
+  respawning_pool,
+  processes_and_pool,
+  hostile_tasks,
+  hostile_chaos,
+  ctrl_c  ///< a busy pool; the parent leads a group (a shell job) that gets SIGINT
+};
 
 /// Waits in P's loop until `ready()`, polling the pool's counters.
 template <class Ready>
@@ -133,6 +140,10 @@ asio::awaitable<void> poll_until(asio::io_context& ctx, Ready ready) {
 /// The doomed parent: starts its work, writes one byte to `ready_fd` once it
 /// is in flight, and runs until it is killed.
 [[noreturn]] void doomed_parent(scenario what, int ready_fd) {
+  if (what == scenario::ctrl_c) {
+    ::setpgid(0, 0);  // as a shell puts a job in its own group
+    ::signal(SIGINT, SIG_DFL);  // not the test runner's handler
+  }
   coproc::mapped_region words = coproc::mapped_region::create(4096);
   started = new (words.data()) std::atomic<std::uint32_t>(0);
   asio::io_context ctx;
@@ -150,6 +161,7 @@ asio::awaitable<void> poll_until(asio::io_context& ctx, Ready ready) {
   };
   switch (what) {
     case scenario::busy_pool:
+    case scenario::ctrl_c:
     case scenario::processes_and_pool:
       for (int i = 0; i < 32; ++i) {
         pool.async_submit(spin_forever, [](std::exception_ptr, int) {});
@@ -226,7 +238,11 @@ asio::awaitable<void> poll_until(asio::io_context& ctx, Ready ready) {
   char byte = 0;
   v.ready = ::read(rd.get(), &byte, 1) == 1 ? 1 : 0;
   v.before = static_cast<int>(coproc::test::live_descendants(::getpid()).size());
-  ::kill(parent, SIGKILL);
+  if (what == scenario::ctrl_c) {
+    ::kill(-parent, SIGINT);  // the terminal's ^C: the foreground group only
+  } else {
+    ::kill(parent, SIGKILL);
+  }
   ::waitpid(parent, nullptr, 0);
   auto killed = std::chrono::steady_clock::now();
   auto deadline = killed + std::chrono::seconds(1);
@@ -335,4 +351,17 @@ TEST_CASE("a parent killed during a chaos run with hostile tasks leaves no desce
     CHECK(v.gone_us >= 0);
     CHECK(v.gone_us < 1'000'000);
   }
+}
+
+TEST_CASE("Ctrl-C on the host's process group ends the pool through the parent's death",
+          "[reliability][parent_death]") {
+  // Issue 13.10: zygote and workers lead their own groups, so the terminal's
+  // SIGINT reaches only the host; its death ends them (the zygote's death
+  // signal, then its orderly stop).
+  verdict v = observe(scenario::ctrl_c);
+  CHECK(v.ready == 1);
+  CHECK(v.before >= 4);  // the parent, the zygote, two workers
+  CHECK(v.left == 0);
+  CHECK(v.gone_us >= 0);
+  CHECK(v.gone_us < 1'000'000);
 }
