@@ -123,7 +123,7 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
   void on_rest_check();
   void on_report(const zygote_report& r);
   void on_worker_exit(worker_rec& w, const exit_status& status);
-  static bool charge_death(const worker_rec& w, task_op& op, bool retired);
+  static bool charge_death(const worker_rec& w, task_op& op);
   static coproc::errc death_errc(const exit_status& status);
   static std::string own_reason(const exit_status& status);
   void spawn(worker_rec& w);
@@ -745,7 +745,7 @@ void pool_core::on_worker_exit(worker_rec& w, const exit_status& status) {
   for (task_op* op : w.inflight) {
     bool crashed_here =
         op->id == running && consumed > op->seq && !(w.killing && w.kill_target != op->id);
-    crashed_here = crashed_here || charge_death(w, *op, retired);
+    crashed_here = crashed_here || charge_death(w, *op);
     if (crashed_here) {
       ops_.erase(op->id);
       ++stats_.tasks_failed;
@@ -785,13 +785,15 @@ void pool_core::on_worker_exit(worker_rec& w, const exit_status& status) {
   maybe_finish_shutdown();
 }
 
-// running_id and consumed are the worker's to write: a task that overwrote
-// them before its worker died would be sent again and again. The oldest task
-// in flight at a worker that died on its own (not retired, not killed by the
-// pool) is charged with the death; at the third such death it fails.
-bool pool_core::charge_death(const worker_rec& w, task_op& op, bool retired) {
+// running_id, consumed and retiring are the worker's to write: a task that
+// overwrote them before its worker died would be sent again and again. The
+// oldest task in flight at a worker that left without being killed by the
+// pool is charged with the death; at the third it fails. (A worker that
+// retires legitimately leaves its oldest untaken task to be the first its
+// replacement takes: three in a row need two more deaths before any run.)
+bool pool_core::charge_death(const worker_rec& w, task_op& op) {
   constexpr std::uint8_t deaths_before_failing = 3;
-  if (retired || w.killing || op.id != w.inflight.front()->id) {
+  if (w.killing || op.id != w.inflight.front()->id) {
     return false;
   }
   return ++op.deaths >= deaths_before_failing;

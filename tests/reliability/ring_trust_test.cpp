@@ -293,3 +293,51 @@ TEST_CASE("a task that overwrites the output arena's busy word stalls no result"
   INFO("host " << out.describe());
   CHECK(out.passed());
 }
+
+namespace {
+
+/// Clears the words that say which task its worker ran, then dies: the
+/// parent would take the task for one never started and send it again.
+int hide_then_die(int how) {
+  coproc::detail::slot_view v = own_slot();
+  v.shared->running_id.store(0);
+  v.shared->consumed.store(0);
+  if (how == 1) {
+    v.shared->retiring.store(1);
+    ::_exit(0);  // as a worker that retires after its last result
+  }
+  ::raise(SIGKILL);
+  return 0;
+}
+
+}  // namespace
+
+TEST_CASE("a task that hides that it ran, then kills its worker, fails instead of running for ever",
+          "[reliability][ring_trust]") {
+  for (int how : {0, 1}) {
+    auto out = coproc::test::run_isolated(
+        [how] {
+          int result = 0;
+          coproc::test::run_async(
+              [&](asio::io_context& ctx) -> asio::awaitable<void> {
+                process_pool pool(ctx.get_executor(), {.workers = 1,
+                                                       .ring_bytes = ring_bytes,
+                                                       .max_payload = max_payload});
+                try {
+                  co_await pool.submit(hide_then_die, how);
+                  result = 2;
+                } catch (const std::system_error& e) {
+                  result = e.code() == coproc::errc::worker_crashed ? 0 : 3;
+                }
+                if (co_await pool.submit(twice, 4) != 8) {
+                  result = 4;
+                }
+              },
+              std::chrono::seconds(10));
+          return result;
+        },
+        std::chrono::seconds(20));
+    INFO((how == 0 ? "SIGKILL" : "_exit(0) with retiring set") << ": host " << out.describe());
+    CHECK(out.passed());
+  }
+}
