@@ -30,6 +30,7 @@
 #include "coproc/runtime/detail/child_setup.hpp"
 #include "coproc/runtime/detail/system_error.hpp"
 #include "coproc/runtime/unique_fd.hpp"
+#include "process_tree.hpp"
 
 extern "C" char** environ;
 
@@ -41,16 +42,6 @@ void die_with_parent_or_leave(pid_t parent, int sig = SIGKILL) {
   if (!die_with_parent(parent, sig)) {
     ::_exit(worker_exit_orphaned);
   }
-}
-
-/// The children of this (single-threaded) process, from /proc.
-std::vector<pid_t> own_children() {
-  std::vector<pid_t> out;
-  std::ifstream in("/proc/self/task/" + std::to_string(::getpid()) + "/children");
-  for (long pid = 0; in >> pid;) {
-    out.push_back(static_cast<pid_t>(pid));
-  }
-  return out;
 }
 
 /// Closes every descriptor of the host but stdio and `keep`: a worker must not
@@ -171,17 +162,15 @@ class zygote {
   /// id, not reusable while the zombie is unreaped) and every orphan it left
   /// to this subreaper: a worker takes what its tasks forked with it.
   void end_leftovers(pid_t worker) {
+    std::vector<pid_t> keep;
+    for (const entry& e : workers_) {
+      keep.push_back(e.pid);
+    }
     if (worker > 0) {
       ::kill(-worker, SIGKILL);
+      keep.push_back(worker);  // a zombie: reaped by the caller
     }
-    for (pid_t child : own_children()) {
-      bool is_worker = std::any_of(workers_.begin(), workers_.end(),
-                                   [child](const entry& e) { return e.pid == child; });
-      if (!is_worker && child != worker) {
-        ::kill(-child, SIGKILL);  // its own group, if it made one (setsid)
-        ::kill(child, SIGKILL);
-      }
-    }
+    kill_children_but(keep);
   }
 
   void reap() {
@@ -255,33 +244,6 @@ class zygote {
 /// interrupt means, and workers die with it through the death signal.
 void reset_signals() {
   default_signals();
-}
-
-/// Unmaps the shared mappings of the host that no task may reach: the
-/// host's io_uring rings (a task writing there would corrupt the host's
-/// completions) and the shared memory of the host's other pools. Only this
-/// pool's mapping and the host's own shared memory (segments, queues a task
-/// is meant to use) stay.
-void drop_foreign_shared_mappings(const worker_config& config) {
-  std::vector<std::pair<std::uintptr_t, std::uintptr_t>> drop;
-  {
-    std::ifstream maps("/proc/self/maps");
-    const auto own = reinterpret_cast<std::uintptr_t>(config.base);
-    for (std::string line; std::getline(maps, line);) {
-      unsigned long begin = 0, end = 0;
-      if (std::sscanf(line.c_str(), "%lx-%lx", &begin, &end) != 2) {
-        continue;
-      }
-      bool ring = line.find("anon_inode:[io_uring]") != std::string::npos;
-      bool other_pool = line.find("memfd:coproc-pool") != std::string::npos && begin != own;
-      if (ring || other_pool) {
-        drop.emplace_back(begin, end);
-      }
-    }
-  }
-  for (const auto& [begin, end] : drop) {
-    ::munmap(reinterpret_cast<void*>(begin), end - begin);
-  }
 }
 
 /// The zygote's life once it is a process of its own (forked, or exec'd and
