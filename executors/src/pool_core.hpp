@@ -82,6 +82,7 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
 
   void open();
   void close() noexcept;
+  void close_foreign() noexcept;
   void start(task_op* op);
   void cancel(std::uint64_t id);
   void shutdown(shutdown_mode mode, std::function<void()> done);
@@ -109,6 +110,9 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
   void on_report(const zygote_report& r);
   void poll_reports();
   void on_worker_exit(worker_rec& w, const exit_status& status);
+  static bool charge_death(const worker_rec& w, task_op& op);
+  static coproc::errc death_errc(const exit_status& status);
+  static std::string own_reason(const exit_status& status);
   bool release_worker(worker_rec& w, const exit_status& status);
   std::string start_failure(const worker_rec& w, const exit_status& status) const;
   void start_zygote();
@@ -171,6 +175,7 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
   std::size_t start_failures_ = 0;
   std::vector<std::function<void()>> shutdown_done_;  // every async_shutdown's handler
   pool_stats stats_;
+  pid_t owner_ = ::getpid();  // only this process tears the pool down
 };
 
 }  // namespace coproc::detail

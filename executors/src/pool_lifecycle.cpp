@@ -162,14 +162,15 @@ bool pool_core::release_worker(worker_rec& w, const exit_status& status) {
   std::uint64_t consumed = shared.consumed.load(std::memory_order_acquire);
   std::deque<task_op*> requeue;
   std::string why = "worker " + std::to_string(w.pid) + " " + status.describe() + " (max RSS " +
-                    std::to_string(status.max_rss_kb) + " KiB)";
+                    std::to_string(status.max_rss_kb) + " KiB)" + own_reason(status);
   for (task_op* op : w.inflight) {
     bool crashed_here =
         op->id == running && consumed > op->seq && !(w.killing && w.kill_target != op->id);
+    crashed_here = crashed_here || charge_death(w, *op);
     if (crashed_here) {
       ops_.erase(op->id);
       ++stats_.tasks_failed;
-      op->fail(error(coproc::errc::worker_crashed, why));
+      op->fail(error(death_errc(status), why));
     } else {
       op->worker = -1;
       op->state = nullptr;
@@ -351,7 +352,7 @@ void pool_core::maybe_finish_shutdown() {
   state_ = pool_state::stopping;
   if (zygote_cmd_) {
     zygote_command c{zygote_stop, 0};
-    [[maybe_unused]] ssize_t n = ::write(zygote_cmd_.get(), &c, sizeof c);
+    [[maybe_unused]] ssize_t n = write_nosigpipe(zygote_cmd_.get(), &c, sizeof c);
     zygote_cmd_.reset();
   }
   if (!zygote_ || zygote_.status()) {

@@ -11,6 +11,7 @@
 #include <string>
 
 #include "coproc/ipc/remote_error.hpp"
+#include "coproc/runtime/errc.hpp"
 
 namespace coproc {
 namespace detail {
@@ -100,7 +101,37 @@ child_process fork_process(process_body& body) {
   if (pid < 0) {
     throw std::system_error(fork_errno, std::system_category(), "fork");
   }
-  return child_process::adopt(pid);
+  try {
+    return child_process::adopt(pid);
+  } catch (const std::system_error& e) {
+    // A host that ignores SIGCHLD has its children reaped by the kernel the
+    // moment they end: one that ended at once is gone before pidfd_open.
+    if (e.code() == std::errc::no_such_process &&
+        join_error(std::make_error_code(std::errc::no_child_process)) ==
+            coproc::errc::child_status_discarded) {
+      throw std::system_error(coproc::errc::child_status_discarded,
+                              "coproc::process::start: the child ended before it could be watched");
+    }
+    throw;
+  }
+}
+
+namespace {
+
+bool sigchld_ignored() noexcept {
+  struct sigaction chld {};
+  ::sigaction(SIGCHLD, nullptr, &chld);
+  return chld.sa_handler == SIG_IGN || (chld.sa_flags & SA_NOCLDWAIT) != 0;
+}
+
+}  // namespace
+
+std::error_code join_error(std::error_code ec) noexcept {
+  if (ec != std::errc::no_child_process) {
+    return ec;
+  }
+  return sigchld_ignored() ? coproc::errc::child_status_discarded
+                           : coproc::errc::child_reaped_elsewhere;
 }
 
 }  // namespace detail

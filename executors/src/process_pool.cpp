@@ -28,6 +28,7 @@
 
 #include "coproc/ipc/remote_error.hpp"
 #include "coproc/runtime/child_process.hpp"
+#include "coproc/runtime/detail/nosigpipe.hpp"
 #include "coproc/runtime/detail/system_error.hpp"
 #include "coproc/runtime/errc.hpp"
 #include "coproc/runtime/exit_status.hpp"
@@ -85,7 +86,7 @@ pool_core::pool_core(const asio::any_io_executor& ex, pool_options options)
   // The zygote is forked now, before this pool has any ring or thread.
   start_zygote();
   doorbell_ = std::make_unique<asio::posix::stream_descriptor>(
-      ex_, ::fcntl(doorbell_fd_.get(), F_DUPFD_CLOEXEC, 0));
+      ex_, check_syscall(::fcntl(doorbell_fd_.get(), F_DUPFD_CLOEXEC, 0), "fcntl(F_DUPFD_CLOEXEC)"));
 }
 
 void pool_core::open() {
@@ -99,7 +100,7 @@ void pool_core::spawn(worker_rec& w) {
   zygote_command c{zygote_spawn, static_cast<std::uint32_t>(w.index)};
   w.st = worker_rec::state::spawning;
   w.spawned_ns = monotonic_ns();
-  if (!zygote_cmd_ || ::write(zygote_cmd_.get(), &c, sizeof c) != sizeof c) {
+  if (!zygote_cmd_ || write_nosigpipe(zygote_cmd_.get(), &c, sizeof c) != sizeof c) {
     on_zygote_lost("cannot reach the zygote");
   }
 }
@@ -199,6 +200,10 @@ void pool_core::on_rest_check() {
   if (!idle()) {
     check_starts();
     arm_rest_check();
+    // A doorbell a worker failed to ring (its fd closed by a task, or the
+    // flags overwritten in shared memory) delays a result by one check at
+    // most, never for ever.
+    wait_doorbell();
     return;
   }
   listening_ = false;
@@ -273,6 +278,9 @@ void pool_core::pump() {
       continue;
     }
     if (!sent) {
+      if (w != nullptr && w->killing) {
+        continue;  // found corrupt: pick() skips it now
+      }
       break;
     }
     queue_.pop_front();
@@ -293,6 +301,9 @@ bool pool_core::send(worker_rec& w, task_op* op, std::size_t size) {
   std::size_t frame_size = op->in_arena ? sizeof(task_header) : sizeof(task_header) + size;
   std::span<std::byte> frame = w.view.tasks.try_reserve(frame_size);
   if (frame.data() == nullptr) {
+    if (w.view.tasks.corrupt()) {
+      fail_corrupt_worker(w);  // its tail word is not on our terms
+    }
     return false;
   }
   std::span<std::byte> body = op->in_arena ? std::span<std::byte>(w.view.in_arena, size)
@@ -319,7 +330,8 @@ bool pool_core::send(worker_rec& w, task_op* op, std::size_t size) {
 
 bool pool_core::any_results() const {
   for (const auto& w : workers_) {
-    if (!w->view.results.empty()) {
+    // A corrupt ring reads as not empty for ever: its worker is being killed.
+    if (!w->view.results.empty() && !w->view.results.corrupt()) {
       return true;
     }
   }
@@ -397,6 +409,12 @@ void pool_core::fail_corrupt_worker(worker_rec& w) {
   std::uint64_t running = w.view.shared->running_id.load(std::memory_order_acquire);
   auto it = std::find_if(w.inflight.begin(), w.inflight.end(),
                          [&](task_op* op) { return op->id == running; });
+  if (it == w.inflight.end() && !w.inflight.empty()) {
+    // running_id is the worker's to write too: when it names no task in
+    // flight, the oldest one (a worker takes frames in order) is blamed.
+    it = w.inflight.begin();
+    running = (*it)->id;
+  }
   kill(w, running);
   if (running != 0 && it != w.inflight.end()) {
     task_op* op = *it;
@@ -567,6 +585,43 @@ void pool_core::on_doorbell() {
   listen_or_rest();
 }
 
+// running_id, consumed and retiring are the worker's to write: a task that
+// overwrote them before its worker died would be sent again and again. The
+// oldest task in flight at a worker that left without being killed by the
+// pool is charged with the death; at the third it fails. (A worker that
+// retires legitimately leaves its oldest untaken task to be the first its
+// replacement takes: three in a row need two more deaths before any run.)
+bool pool_core::charge_death(const worker_rec& w, task_op& op) {
+  constexpr std::uint8_t deaths_before_failing = 3;
+  if (w.killing || op.id != w.inflight.front()->id) {
+    return false;
+  }
+  return ++op.deaths >= deaths_before_failing;
+}
+
+// What a worker's own exit code means, for the task's error message.
+std::string pool_core::own_reason(const exit_status& status) {
+  if (!status.exited) {
+    return "";
+  }
+  switch (status.code) {
+    case worker_exit_corrupt_frame:
+      return ": it found its shared ring overwritten";
+    case worker_exit_lost_parent:
+      return ": its doorbell fd was gone (a task closed it)";
+    case worker_exit_orphaned:
+      return ": its zygote was gone";
+    default:
+      return "";
+  }
+}
+
+// A worker that left on finding a ring overwritten fails its task as corrupt.
+coproc::errc pool_core::death_errc(const exit_status& status) {
+  return status.exited && status.code == worker_exit_corrupt_frame ? coproc::errc::frame_corrupt
+                                                                   : coproc::errc::worker_crashed;
+}
+
 void pool_core::kill(worker_rec& w, std::uint64_t target) {
   w.killing = true;
   w.kill_target = target;
@@ -637,6 +692,9 @@ void pool_core::arm_timeout(worker_rec& w) {
   bool running = w.view.shared->running_id.load(std::memory_order_relaxed) != 0;
   auto timeout = std::chrono::duration_cast<std::chrono::nanoseconds>(options_.task_timeout);
   auto left = running ? timeout - std::chrono::nanoseconds(monotonic_ns() - started) : timeout;
+  // started_ns is the worker's to write: a time in the future must not
+  // stretch the wait past one timeout.
+  left = std::clamp(left, std::chrono::nanoseconds(0), timeout);
   w.timer->expires_after(left);
   w.timer_armed = true;
   w.timer->async_wait([self = shared_from_this(), &w, gen = w.timer_gen](std::error_code ec) {
@@ -707,6 +765,10 @@ void pool_core::close() noexcept {
   if (closed()) {
     return;
   }
+  if (::getpid() != owner_) {
+    close_foreign();
+    return;
+  }
   state_ = pool_state::closed;
   for (auto& w : workers_) {
     if (w->pidfd) {
@@ -715,7 +777,7 @@ void pool_core::close() noexcept {
   }
   if (zygote_cmd_) {
     zygote_command c{zygote_stop, 0};
-    [[maybe_unused]] ssize_t n = ::write(zygote_cmd_.get(), &c, sizeof c);
+    [[maybe_unused]] ssize_t n = write_nosigpipe(zygote_cmd_.get(), &c, sizeof c);
     zygote_cmd_.reset();
   }
   // The zygote kills and reaps its workers on the stop command; give it a
@@ -750,6 +812,40 @@ void pool_core::close() noexcept {
     reports_->descriptor().cancel();
   }
   rest_timer_.cancel();
+}
+
+// The pool's destructor in a process that did not create it (a plain fork()
+// child, a daemonizing host's parent half): the zygote and the workers are
+// the creator's, reached through inherited fds. Nothing is signalled,
+// stopped or waited for, and the event loop's kernel objects (an epoll or
+// io_uring instance the fork shares with the creator) are not touched: the
+// objects registered there are left unreleased and only their fds closed.
+// The mapping goes with this object. Pending tasks are the creator's too:
+// dropped without completion.
+void pool_core::close_foreign() noexcept {
+  state_ = pool_state::closed;
+  for (auto& w : workers_) {
+    w->pidfd.reset();
+    w->inflight.clear();
+    (void)w->timer.release();
+  }
+  zygote_cmd_.reset();
+  if (zygote_) {
+    // child_process would SIGKILL and reap through its pidfd: point that fd
+    // number at a harmless file first (the kill and the wait then fail).
+    ::dup3(doorbell_fd_.get(), zygote_.pidfd(), O_CLOEXEC);
+  }
+  if (doorbell_) {
+    ::close(doorbell_->native_handle());
+    (void)doorbell_.release();
+  }
+  if (reports_) {
+    ::close(reports_->native_handle());
+    (void)reports_.release();
+  }
+  ops_.clear();
+  queue_.clear();
+  waiting_.clear();
 }
 
 void cancel_task(void* core, std::uint64_t id) {

@@ -1,7 +1,10 @@
 // The worker loop: takes task frames from its slot's ring, runs them, writes
 // result frames, and rings the parent's eventfd only when the parent sleeps.
 
+#include <fcntl.h>
 #include <sched.h>
+#include <signal.h>
+#include <sys/prctl.h>
 #include <sys/eventfd.h>
 #include <sys/resource.h>
 #include <time.h>
@@ -9,6 +12,7 @@
 
 #include <malloc.h>
 
+#include <cerrno>
 #include <cstdio>
 #include <limits>
 #include <system_error>
@@ -38,12 +42,13 @@ class worker final : public result_writer {
   worker(const worker_config& config, std::size_t slot)
       : config_(config),
         header_(reinterpret_cast<pool_header*>(config.base)),
-        view_(config.base, config.geometry, slot) {}
+        view_(config.base, config.geometry, slot),
+        zygote_(::getppid()) {}
 
   [[noreturn]] void run() {
-    if (header_->anchor != reinterpret_cast<std::intptr_t>(&image_anchor)) {
-      ::_exit(worker_exit_bad_image);
-    }
+    // Whether this image is the parent's was decided by the zygote (a
+    // foreign one exits its workers with worker_exit_bad_image before they
+    // get here); the pool header's anchor is not read: tasks can write it.
     apply_limits(config_.options->limits);
     if (config_.options->idle_priority) {
       sched_param none{};
@@ -60,6 +65,7 @@ class worker final : public result_writer {
       } catch (...) {
         report_initializer_failure();
       }
+      rearm_death_signal();  // setuid in the initializer cleared it
     }
     view_.shared->ready.store(1, std::memory_order_release);
     view_.shared->worker_cpu.store(::sched_getcpu(), std::memory_order_relaxed);
@@ -85,7 +91,7 @@ class worker final : public result_writer {
   // result_writer: where the running task's result goes.
   std::span<std::byte> reserve(std::size_t n) override {
     if (sizeof(result_header) + n <= inline_limit(view_.results)) {
-      std::span<std::byte> frame = view_.results.reserve_wait(sizeof(result_header) + n);
+      std::span<std::byte> frame = reserve_result(sizeof(result_header) + n);
       out_in_arena_ = false;
       out_frame_ = frame.data();
       return frame.subspan(sizeof(result_header), n);
@@ -94,10 +100,21 @@ class worker final : public result_writer {
       throw std::system_error(coproc::errc::payload_too_large,
                               "result of " + std::to_string(n) + " bytes");
     }
-    // The arena holds one result at a time: wait until the parent took the last.
+    // The arena holds one result at a time: wait until the parent took the
+    // last, which it did once it released that result's frame from the ring
+    // (it reads the arena before). The busy word is only the futex the
+    // parent wakes: its value is shared memory a task can overwrite.
     auto& busy = view_.shared->out_arena_busy;
-    while (busy.load(std::memory_order_acquire) != 0) {
-      futex_wait(busy, 1);
+    for (;;) {
+      std::uint32_t seen = busy.load(std::memory_order_acquire);
+      if (view_.results.released_through(arena_frame_end_)) {
+        break;
+      }
+      if (view_.results.corrupt()) {
+        ::_exit(worker_exit_corrupt_frame);
+      }
+      futex_wait(busy, seen, &recheck);
+      leave_if_orphaned();
     }
     busy.store(1, std::memory_order_relaxed);
     out_in_arena_ = true;
@@ -115,11 +132,14 @@ class worker final : public result_writer {
 
   void commit(std::size_t n) override {
     if (out_in_arena_) {
-      out_frame_ = view_.results.reserve_wait(sizeof(result_header)).data();
+      out_frame_ = reserve_result(sizeof(result_header)).data();
     }
     result_header h{current_id_, status_, out_in_arena_ ? 1u : 0u, n};
     std::memcpy(out_frame_, &h, sizeof h);
     view_.results.commit(out_in_arena_ ? sizeof h : sizeof h + n);
+    if (out_in_arena_) {
+      arena_frame_end_ = view_.results.published();
+    }
     out_in_arena_ = false;
   }
 
@@ -171,13 +191,55 @@ class worker final : public result_writer {
     return frame.subspan(sizeof(task_header), task.body_size);
   }
 
-  /// Rings the parent's eventfd if it announced that it sleeps.
+  /// Space in the result ring; a ring that is corrupt (its shared words
+  /// overwritten, by this worker's task or another) ends the worker: the
+  /// parent fails the task with frame_corrupt and replaces it.
+  std::span<std::byte> reserve_result(std::size_t n) {
+    std::span<std::byte> frame =
+        view_.results.reserve_wait(n, recheck, [this] { return orphaned(); });
+    if (frame.data() == nullptr) {
+      ::_exit(view_.results.corrupt() ? worker_exit_corrupt_frame : worker_exit_orphaned);
+    }
+    return frame;
+  }
+
+  /// Rings the parent's eventfd if it announced that it sleeps. A worker
+  /// whose doorbell is gone (a task closed its fds) cannot wake the parent
+  /// any more: it leaves, and the parent, told by the zygote, takes the
+  /// result already in the ring and forks a replacement.
   void notify_parent() {
     std::atomic_thread_fence(std::memory_order_seq_cst);
     if (header_->parent_sleeping.load(std::memory_order_relaxed) != 0 &&
         header_->parent_sleeping.exchange(0, std::memory_order_relaxed) != 0) {
       std::uint64_t one = 1;
-      [[maybe_unused]] ssize_t n = ::write(config_.doorbell_fd, &one, sizeof one);
+      ssize_t n;
+      do {
+        n = ::write(config_.doorbell_fd, &one, sizeof one);
+      } while (n < 0 && errno == EINTR);
+      if (n < 0 && errno != EAGAIN) {
+        ::_exit(worker_exit_lost_parent);
+      }
+    }
+  }
+
+  /// The death signal is cleared by setuid and by a task's own prctl: armed
+  /// again after the initializer, and whenever an idle worker's bounded
+  /// sleep ends. Not after every task: prctl there cost 0.45 us of a 5.9 us
+  /// round trip (bench_pool rtt --quick --cpu0: p50 5.85 -> 6.33 us), and a
+  /// busy worker is covered otherwise: the zygote ends its workers' process
+  /// groups when the host dies, and the host SIGKILLs its busy workers
+  /// through their pidfds when the zygote dies.
+  void rearm_death_signal() {
+    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
+    leave_if_orphaned();
+  }
+
+  /// The zygote (this worker's parent) is gone: by getppid, which changes
+  /// once the kernel re-parented this process, death signal or not.
+  bool orphaned() const { return ::getppid() != zygote_; }
+  void leave_if_orphaned() const {
+    if (orphaned()) {
+      ::_exit(worker_exit_orphaned);
     }
   }
 
@@ -197,7 +259,18 @@ class worker final : public result_writer {
       ::malloc_trim(0);
       trim_pending_ = false;
     }
-    view_.tasks.wait_not_empty(spin);
+    // Before sleeping: a worker whose doorbell fd a task closed would leave
+    // its next result unannounced.
+    if (::fcntl(config_.doorbell_fd, F_GETFD) < 0) {
+      ::_exit(worker_exit_lost_parent);
+    }
+    // Sleeps are bounded: an idle worker notices a dead zygote by itself
+    // (even with its death signal cleared), and a wake-up lost to a task
+    // that overwrote the ring's flags costs at most `recheck`.
+    while (!view_.tasks.wait_not_empty(spin, &recheck)) {
+      spin = 0;
+      rearm_death_signal();  // a task may have cleared it; leaves if orphaned
+    }
     view_.shared->worker_cpu.store(::sched_getcpu(), std::memory_order_relaxed);
   }
 
@@ -241,6 +314,9 @@ class worker final : public result_writer {
   }
 
   static constexpr int spin_rounds = 4000;  // about 20-40 us of pause instructions
+  /// Longest sleep before a worker checks its zygote again (issue 13.8: an
+  /// orphan leaves within 1 s).
+  static constexpr timespec recheck{0, 250'000'000};
 
   worker_config config_;
   pool_header* header_;
@@ -250,6 +326,8 @@ class worker final : public result_writer {
   bool out_in_arena_ = false;
   std::byte* out_frame_ = nullptr;
   bool trim_pending_ = false;  // the heap may hold memory freed by a task
+  pid_t zygote_;               // this worker's parent
+  std::uint64_t arena_frame_end_ = 0;  // result ring position past the last arena result's frame
 };
 
 }  // namespace

@@ -27,19 +27,19 @@
 
 #include "coproc/executors/detail/callable.hpp"
 #include "coproc/executors/detail/program_image.hpp"
+#include "coproc/runtime/detail/child_setup.hpp"
 #include "coproc/runtime/detail/system_error.hpp"
 #include "coproc/runtime/unique_fd.hpp"
+#include "process_tree.hpp"
 
 extern "C" char** environ;
 
 namespace coproc::detail {
 namespace {
 
-/// Dies with the parent: the death signal, then a check that closes the race
-/// where the parent died before prctl ran.
-void die_with_parent(pid_t parent) {
-  ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-  if (::getppid() != parent) {
+/// Dies with the parent (`sig` when it dies), or leaves now if it already did.
+void die_with_parent_or_leave(pid_t parent, int sig = SIGKILL) {
+  if (!die_with_parent(parent, sig)) {
     ::_exit(worker_exit_orphaned);
   }
 }
@@ -89,6 +89,9 @@ class zygote {
         continue;  // EINTR
       }
       if (fds[1].revents & POLLIN) {
+        if (take_signals()) {
+          stop();  // SIGTERM: the host died (the death signal) or an operator asked
+        }
         reap();
       }
       if (fds[0].revents & (POLLIN | POLLHUP | POLLERR)) {
@@ -116,7 +119,12 @@ class zygote {
       sigemptyset(&none);
       ::sigprocmask(SIG_SETMASK, &none, nullptr);
       ::signal(SIGCHLD, SIG_DFL);
-      die_with_parent(self);
+      die_with_parent_or_leave(self);
+      // A group of its own: a task's kill(0, sig) reaches this worker and
+      // what it forked, and the zygote ends them all with one kill(-pid).
+      own_process_group();
+      adopt_orphans();  // a task's orphans stay in this worker's tree
+      name_process("coproc-worker");
       if (bad_image_) {
         // An exec'd zygote whose code differs from the parent's: every
         // worker leaves at once, which the pool reports as a clean error.
@@ -130,6 +138,7 @@ class zygote {
       r.kind = report_spawn_failed;
       r.error = errno;
     } else {
+      ::setpgid(pid, pid);  // also here: the group exists before any kill(-pid)
       r.kind = report_spawned;
       r.pid = pid;
       workers_.push_back({pid, slot});
@@ -139,21 +148,47 @@ class zygote {
     }
   }
 
-  void reap() {
+  /// Drains the signalfd; true when SIGTERM was among the signals.
+  bool take_signals() {
+    bool term = false;
     signalfd_siginfo info;
     while (::read(sigfd_, &info, sizeof info) == sizeof info) {
+      term = term || info.ssi_signo == SIGTERM;
     }
+    return term;
+  }
+
+  /// Ends the process group of a worker that left (its pid is its group's
+  /// id, not reusable while the zombie is unreaped) and every orphan it left
+  /// to this subreaper: a worker takes what its tasks forked with it.
+  void end_leftovers(pid_t worker) {
+    std::vector<pid_t> keep;
+    for (const entry& e : workers_) {
+      keep.push_back(e.pid);
+    }
+    if (worker > 0) {
+      ::kill(-worker, SIGKILL);
+      keep.push_back(worker);  // a zombie: reaped by the caller
+    }
+    kill_children_but(keep);
+  }
+
+  void reap() {
     for (;;) {
-      int status = 0;
-      rusage usage{};
-      pid_t pid = ::wait4(-1, &status, WNOHANG, &usage);
-      if (pid <= 0) {
+      // Who left, without reaping yet: the group is ended while the pid still
+      // names it.
+      siginfo_t left{};
+      if (::waitid(P_ALL, 0, &left, WEXITED | WNOHANG | WNOWAIT) < 0 || left.si_pid == 0) {
         return;
       }
+      pid_t pid = left.si_pid;
       auto it = std::find_if(workers_.begin(), workers_.end(),
                              [pid](const entry& e) { return e.pid == pid; });
-      if (it == workers_.end()) {
-        continue;
+      end_leftovers(it != workers_.end() ? pid : 0);
+      int status = 0;
+      rusage usage{};
+      if (::wait4(pid, &status, WNOHANG, &usage) <= 0 || it == workers_.end()) {
+        continue;  // an orphan re-parented here: reaped, nothing to report
       }
       zygote_report r{};
       r.kind = report_exited;
@@ -168,14 +203,25 @@ class zygote {
     }
   }
 
-  /// Kills and reaps every worker, then leaves: no orphan, no zombie.
+  /// Kills every worker with its process group, then every orphan they
+  /// leave to this subreaper, reaping until no child is left: no survivor,
+  /// no zombie, grandchildren included.
   [[noreturn]] void stop() {
     for (const entry& e : workers_) {
+      ::kill(-e.pid, SIGKILL);
       ::kill(e.pid, SIGKILL);
     }
-    for (const entry& e : workers_) {
-      while (::waitpid(e.pid, nullptr, 0) < 0 && errno == EINTR) {
+    workers_.clear();
+    end_leftovers(0);
+    for (;;) {
+      pid_t pid = ::waitpid(-1, nullptr, 0);
+      if (pid < 0 && errno == EINTR) {
+        continue;
       }
+      if (pid < 0) {
+        break;  // ECHILD: nothing left
+      }
+      end_leftovers(0);  // orphans the dead one left to us
     }
     ::_exit(0);
   }
@@ -197,12 +243,7 @@ class zygote {
 /// the defaults, but ignore the terminal's SIGINT: the parent decides what an
 /// interrupt means, and workers die with it through the death signal.
 void reset_signals() {
-  for (int sig = 1; sig < NSIG; ++sig) {
-    if (sig != SIGKILL && sig != SIGSTOP) {
-      ::signal(sig, SIG_DFL);
-    }
-  }
-  ::signal(SIGINT, SIG_IGN);
+  default_signals();
 }
 
 /// The zygote's life once it is a process of its own (forked, or exec'd and
@@ -210,15 +251,25 @@ void reset_signals() {
 [[noreturn]] void serve(const worker_config& config, int cmd_read, int report_write,
                         bool bad_image) {
   close_all_but({cmd_read, report_write, config.doorbell_fd});
-  sigset_t chld;
-  sigemptyset(&chld);
-  sigaddset(&chld, SIGCHLD);
-  ::sigprocmask(SIG_BLOCK, &chld, nullptr);
-  int sigfd = ::signalfd(-1, &chld, SFD_CLOEXEC | SFD_NONBLOCK);
+  drop_foreign_shared_mappings(config);
+  // SIGCHLD and SIGTERM arrive through the signalfd. SIGTERM is also the
+  // death signal from here on (it was SIGKILL until now): a zygote whose
+  // host died stops in order, ending its workers' process groups and the
+  // orphans they leave, instead of dying at once and leaving them.
+  sigset_t handled;
+  sigemptyset(&handled);
+  sigaddset(&handled, SIGCHLD);
+  sigaddset(&handled, SIGTERM);
+  ::sigprocmask(SIG_BLOCK, &handled, nullptr);
+  int sigfd = ::signalfd(-1, &handled, SFD_CLOEXEC | SFD_NONBLOCK);
   if (sigfd < 0) {
     ::_exit(worker_exit_orphaned);
   }
-  ::prctl(PR_SET_NAME, "coproc-zygote");
+  pid_t parent = ::getppid();
+  die_with_parent_or_leave(parent, SIGTERM);
+  own_process_group();  // out of the host's group: a task's kill(0, sig) cannot reach it
+  adopt_orphans();      // a dead worker's orphans come here, to be ended
+  name_process("coproc-zygote");
   zygote z(config, cmd_read, report_write, sigfd, bad_image);
   z.run();
 }
@@ -455,7 +506,7 @@ pid_t fork_zygote(const worker_config& config, int cmd_read, int report_write) {
   }
   // The zygote: single-threaded from here on; it must not touch the parent's
   // event loop or any object the parent owns besides the shared mapping.
-  die_with_parent(parent);
+  die_with_parent_or_leave(parent);
   reset_signals();
   serve(config, cmd_read, report_write, false);
 }
@@ -499,7 +550,7 @@ __attribute__((constructor)) void spawn_entry(int argc, char** argv, char** envp
   ::close(static_cast<int>(wire_fd));
   // A parent that died since posix_spawn left us to init (or a subreaper):
   // getppid tells, after the death signal is armed.
-  die_with_parent(w.parent);
+  die_with_parent_or_leave(w.parent);
   reset_signals();
   // The program's static initializers after this one: a task may rely on
   // its globals as it does in a forked worker (the spawn analogue of Python
@@ -522,11 +573,6 @@ __attribute__((constructor)) void spawn_entry(int argc, char** argv, char** envp
   }
   image_scan own = scan_image();
   bool bad_image = !own.anchor_in_exe || !same_image(w.image, own.id);
-  if (!bad_image) {
-    // The workers check the pool header's anchor against their own: in this
-    // image it sits elsewhere (another load address), at the same offset.
-    reinterpret_cast<pool_header*>(base)->anchor = reinterpret_cast<std::intptr_t>(&image_anchor);
-  }
   // Workers jump only into the main program's code (checked_code_address).
   auto& allowed = allowed_code();
   for (const auto& [begin, end] : own.code) {

@@ -37,6 +37,12 @@ class category final : public std::error_category {
         return "the barrier is broken";
       case errc::pool_broken:
         return "the pool is broken: it cannot start workers";
+      case errc::child_status_discarded:
+        return "the child's exit status is lost: SIGCHLD is ignored in this process (SIG_IGN or "
+               "SA_NOCLDWAIT), so the kernel reaped the child itself";
+      case errc::child_reaped_elsewhere:
+        return "the child's exit status is lost: another wait in this process (a waitpid(-1), "
+               "a SIGCHLD handler) reaped the child";
     }
     return "unknown coproc error";
   }

@@ -3,11 +3,15 @@
 // tests/reliability/chaos_run.cpp (`./x chaos`, full): many small tasks
 // through a process_pool while workers die from outside (signals sent to
 // pids from pool.stats().worker_pids) and from inside (tasks that crash on
-// purpose: SIGSEGV, abort, _exit, SIGKILL). Every task must complete exactly
-// once, with its value or with errc::worker_crashed, and a final batch with
-// no faults must all succeed.
+// purpose: SIGSEGV, abort, _exit, SIGKILL), and, with hostile_every set,
+// from tasks that misbehave against their own process (issue 13: scribble the
+// rings, close every fd, kill their process group, fork lingering
+// grandchildren, clear the death signal). Every task must complete exactly
+// once, with its value or with errc::worker_crashed (errc::frame_corrupt for
+// scribbled rings), and a final batch with no faults must all succeed.
 
 #include <signal.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
 #include <asio.hpp>
@@ -16,14 +20,17 @@
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
+#include <cstring>
 #include <exception>
 #include <memory>
 #include <random>
 #include <set>
 #include <string>
 #include <system_error>
+#include <utility>
 #include <vector>
 
+#include "coproc/executors/detail/pool_layout.hpp"
 #include "coproc/executors/process_pool.hpp"
 #include "coproc/runtime/errc.hpp"
 
@@ -40,6 +47,94 @@ inline std::int64_t work(std::int64_t x) {
 }
 
 enum crash_kind : int { by_segv, by_abort, by_exit, by_sigkill, crash_kinds };
+
+/// Issue 13: tasks that misbehave against their own process without
+/// crashing on purpose. Each returns work(x) if it gets that far; what
+/// holds is that it completes once, with that value or with
+/// errc::worker_crashed / errc::frame_corrupt, and that the host neither
+/// dies, nor hangs, nor keeps a process after the pool.
+enum hostile_kind : int {
+  scribble_rings,      ///< overwrites the result ring header words of every slot
+  close_all_fds,       ///< closes fds 0..1023
+  kill_own_group,      ///< kill(0, SIGTERM)
+  fork_lingering,      ///< forks a sleeping child and a grandchild in its own session
+  clear_death_signal,  ///< prctl(PR_SET_PDEATHSIG, 0)
+  hostile_kinds
+};
+
+namespace detail {
+
+/// The pool's mapping as this worker sees it (base and length), from
+/// /proc/self/maps; {nullptr, 0} when there is none.
+inline std::pair<std::byte*, std::size_t> pool_mapping() {
+  std::FILE* maps = std::fopen("/proc/self/maps", "r");
+  if (maps == nullptr) {
+    return {nullptr, 0};
+  }
+  char line[512];
+  std::pair<std::byte*, std::size_t> out{nullptr, 0};
+  while (std::fgets(line, sizeof line, maps) != nullptr) {
+    unsigned long begin = 0, end = 0;
+    if (std::strstr(line, "memfd:coproc-pool") != nullptr &&
+        std::sscanf(line, "%lx-%lx", &begin, &end) == 2) {
+      out = {reinterpret_cast<std::byte*>(begin), end - begin};
+      break;
+    }
+  }
+  std::fclose(maps);
+  return out;
+}
+
+/// Garbage in the capacity, head and tail words of every slot's result ring
+/// (a pool made with the default ring_bytes and max_payload).
+inline void scribble_result_headers(std::uint64_t noise) {
+  auto [base, size] = pool_mapping();
+  coproc::pool_options defaults;
+  coproc::detail::pool_geometry g{1, defaults.ring_bytes, defaults.max_payload};
+  if (base == nullptr || size < g.header_bytes()) {
+    return;
+  }
+  g.slots = (size - g.header_bytes()) / g.slot_bytes();
+  for (std::size_t i = 0; i < g.slots; ++i) {
+    coproc::detail::slot_view v(base, g, i);
+    v.shared->results.capacity = noise | 1;
+    v.shared->results.head.store(noise * 3);
+    v.shared->results.tail.store(noise * 7);
+  }
+}
+
+}  // namespace detail
+
+/// A hostile task (see hostile_kind).
+inline std::int64_t hostile(int kind, std::int64_t x) {
+  switch (kind) {
+    case scribble_rings:
+      detail::scribble_result_headers(static_cast<std::uint64_t>(x) * 0x9e3779b97f4a7c15ULL);
+      break;
+    case close_all_fds:
+      for (int fd = 0; fd < 1024; ++fd) {
+        ::close(fd);
+      }
+      break;
+    case kill_own_group:
+      ::kill(0, SIGTERM);
+      break;
+    case fork_lingering:
+      if (::fork() == 0) {
+        if (::fork() == 0) {
+          ::setsid();
+        }
+        for (;;) {
+          ::pause();
+        }
+      }
+      break;
+    default:
+      ::prctl(PR_SET_PDEATHSIG, 0);
+      break;
+  }
+  return work(x);
+}
 
 /// A task that kills its own worker.
 inline std::int64_t crash(int kind) {
@@ -63,6 +158,8 @@ struct config {
   std::size_t window = 32;        ///< tasks in flight at most
   std::size_t fault_every = 100;  ///< one fault (outside kill or crashing task) per this many tasks
   std::size_t final_batch = 200;  ///< tasks run after the faults, all of which must succeed
+  /// One hostile task (hostile_kind, in turn) per this many tasks (0: none).
+  std::size_t hostile_every = 0;
   std::uint64_t seed = 1;
   std::chrono::seconds deadline{
       60};  ///< for the whole run: tasks still pending then are "unfinished"
@@ -72,6 +169,8 @@ struct result {
   std::size_t submitted = 0;
   std::size_t succeeded = 0;
   std::size_t crashed = 0;          ///< failed with errc::worker_crashed
+  std::size_t corrupt = 0;          ///< failed with errc::frame_corrupt (rings scribbled)
+  std::size_t hostile = 0;          ///< hostile tasks submitted
   std::size_t other_errors = 0;     ///< failed with anything else
   std::size_t wrong_values = 0;     ///< succeeded with a value that is not work(i)
   std::size_t crash_succeeded = 0;  ///< a crashing task that reported a value
@@ -87,19 +186,20 @@ struct result {
   std::string first_error;
 
   bool ok() const {
-    return succeeded + crashed == submitted && other_errors == 0 && wrong_values == 0 &&
+    return succeeded + crashed + corrupt == submitted && other_errors == 0 && wrong_values == 0 &&
            crash_succeeded == 0 && duplicates == 0 && unfinished == 0 && final_ok == final_total;
   }
 
   void print(std::FILE* out) const {
     std::fprintf(out,
-                 "chaos: submitted %zu, succeeded %zu, crashed %zu, other errors %zu, wrong values "
-                 "%zu, duplicates %zu, unfinished %zu\n"
-                 "chaos: faults: outside kills %zu, crashing tasks %zu; pool: worker_crashes %llu, "
-                 "respawns %llu\n"
+                 "chaos: submitted %zu, succeeded %zu, crashed %zu, corrupt %zu, other errors %zu, "
+                 "wrong values %zu, duplicates %zu, unfinished %zu\n"
+                 "chaos: faults: outside kills %zu, crashing tasks %zu, hostile tasks %zu; pool: "
+                 "worker_crashes %llu, respawns %llu\n"
                  "chaos: final batch %zu/%zu succeeded; %.2f s%s%s\n",
-                 submitted, succeeded, crashed, other_errors, wrong_values, duplicates, unfinished,
-                 outside_kills, inside_crashes, static_cast<unsigned long long>(worker_crashes),
+                 submitted, succeeded, crashed, corrupt, other_errors, wrong_values, duplicates,
+                 unfinished, outside_kills, inside_crashes, hostile,
+                 static_cast<unsigned long long>(worker_crashes),
                  static_cast<unsigned long long>(respawns), final_ok, final_total, seconds,
                  first_error.empty() ? "" : "; first unexpected error: ", first_error.c_str());
   }
@@ -157,8 +257,24 @@ inline bool is_worker_crashed(std::exception_ptr e) {
   }
 }
 
+inline bool is_frame_corrupt(std::exception_ptr e) {
+  try {
+    std::rethrow_exception(e);
+  } catch (const std::system_error& se) {
+    return se.code() == coproc::errc::frame_corrupt;
+  } catch (...) {
+    return false;
+  }
+}
+
 }  // namespace detail
 
+// GCC 12 reports a mismatched delete in this coroutine's frame (asio's
+// awaitable_frame_base operator delete against its own operator new): a
+// false positive that comes and goes with the frame's size.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wpragmas"
+#pragma GCC diagnostic ignored "-Wmismatched-new-delete"
 /// Runs the chaos schedule on `pool` (whose executor runs this coroutine).
 inline asio::awaitable<result> run(process_pool& pool, config cfg) {
   auto ex = co_await asio::this_coro::executor;
@@ -175,6 +291,7 @@ inline asio::awaitable<result> run(process_pool& pool, config cfg) {
     }
     bool fault = cfg.fault_every != 0 && i % cfg.fault_every == cfg.fault_every / 2;
     bool inside = fault && (rng() & 1) != 0;
+    bool hostile_task = !fault && cfg.hostile_every != 0 && i % cfg.hostile_every == 0 && i != 0;
     if (fault && !inside) {
       std::vector<pid_t> pids = pool.stats().worker_pids;
       if (!pids.empty()) {
@@ -206,6 +323,8 @@ inline asio::awaitable<result> run(process_pool& pool, config cfg) {
         }
       } else if (detail::is_worker_crashed(e)) {
         ++r.crashed;
+      } else if (detail::is_frame_corrupt(e)) {
+        ++r.corrupt;
       } else {
         ++r.other_errors;
         if (r.first_error.empty()) {
@@ -216,6 +335,10 @@ inline asio::awaitable<result> run(process_pool& pool, config cfg) {
     if (inside) {
       ++st->r.inside_crashes;
       pool.async_submit(crash, static_cast<int>(rng() % crash_kinds),
+                        asio::bind_executor(ex, handler));
+    } else if (hostile_task) {
+      int kind = static_cast<int>(st->r.hostile++ % hostile_kinds);
+      pool.async_submit(hostile, kind, static_cast<std::int64_t>(i),
                         asio::bind_executor(ex, handler));
     } else {
       pool.async_submit(work, static_cast<std::int64_t>(i), asio::bind_executor(ex, handler));
@@ -260,5 +383,6 @@ inline asio::awaitable<result> run(process_pool& pool, config cfg) {
   r.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   co_return r;
 }
+#pragma GCC diagnostic pop
 
 }  // namespace coproc::test::chaos

@@ -17,6 +17,7 @@
 #include <chrono>
 #include <csignal>
 #include <cstdint>
+#include <cstdio>
 #include <ctime>
 #include <new>
 #include <vector>
@@ -70,7 +71,61 @@ struct verdict {
   std::int64_t gone_us = -1;  ///< time from the kill until none was left (-1: never)
 };
 
-enum class scenario { busy_pool, respawning_pool, processes_and_pool };
+/// Issue 13.8 and 13.9: an initializer that drops root (the kernel clears the
+/// death signal on setuid), a task that clears the death signal itself, and
+/// tasks that fork a child and a detached grandchild (setsid) that sleep.
+void drop_to_nobody() {
+  if (::getuid() == 0) {
+    [[maybe_unused]] int rc = ::setuid(65534);
+  }
+}
+
+int clear_death_signal_and_spin() {
+  ::prctl(PR_SET_PDEATHSIG, 0);
+  return spin_forever();
+}
+
+/// Forks a child that sleeps and a grandchild that leaves the child's
+/// session; returns once both exist (or spins, with `stay` set).
+int fork_lingering(bool stay) {
+  int ready[2];
+  if (::pipe(ready) != 0) {
+    return -1;
+  }
+  if (::fork() == 0) {
+    if (::fork() == 0) {
+      ::setsid();
+      char one = 1;
+      [[maybe_unused]] auto n = ::write(ready[1], &one, 1);
+      for (;;) {
+        ::pause();
+      }
+    }
+    for (;;) {
+      ::pause();
+    }
+  }
+  char byte = 0;
+  [[maybe_unused]] auto n = ::read(ready[0], &byte, 1);
+  ::close(ready[0]);
+  ::close(ready[1]);
+  if (started != nullptr) {
+    started->fetch_add(1);
+  }
+  if (stay) {
+    spin();
+  }
+  return 1;
+}
+
+enum class scenario {
+  busy_pool,
+  respawning_pool,
+  processes_and_pool,
+  hostile_tasks,
+  hostile_chaos,
+  ctrl_c  ///< a busy pool; the parent leads a group (a shell job) that gets SIGINT
+};
 
 /// Waits in P's loop until `ready()`, polling the pool's counters.
 template <class Ready>
@@ -85,10 +140,18 @@ asio::awaitable<void> poll_until(asio::io_context& ctx, Ready ready) {
 /// The doomed parent: starts its work, writes one byte to `ready_fd` once it
 /// is in flight, and runs until it is killed.
 [[noreturn]] void doomed_parent(scenario what, int ready_fd) {
+  if (what == scenario::ctrl_c) {
+    ::setpgid(0, 0);  // as a shell puts a job in its own group
+    ::signal(SIGINT, SIG_DFL);  // not the test runner's handler
+  }
   coproc::mapped_region words = coproc::mapped_region::create(4096);
   started = new (words.data()) std::atomic<std::uint32_t>(0);
   asio::io_context ctx;
-  process_pool pool(ctx.get_executor(), {.workers = 2});
+  coproc::pool_options options{.workers = what == scenario::hostile_tasks ? 3u : 2u};
+  if (what == scenario::hostile_tasks) {
+    options.initializer = drop_to_nobody;
+  }
+  process_pool pool(ctx.get_executor(), std::move(options));
 #ifdef COPROC_TEST_HAS_PROCESS
   std::vector<coproc::process> children;
 #endif
@@ -98,6 +161,7 @@ asio::awaitable<void> poll_until(asio::io_context& ctx, Ready ready) {
   };
   switch (what) {
     case scenario::busy_pool:
+    case scenario::ctrl_c:
     case scenario::processes_and_pool:
       for (int i = 0; i < 32; ++i) {
         pool.async_submit(spin_forever, [](std::exception_ptr, int) {});
@@ -118,13 +182,32 @@ asio::awaitable<void> poll_until(asio::io_context& ctx, Ready ready) {
           },
           asio::detached);
       break;
+    case scenario::hostile_tasks:
+      pool.async_submit(clear_death_signal_and_spin, [](std::exception_ptr, int) {});
+      pool.async_submit(fork_lingering, true, [](std::exception_ptr, int) {});
+      pool.async_submit(fork_lingering, false, [](std::exception_ptr, int) {});
+      asio::co_spawn(
+          ctx,
+          [&]() -> asio::awaitable<void> {
+            co_await poll_until(ctx, [&] { return started->load() >= 3; });
+            report_ready();
+          },
+          asio::detached);
+      break;
     case scenario::respawning_pool:
+    case scenario::hostile_chaos:
       // A fault every 5 tasks: workers die and are respawned all the time.
+      // hostile_chaos adds a hostile task every 3 (issue 13: scribbled
+      // rings, closed fds, kill(0, SIGTERM), lingering grandchildren,
+      // cleared death signals).
       asio::co_spawn(
           ctx,
           [&]() -> asio::awaitable<void> {
             (void)co_await coproc::test::chaos::run(
-                pool, {.tasks = 100'000'000, .fault_every = 5, .deadline = std::chrono::hours(1)});
+                pool, {.tasks = 100'000'000,
+                       .fault_every = 5,
+                       .hostile_every = what == scenario::hostile_chaos ? 3u : 0u,
+                       .deadline = std::chrono::hours(1)});
           },
           asio::detached);
       asio::co_spawn(
@@ -155,7 +238,11 @@ asio::awaitable<void> poll_until(asio::io_context& ctx, Ready ready) {
   char byte = 0;
   v.ready = ::read(rd.get(), &byte, 1) == 1 ? 1 : 0;
   v.before = static_cast<int>(coproc::test::live_descendants(::getpid()).size());
-  ::kill(parent, SIGKILL);
+  if (what == scenario::ctrl_c) {
+    ::kill(-parent, SIGINT);  // the terminal's ^C: the foreground group only
+  } else {
+    ::kill(parent, SIGKILL);
+  }
   ::waitpid(parent, nullptr, 0);
   auto killed = std::chrono::steady_clock::now();
   auto deadline = killed + std::chrono::seconds(1);
@@ -236,3 +323,45 @@ TEST_CASE("a parent killed with coproc::process children and a pool leaves no de
   CHECK(v.gone_us < 1'000'000);
 }
 #endif
+
+TEST_CASE("a parent killed with hostile tasks leaves no descendant, grandchildren included",
+          "[reliability][parent_death]") {
+  // Workers that run as nobody (their death signal cleared by setuid), one
+  // whose task cleared it again, and tasks that forked a sleeping child and
+  // a grandchild in a session of its own.
+  verdict v = observe(scenario::hostile_tasks);
+  std::printf("hostile tasks: %d live descendants before the kill, %d left, gone in %lld us\n",
+              v.before, v.left, static_cast<long long>(v.gone_us));
+  CHECK(v.ready == 1);
+  CHECK(v.before >= 9);  // the parent, the zygote, three workers, two children, two grandchildren
+  CHECK(v.left == 0);
+  CHECK(v.gone_us >= 0);
+  CHECK(v.gone_us < 1'000'000);
+}
+
+TEST_CASE("a parent killed during a chaos run with hostile tasks leaves no descendant within 1 s",
+          "[reliability][parent_death]") {
+  for (int round = 0; round < 3; ++round) {
+    verdict v = observe(scenario::hostile_chaos);
+    std::printf("hostile chaos, round %d: %d live descendants before the kill, %d left, gone in %lld us\n",
+                round, v.before, v.left, static_cast<long long>(v.gone_us));
+    CHECK(v.ready == 1);
+    CHECK(v.before >= 2);
+    CHECK(v.left == 0);
+    CHECK(v.gone_us >= 0);
+    CHECK(v.gone_us < 1'000'000);
+  }
+}
+
+TEST_CASE("Ctrl-C on the host's process group ends the pool through the parent's death",
+          "[reliability][parent_death]") {
+  // Issue 13.10: zygote and workers lead their own groups, so the terminal's
+  // SIGINT reaches only the host; its death ends them (the zygote's death
+  // signal, then its orderly stop).
+  verdict v = observe(scenario::ctrl_c);
+  CHECK(v.ready == 1);
+  CHECK(v.before >= 4);  // the parent, the zygote, two workers
+  CHECK(v.left == 0);
+  CHECK(v.gone_us >= 0);
+  CHECK(v.gone_us < 1'000'000);
+}

@@ -137,6 +137,26 @@ inline children_count count_descendants(pid_t root = ::getpid()) {
   return out;
 }
 
+/// The name of `pid` (/proc/PID/comm, as prctl(PR_SET_NAME) set it), or "".
+inline std::string comm_of(pid_t pid) {
+  std::ifstream comm("/proc/" + std::to_string(pid) + "/comm");
+  std::string name;
+  std::getline(comm, name);
+  return name;
+}
+
+/// Live direct children of `parent` named `name`.
+inline std::vector<pid_t> children_named(pid_t parent, const std::string& name) {
+  std::vector<pid_t> out;
+  for (pid_t p : all_pids()) {
+    proc_stat s = read_stat(p);
+    if (s.ppid == parent && s.state != "Z" && !s.state.empty() && comm_of(p) == name) {
+      out.push_back(p);
+    }
+  }
+  return out;
+}
+
 /// True while `pid` runs (exists and is not a zombie).
 inline bool alive(pid_t pid) {
   proc_stat s = read_stat(pid);

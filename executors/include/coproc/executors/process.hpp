@@ -5,6 +5,11 @@
 #include <sys/types.h>
 
 #include <asio/any_io_executor.hpp>
+#include <asio/associated_cancellation_slot.hpp>
+#include <asio/associated_executor.hpp>
+#include <asio/async_result.hpp>
+#include <asio/bind_cancellation_slot.hpp>
+#include <asio/bind_executor.hpp>
 #include <memory>
 #include <optional>
 #include <stdexcept>
@@ -41,6 +46,11 @@ struct process_body_impl final : process_body {
 /// runs body.run() and leaves with _exit(0), or _exit(1) after printing an
 /// uncaught exception to stderr.
 child_process fork_process(process_body& body);
+
+/// ECHILD from a join, renamed after its cause (SIGCHLD ignored, or reaped
+/// by another wait); any other code unchanged.
+std::error_code join_error(std::error_code ec) noexcept;
+
 
 }  // namespace detail
 
@@ -106,6 +116,12 @@ class process {
   /// Waits for the child to end and reaps it.
   ///
   /// Completion signature: void(std::error_code, coproc::exit_status).
+  /// The status is lost, and the error names why, when something else in the
+  /// host took it: SIGCHLD ignored (`signal(SIGCHLD, SIG_IGN)` or
+  /// SA_NOCLDWAIT: the kernel reaps children at once) gives
+  /// `errc::child_status_discarded`; a `waitpid(-1, ...)` or a SIGCHLD
+  /// handler that reaps every child gives `errc::child_reaped_elsewhere`. A
+  /// host that reaps children itself should wait for specific pids instead.
   /// Cancellation: terminal, partial, total; the child keeps running and may
   /// be joined again.
   /// Throws std::logic_error when not started.
@@ -114,7 +130,21 @@ class process {
     if (!child_) {
       throw std::logic_error("coproc::process::async_join before start()");
     }
-    return child_.async_wait_exit(ex_, std::forward<Token>(token));
+    return asio::async_initiate<Token, void(std::error_code, exit_status)>(
+        [](auto handler, child_process* child, const executor_type& ex) {
+          // The handler's executor and cancellation slot stay its own; only
+          // a lost status (ECHILD) is renamed after its cause.
+          auto slot = asio::get_associated_cancellation_slot(handler);
+          auto handler_ex = asio::get_associated_executor(handler, ex);
+          child->async_wait_exit(
+              ex, asio::bind_cancellation_slot(
+                      slot, asio::bind_executor(handler_ex, [h = std::move(handler)](
+                                                                std::error_code ec,
+                                                                exit_status status) mutable {
+                        std::move(h)(detail::join_error(ec), status);
+                      })));
+        },
+        token, &child_, ex_);
   }
 
   /// Sends SIGTERM (Python's terminate()). No-op once the child was reaped.

@@ -108,6 +108,20 @@ enum class shutdown_mode {
 /// locked in the zygote). Workers are forked from the single-threaded zygote,
 /// so respawns stay safe later.
 ///
+/// Create the pool after daemonizing (after the fork() whose parent exits):
+/// the zygote and the workers belong to the process that created the pool,
+/// and die with it. In any other process (a plain fork() child, the parent
+/// half of a daemonizing fork) the destructor only closes the pool's fds and
+/// unmaps its memory: it stops, kills and waits for nothing, so the creator's
+/// pool keeps running. A forked child must not submit to its parent's pool.
+///
+/// What a task can do to its own process stays there: a crash, closing
+/// every fd, `kill(0, sig)` (workers lead their own process group), clearing
+/// the death signal, forking children that linger (they end with their
+/// worker), writing over the pool's shared memory (the parent checks every
+/// word it reads there and replaces that worker, failing its task with
+/// errc::frame_corrupt). No write of the pool raises SIGPIPE in the host.
+///
 /// Thread safety: every member function may be called from any thread (the
 /// pool serialises them with a mutex). The pool must outlive the operations it
 /// started; destroying it completes them with asio::error::operation_aborted.

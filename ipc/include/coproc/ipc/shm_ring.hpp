@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <ctime>
 #include <new>
 #include <span>
 
@@ -29,13 +30,36 @@ static_assert(std::atomic<std::uint64_t>::is_always_lock_free);
 /// A process-local view of a ring: a header and its data area, both in a
 /// shared mapping. One process produces, one consumes. Frames are 8-byte
 /// aligned, each preceded by an 8-byte length word; a frame never wraps.
+///
+/// Nothing the peer can write is trusted: the capacity and this side's own
+/// cursor (the producer's head, the consumer's tail) are kept in this object
+/// and only published to the header; the peer's cursor is read from the
+/// header and checked against them (8-byte grid, never back, never more than
+/// the capacity apart). A check that fails marks the ring corrupt: try_peek
+/// and try_reserve then return empty spans for ever (see corrupt()), so a
+/// peer that overwrote the shared words can make this side stop, never read
+/// or write outside the data area.
 /// Thread safety: one producer and one consumer at a time.
 class shm_ring {
  public:
   static constexpr std::size_t frame_overhead = 8;
 
   shm_ring() = default;
-  shm_ring(shm_ring_header* header, std::byte* data) noexcept : h_(header), data_(data) {}
+  /// Attaches to a ring of `capacity` data bytes (a power of two). The
+  /// header's cursors are read once, here: attach before the peer runs (the
+  /// pool attaches right after init()).
+  shm_ring(shm_ring_header* header, std::byte* data, std::uint64_t capacity) noexcept
+      : h_(header),
+        data_(data),
+        capacity_(capacity),
+        head_(header->head.load(std::memory_order_relaxed)),
+        tail_(header->tail.load(std::memory_order_relaxed)),
+        cached_tail_(tail_),
+        cached_head_(tail_) {}
+  /// Attaches with the capacity read from the header (a ring this process
+  /// initialised itself).
+  shm_ring(shm_ring_header* header, std::byte* data) noexcept
+      : shm_ring(header, data, header->capacity) {}
 
   /// Initialises a header in fresh shared memory (capacity: a power of two).
   static void init(shm_ring_header* h, std::uint64_t capacity) noexcept {
@@ -49,19 +73,21 @@ class shm_ring {
   }
 
   /// The largest frame payload the ring accepts.
-  std::size_t max_frame() const noexcept { return h_->capacity / 2 - frame_overhead; }
+  std::size_t max_frame() const noexcept { return capacity_ / 2 - frame_overhead; }
 
   // ---- producer side ----
 
   /// Space for a frame of `n` payload bytes, or an empty span while the ring is
-  /// too full. Publish it with commit(n).
+  /// too full (or corrupt). Publish it with commit(n).
   std::span<std::byte> try_reserve(std::size_t n) noexcept {
+    if (corrupt_) {
+      return {};
+    }
     std::uint64_t need = frame_overhead + align8(n);
-    std::uint64_t head = h_->head.load(std::memory_order_relaxed);
-    std::uint64_t pos = head & (h_->capacity - 1);
-    std::uint64_t to_end = h_->capacity - pos;
+    std::uint64_t pos = head_ & (capacity_ - 1);
+    std::uint64_t to_end = capacity_ - pos;
     std::uint64_t total = need <= to_end ? need : to_end + need;  // skip the tail end
-    if (!has_room(head, total)) {
+    if (!has_room(total)) {
       return {};
     }
     if (need > to_end) {
@@ -76,9 +102,33 @@ class shm_ring {
 
   /// Publishes the frame last reserved, of `n` bytes (n <= the reserved size).
   void commit(std::size_t n) noexcept {
-    std::uint64_t head = h_->head.load(std::memory_order_relaxed) + pending_skip_;
-    write_len(head & (h_->capacity - 1), n);
-    h_->head.store(head + frame_overhead + align8(n), std::memory_order_release);
+    head_ += pending_skip_;
+    write_len(head_ & (capacity_ - 1), n);
+    head_ += frame_overhead + align8(n);
+    h_->head.store(head_, std::memory_order_release);
+  }
+
+  /// Bytes this producer has published so far (its own count, not the header's).
+  std::uint64_t published() const noexcept { return head_; }
+
+  /// True once the consumer released every byte published up to `position`
+  /// (a value of published()). Reads the consumer's tail and checks it as
+  /// try_reserve() does; a tail off those terms marks the ring corrupt and
+  /// gives false.
+  bool released_through(std::uint64_t position) noexcept {
+    if (corrupt_) {
+      return false;
+    }
+    if (head_ - cached_tail_ <= head_ - position) {
+      return true;
+    }
+    std::uint64_t tail = h_->tail.load(std::memory_order_acquire);
+    if ((tail & 7) != 0 || head_ - tail > head_ - cached_tail_) {
+      corrupt_ = true;
+      return false;
+    }
+    cached_tail_ = tail;
+    return head_ - cached_tail_ <= head_ - position;
   }
 
   /// Wakes the consumer if it announced that it sleeps. Call after commits
@@ -92,22 +142,34 @@ class shm_ring {
   }
 
   /// Blocks the producer until a frame of `n` bytes fits, then reserves it
-  /// (blocking code only). The consumer wakes it through notify_producer().
-  std::span<std::byte> reserve_wait(std::size_t n) noexcept {
+  /// (blocking code only). The consumer wakes it through notify_producer();
+  /// the sleep is also bounded by `recheck` (a wake-up lost to a peer that
+  /// overwrote the flags costs at most that). Returns an empty span when the
+  /// ring turned out corrupt, or when `give_up()` returns true.
+  template <class GiveUp>
+  std::span<std::byte> reserve_wait(std::size_t n, const timespec& recheck,
+                                    GiveUp give_up) noexcept {
     for (;;) {
-      if (auto out = try_reserve(n); out.data() != nullptr) {
+      if (auto out = try_reserve(n); out.data() != nullptr || corrupt_) {
         return out;
       }
       std::uint32_t seen = h_->space_bell.load(std::memory_order_relaxed);
       h_->producer_sleeping.store(1, std::memory_order_relaxed);
       std::atomic_thread_fence(std::memory_order_seq_cst);
-      if (auto out = try_reserve(n); out.data() != nullptr) {
+      if (auto out = try_reserve(n); out.data() != nullptr || corrupt_) {
         h_->producer_sleeping.store(0, std::memory_order_relaxed);
         return out;
       }
-      detail::futex_wait(h_->space_bell, seen);
+      detail::futex_wait(h_->space_bell, seen, &recheck);
       h_->producer_sleeping.store(0, std::memory_order_relaxed);
+      if (give_up()) {
+        return {};
+      }
     }
+  }
+  std::span<std::byte> reserve_wait(std::size_t n) noexcept {
+    timespec second{1, 0};
+    return reserve_wait(n, second, [] { return false; });
   }
 
   // ---- consumer side ----
@@ -121,32 +183,43 @@ class shm_ring {
     }
   }
 
-  /// True when the last try_peek() met a length word no producer could have
-  /// written: the shared memory was overwritten.
+  /// True once this side met a word no peer following the protocol could
+  /// have written (a length word, or the peer's cursor): the shared memory
+  /// was overwritten. It stays true; the ring is unusable from then on.
   bool corrupt() const noexcept { return corrupt_; }
 
-  /// The next frame's payload, or an empty span when the ring is empty. The
-  /// bytes stay valid until pop().
+  /// The next frame's payload, or an empty span when the ring is empty (or
+  /// corrupt). The bytes stay valid until pop().
   std::span<std::byte> try_peek() noexcept {
-    std::uint64_t tail = h_->tail.load(std::memory_order_relaxed);
-    if (tail == cached_head_) {
-      cached_head_ = h_->head.load(std::memory_order_acquire);
-      if (tail == cached_head_) {
+    if (corrupt_) {
+      return {};
+    }
+    if (tail_ == cached_head_) {
+      if (!load_head()) {
+        return {};
+      }
+      if (tail_ == cached_head_) {
         return {};
       }
     }
-    std::uint64_t pos = tail & (h_->capacity - 1);
+    std::uint64_t pos = tail_ & (capacity_ - 1);
     std::uint64_t len = read_len(pos);
     if (len == wrap_marker) {
-      tail += h_->capacity - pos;
-      h_->tail.store(tail, std::memory_order_release);
+      // The producer skipped the tail end: a frame must follow at 0.
+      std::uint64_t skip = capacity_ - pos;
+      if (skip + frame_overhead > cached_head_ - tail_) {
+        corrupt_ = true;
+        return {};
+      }
+      tail_ += skip;
+      h_->tail.store(tail_, std::memory_order_release);
       pos = 0;
       len = read_len(0);
     }
     // Length words come from another process: a frame must fit both the ring
     // and what the producer published, or the memory was overwritten.
-    if (len > max_frame() || pos + frame_overhead + len > h_->capacity ||
-        frame_overhead + len > cached_head_ - tail) {
+    if (len > max_frame() || pos + frame_overhead + align8(len) > capacity_ ||
+        frame_overhead + align8(len) > cached_head_ - tail_) {
       corrupt_ = true;
       return {};
     }
@@ -156,13 +229,14 @@ class shm_ring {
 
   /// Releases the frame returned by the last try_peek().
   void pop() noexcept {
-    std::uint64_t tail = h_->tail.load(std::memory_order_relaxed);
-    h_->tail.store(tail + frame_overhead + align8(peek_len_), std::memory_order_release);
+    tail_ += frame_overhead + align8(peek_len_);
+    h_->tail.store(tail_, std::memory_order_release);
   }
 
-  bool empty() const noexcept {
-    return h_->head.load(std::memory_order_acquire) == h_->tail.load(std::memory_order_acquire);
-  }
+  /// True when the producer published nothing past this consumer's tail (a
+  /// hint: a head that is not on this side's terms reads as not empty, and
+  /// the next try_peek() finds it corrupt).
+  bool empty() const noexcept { return h_->head.load(std::memory_order_acquire) == tail_; }
 
   /// Blocks the consumer until the ring is not empty (blocking code only:
   /// workers, never the event loop). `spin` polls that many times first.
@@ -201,12 +275,32 @@ class shm_ring {
     return (n + 7) & ~std::uint64_t{7};
   }
 
-  bool has_room(std::uint64_t head, std::uint64_t total) noexcept {
-    if (head + total - cached_tail_ <= h_->capacity) {
+  /// Reads the producer's head and checks it: on the 8-byte grid, not behind
+  /// the last one seen, at most a capacity ahead of this consumer's tail.
+  bool load_head() noexcept {
+    std::uint64_t head = h_->head.load(std::memory_order_acquire);
+    if ((head & 7) != 0 || head - tail_ > capacity_ || head - tail_ < cached_head_ - tail_) {
+      corrupt_ = true;
+      return false;
+    }
+    cached_head_ = head;
+    return true;
+  }
+
+  /// True when `total` bytes fit past head_. Reads the consumer's tail only
+  /// when the last one seen leaves too little room, and checks it: on the
+  /// grid, not behind the last one seen, not past this producer's head.
+  bool has_room(std::uint64_t total) noexcept {
+    if (head_ + total - cached_tail_ <= capacity_) {
       return true;
     }
-    cached_tail_ = h_->tail.load(std::memory_order_acquire);
-    return head + total - cached_tail_ <= h_->capacity;
+    std::uint64_t tail = h_->tail.load(std::memory_order_acquire);
+    if ((tail & 7) != 0 || head_ - tail > head_ - cached_tail_) {
+      corrupt_ = true;
+      return false;
+    }
+    cached_tail_ = tail;
+    return head_ + total - cached_tail_ <= capacity_;
   }
   void write_len(std::uint64_t pos, std::uint64_t len) noexcept {
     std::memcpy(data_ + pos, &len, sizeof len);
@@ -219,8 +313,11 @@ class shm_ring {
 
   shm_ring_header* h_ = nullptr;
   std::byte* data_ = nullptr;
-  std::uint64_t cached_tail_ = 0;  // producer's last view of tail
-  std::uint64_t cached_head_ = 0;  // consumer's last view of head
+  std::uint64_t capacity_ = 0;     // this side's copy: the header's word is the peer's to write
+  std::uint64_t head_ = 0;         // producer: what it published
+  std::uint64_t tail_ = 0;         // consumer: what it released
+  std::uint64_t cached_tail_ = 0;  // producer's last checked view of tail
+  std::uint64_t cached_head_ = 0;  // consumer's last checked view of head
   std::uint64_t pending_skip_ = 0;
   std::uint64_t peek_len_ = 0;
   bool corrupt_ = false;

@@ -24,6 +24,8 @@ enum class errc {
   barrier_broken,      ///< a barrier was aborted, or a party left it while waiting
   pool_broken,  ///< the pool cannot run tasks: its initializer failed, or workers or its
                 ///< zygote died past the restart limit (the message names the reason)
+  child_status_discarded,  ///< SIGCHLD ignored in this process: the kernel reaped the child
+  child_reaped_elsewhere,  ///< another wait in this process (waitpid(-1)) reaped the child
 };
 
 /// The category of coproc::errc; name() is "coproc".

@@ -104,8 +104,10 @@ struct slot_view {
     std::byte* p = base + g.header_bytes() + index * g.slot_bytes();
     shared = reinterpret_cast<slot_shared*>(p);
     p += pool_geometry::round(sizeof(slot_shared));
-    tasks = shm_ring(&shared->tasks, p);
-    results = shm_ring(&shared->results, p + g.ring_bytes);
+    // The capacity from the geometry, never from the header: a worker can
+    // write the header's words.
+    tasks = shm_ring(&shared->tasks, p, g.ring_bytes);
+    results = shm_ring(&shared->results, p + g.ring_bytes, g.ring_bytes);
     in_arena = p + 2 * g.ring_bytes;
     out_arena = in_arena + pool_geometry::round(g.arena_bytes);
     arena_bytes = g.arena_bytes;

@@ -30,6 +30,7 @@ class task_op {
   std::atomic<std::uint32_t>* state = nullptr;  // its frame's state word while in a ring
   bool in_arena = false;                        // its body occupies the slot's input arena
   std::int64_t sent_ns = 0;                     // when it entered a worker's ring (monotonic)
+  std::uint8_t deaths = 0;  // workers that died while it was the oldest in their ring
   /// Set by the pool before complete() or fail() when it will hand the
   /// completion over itself, through deliver(), once out of its lock.
   bool hold_delivery = false;

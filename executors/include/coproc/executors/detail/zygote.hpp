@@ -53,7 +53,8 @@ enum worker_exit_code : int {
   worker_exit_orphaned = 120,       // the pool's process is gone
   worker_exit_bad_image = 121,      // the worker's code differs from the parent's
   worker_exit_init_failed = 122,    // the initializer threw
-  worker_exit_corrupt_frame = 123,  // the task ring held bytes no parent wrote
+  worker_exit_corrupt_frame = 123,  // a ring held words no parent wrote
+  worker_exit_lost_parent = 124,    // its doorbell fd is gone (a task closed it)
 };
 
 /// What the zygote and its workers need; lives in the pool object, which a

@@ -1,0 +1,55 @@
+#pragma once
+// Writes to a pipe that never raise SIGPIPE in the host, whatever its SIGPIPE
+// disposition, without installing a handler.
+//
+// A pipe has no MSG_NOSIGNAL. A write to a pipe without reader queues SIGPIPE
+// for the writing thread (a thread-directed signal), so blocking it in this
+// thread for the call keeps it from being delivered; when the write failed
+// with EPIPE and SIGPIPE was not pending before, the signal the write queued
+// is taken with sigtimedwait (zero timeout) before the mask is restored. A
+// SIGPIPE that was already pending (the host's own) is left alone. A thread
+// that already blocks SIGPIPE pays one sigprocmask and keeps its own state.
+// Cost: two or three system calls per write; use it for rare writes (zygote
+// commands) or where a socket's MSG_NOSIGNAL is not available.
+
+#include <signal.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstddef>
+#include <ctime>
+
+namespace coproc::detail {
+
+/// write(2) that never raises SIGPIPE; returns what write returned, errno set.
+inline ssize_t write_nosigpipe(int fd, const void* data, std::size_t size) noexcept {
+  sigset_t pipe_set;
+  sigset_t old;
+  ::sigemptyset(&pipe_set);
+  ::sigaddset(&pipe_set, SIGPIPE);
+  ::pthread_sigmask(SIG_BLOCK, &pipe_set, &old);
+  bool blocked_before = ::sigismember(&old, SIGPIPE) == 1;
+  bool pending_before = false;
+  if (!blocked_before) {
+    sigset_t pending;
+    ::sigpending(&pending);
+    pending_before = ::sigismember(&pending, SIGPIPE) == 1;
+  }
+  ssize_t r;
+  do {
+    r = ::write(fd, data, size);
+  } while (r < 0 && errno == EINTR);
+  int err = errno;
+  if (!blocked_before) {
+    if (r < 0 && err == EPIPE && !pending_before) {
+      timespec zero{};
+      while (::sigtimedwait(&pipe_set, nullptr, &zero) < 0 && errno == EINTR) {
+      }
+    }
+    ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
+  }
+  errno = err;
+  return r;
+}
+
+}  // namespace coproc::detail
