@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "coproc/ipc/remote_error.hpp"
+#include "coproc/runtime/detail/nosigpipe.hpp"
 #include "coproc/runtime/detail/system_error.hpp"
 #include "coproc/runtime/pipe_reader.hpp"
 #include "pool_core.hpp"

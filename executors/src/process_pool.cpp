@@ -840,7 +840,7 @@ void pool_core::close_foreign() noexcept {
     (void)doorbell_.release();
   }
   if (reports_) {
-    ::close(reports_->native_handle());
+    ::close(reports_->descriptor().native_handle());
     (void)reports_.release();
   }
   ops_.clear();

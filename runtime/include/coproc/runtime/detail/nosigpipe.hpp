@@ -13,6 +13,7 @@
 // commands) or where a socket's MSG_NOSIGNAL is not available.
 
 #include <signal.h>
+#include <sys/uio.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -21,8 +22,10 @@
 
 namespace coproc::detail {
 
-/// write(2) that never raises SIGPIPE; returns what write returned, errno set.
-inline ssize_t write_nosigpipe(int fd, const void* data, std::size_t size) noexcept {
+/// pwritev2(fd, iov, count, -1, flags) that never raises SIGPIPE (EINTR is
+/// retried); returns what pwritev2 returned, errno set. flags: RWF_NOWAIT for
+/// a non-blocking write on a blocking pipe (the epoll backend's attempt).
+inline ssize_t pwritev_nosigpipe(int fd, const iovec* iov, int count, int flags) noexcept {
   sigset_t pipe_set;
   sigset_t old;
   ::sigemptyset(&pipe_set);
@@ -37,7 +40,7 @@ inline ssize_t write_nosigpipe(int fd, const void* data, std::size_t size) noexc
   }
   ssize_t r;
   do {
-    r = ::write(fd, data, size);
+    r = ::pwritev2(fd, iov, count, -1, flags);
   } while (r < 0 && errno == EINTR);
   int err = errno;
   if (!blocked_before) {
@@ -50,6 +53,12 @@ inline ssize_t write_nosigpipe(int fd, const void* data, std::size_t size) noexc
   }
   errno = err;
   return r;
+}
+
+/// write(2) that never raises SIGPIPE; returns what write returned, errno set.
+inline ssize_t write_nosigpipe(int fd, const void* data, std::size_t size) noexcept {
+  iovec iov{const_cast<void*>(data), size};
+  return pwritev_nosigpipe(fd, &iov, 1, 0);
 }
 
 }  // namespace coproc::detail

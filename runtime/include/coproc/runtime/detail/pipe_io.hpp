@@ -17,7 +17,7 @@
 #include <tuple>
 
 #include "coproc/runtime/detail/io_handler_op.hpp"
-#include "coproc/runtime/detail/sigpipe_guard.hpp"
+#include "coproc/runtime/detail/nosigpipe.hpp"
 #include "coproc/runtime/unique_fd.hpp"
 #include "coproc/runtime/uring_service.hpp"
 
@@ -83,7 +83,7 @@ struct pipe_rw_impl {
     }
     for (;;) {
       ssize_t r = IsRead ? ::preadv2(fd, iov.data(), static_cast<int>(count), -1, RWF_NOWAIT)
-                         : writev_no_sigpipe(fd, iov.data(), static_cast<int>(count), RWF_NOWAIT);
+                         : pwritev_nosigpipe(fd, iov.data(), static_cast<int>(count), RWF_NOWAIT);
       if (r >= 0) {
         return static_cast<int>(r);
       }
@@ -100,7 +100,7 @@ struct pipe_rw_impl {
         return -EAGAIN;
       }
       r = IsRead ? ::readv(fd, iov.data(), static_cast<int>(count))
-                 : writev_no_sigpipe(fd, iov.data(), static_cast<int>(count), 0);
+                 : pwritev_nosigpipe(fd, iov.data(), static_cast<int>(count), 0);
       return r >= 0 ? static_cast<int>(r) : -errno;
     }
   }
