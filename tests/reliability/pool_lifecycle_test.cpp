@@ -128,9 +128,9 @@ TEST_CASE("a worker whose initializer never returns fails its tasks after start_
   CAPTURE(name_of(method));
   coproc::test::run_async(
       [method](asio::io_context& ctx) -> asio::awaitable<void> {
-        process_pool pool(ctx.get_executor(), with(method, {.workers = 1,
-                                                            .initializer = init_blocks,
-                                                            .start_timeout = 300ms}));
+        process_pool pool(
+            ctx.get_executor(),
+            with(method, {.workers = 1, .initializer = init_blocks, .start_timeout = 300ms}));
         auto started = std::chrono::steady_clock::now();
         std::exception_ptr e = co_await failure_of(pool.submit(add, 1, 2));
         REQUIRE(e);
@@ -149,8 +149,7 @@ TEST_CASE("a task does not wait for ever behind a stopped zygote", "[pool_lifecy
   ::signal(SIGPIPE, SIG_IGN);  // issue 13 item 1 is fixed elsewhere
   coproc::test::run_async(
       [method](asio::io_context& ctx) -> asio::awaitable<void> {
-        process_pool pool(ctx.get_executor(),
-                          with(method, {.workers = 1, .start_timeout = 300ms}));
+        process_pool pool(ctx.get_executor(), with(method, {.workers = 1, .start_timeout = 300ms}));
         pid_t worker = co_await pool.submit(my_pid);
         pid_t zygote = coproc::test::read_stat(worker).ppid;
         REQUIRE(zygote > 1);
@@ -178,7 +177,7 @@ TEST_CASE("a second async_shutdown escalates a drain to a cancel", "[pool_lifecy
         for (int i = 0; i < 3; ++i) {
           pool.async_submit(sleep_ms, 5000, [&events](std::exception_ptr e, int) {
             events.push_back(e && code_of(e) == coproc::errc::pool_stopped ? "task stopped"
-                                                                          : "task other");
+                                                                           : "task other");
           });
         }
         bool drained = false;
@@ -308,12 +307,12 @@ TEST_CASE("a map cancelled through its slot fails with operation_aborted and can
         std::size_t results = 99;
         bool done = false;
         asio::co_spawn(ctx, pool.map(sleep_ms, std::vector<int>(4, 3000), 1),
-                       asio::bind_cancellation_slot(
-                           cancel.slot(), [&](std::exception_ptr e, std::vector<int> v) {
-                             outcome = e;
-                             results = v.size();
-                             done = true;
-                           }));
+                       asio::bind_cancellation_slot(cancel.slot(),
+                                                    [&](std::exception_ptr e, std::vector<int> v) {
+                                                      outcome = e;
+                                                      results = v.size();
+                                                      done = true;
+                                                    }));
         co_await pause_for(100ms);
         auto started = std::chrono::steady_clock::now();
         cancel.emit(asio::cancellation_type::terminal);
