@@ -18,9 +18,11 @@
 #include <vector>
 
 #include "async_test.hpp"
+#include "coproc/executors/detail/pool_lifecycle.hpp"
 #include "coproc/executors/process_pool.hpp"
 #include "coproc/runtime/errc.hpp"
 #include "proc_stat.hpp"
+#include "reliability_support.hpp"
 
 namespace {
 
@@ -225,6 +227,8 @@ TEST_CASE("a pool whose zygote was killed heals and reports true stats", "[pool_
         pid_t zygote = coproc::test::read_stat(worker).ppid;
         REQUIRE(zygote > 1);
         auto before = pool.stats().worker_pids;
+        std::size_t fds = coproc::test::count_fds();
+        auto children = coproc::test::count_children();
         REQUIRE(::kill(zygote, SIGKILL) == 0);
         while (!gone(zygote) || !gone(worker)) {
           co_await pause_for(5ms);
@@ -243,6 +247,9 @@ TEST_CASE("a pool whose zygote was killed heals and reports true stats", "[pool_
           }
         }
         CHECK(s.workers_alive == s.worker_pids.size());
+        // The old zygote's pipes closed, the old zygote reaped, one new one.
+        CHECK(coproc::test::count_fds() == fds);
+        CHECK(coproc::test::count_children() == children);
         co_await pool.async_shutdown(coproc::shutdown_mode::drain, asio::use_awaitable);
       },
       15s);
@@ -349,4 +356,17 @@ TEST_CASE("pool.map(...) || timer kills the map's running chunks", "[pool_lifecy
         CHECK(std::chrono::steady_clock::now() - drain_started < 1s);
       },
       15s);
+}
+
+TEST_CASE("restart_intensity allows max_restarts within a period, then refuses",
+          "[pool_lifecycle]") {
+  using clock = std::chrono::steady_clock;
+  coproc::detail::restart_intensity r(2, 10s);
+  clock::time_point t0{};
+  CHECK(r.allow(t0));
+  CHECK(r.allow(t0 + 1s));
+  CHECK_FALSE(r.allow(t0 + 2s));  // a third within 10 s
+  CHECK(r.allow(t0 + 12s));       // all three fell out of the period (10 s or more ago)
+  CHECK(r.allow(t0 + 12s + 1ms));
+  CHECK_FALSE(r.allow(t0 + 12s + 2ms));
 }
