@@ -96,6 +96,18 @@ asio::awaitable<void> pause_for(std::chrono::milliseconds d) {
   co_await t.async_wait(asio::use_awaitable);
 }
 
+/// stats() once it lists `n` live workers (a worker can run a task before
+/// the zygote's report of its fork reached the parent), or after 5 s.
+asio::awaitable<coproc::pool_stats> stats_with(process_pool& pool, std::size_t n) {
+  auto deadline = std::chrono::steady_clock::now() + 5s;
+  auto s = pool.stats();
+  while (s.worker_pids.size() != n && std::chrono::steady_clock::now() < deadline) {
+    co_await pause_for(5ms);
+    s = pool.stats();
+  }
+  co_return s;
+}
+
 /// True when `pid` is gone or a zombie.
 bool gone(pid_t pid) {
   return coproc::test::gone_or_zombie(pid);
@@ -226,7 +238,7 @@ TEST_CASE("a pool whose zygote was killed heals and reports true stats", "[pool_
         pid_t worker = co_await pool.submit(my_pid);
         pid_t zygote = coproc::test::read_stat(worker).ppid;
         REQUIRE(zygote > 1);
-        auto before = pool.stats().worker_pids;
+        auto before = (co_await stats_with(pool, 2)).worker_pids;
         std::size_t fds = coproc::test::count_fds();
         auto children = coproc::test::count_children();
         REQUIRE(::kill(zygote, SIGKILL) == 0);
@@ -239,7 +251,7 @@ TEST_CASE("a pool whose zygote was killed heals and reports true stats", "[pool_
         pid_t fresh = co_await pool.submit(my_pid);
         CHECK(fresh != worker);
         CHECK(coproc::test::read_stat(fresh).ppid != zygote);
-        auto s = pool.stats();
+        auto s = co_await stats_with(pool, 2);
         for (pid_t pid : s.worker_pids) {
           CHECK_FALSE(gone(pid));
           for (pid_t old : before) {
@@ -266,7 +278,8 @@ TEST_CASE("a task that kills its zygote fails alone and the pool heals", "[pool_
         REQUIRE(e);
         CHECK(code_of(e) == coproc::errc::worker_crashed);  // not run again on the new zygote
         CHECK(co_await pool.submit(add, 40, 2) == 42);
-        CHECK(pool.stats().workers_alive == 1);
+        auto s = co_await stats_with(pool, 1);
+        CHECK(s.workers_alive == 1);
       },
       15s);
 }
