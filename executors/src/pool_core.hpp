@@ -68,11 +68,11 @@ struct worker_rec {
   std::uint64_t kill_target = 0;
   std::unique_ptr<asio::steady_timer> timer;
   bool timer_armed = false;
-  std::uint64_t timer_gen = 0;  // a disarmed timer's late handler is stale
-  bool touched = false;         // sent to during the current pump()
-  std::int64_t spawned_ns = 0;  // when its spawn was asked for (start_timeout)
+  std::uint64_t timer_gen = 0;    // a disarmed timer's late handler is stale
+  bool touched = false;           // sent to during the current pump()
+  std::int64_t spawned_ns = 0;    // when its spawn was asked for (start_timeout)
   std::int64_t exit_seen_ns = 0;  // when its pidfd first showed it gone, unreported
-  std::string init_error;  // what its initializer threw, as it told us
+  std::string init_error;         // what its initializer threw, as it told us
 };
 
 class pool_core : public std::enable_shared_from_this<pool_core> {
@@ -168,7 +168,7 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
   asio::steady_timer rest_timer_{ex_};
   pool_state state_ = pool_state::running;
   std::exception_ptr broken_error_;  // what a broken pool fails tasks with
-  restart_intensity restarts_;  // zygote deaths
+  restart_intensity restarts_;       // zygote deaths
   // Workers that died before they started since a worker last showed it had
   // started (a result, or a death after its start): a start that always
   // fails, not workers killed now and then while they start.

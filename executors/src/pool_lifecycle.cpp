@@ -143,10 +143,10 @@ std::string pool_core::start_failure(const worker_rec& w, const exit_status& sta
   if (started || w.killing || !options_.initializer) {
     return {};
   }
-  std::string what = status.exited && status.code == worker_exit_init_failed
-                         ? "it threw " + (w.init_error.empty() ? std::string("an exception")
-                                                               : w.init_error)
-                         : "its worker was " + status.describe();
+  std::string what =
+      status.exited && status.code == worker_exit_init_failed
+          ? "it threw " + (w.init_error.empty() ? std::string("an exception") : w.init_error)
+          : "its worker was " + status.describe();
   return "process_pool: the pool's initializer failed in worker " + std::to_string(w.pid) + ": " +
          what;
 }
@@ -304,7 +304,7 @@ void pool_core::check_starts() {
     if (w->view.shared->ready.load(std::memory_order_acquire) == 0) {
       if (late) {
         std::string what = options_.initializer ? "the pool's initializer did not return"
-                                                 : "a worker did not start";
+                                                : "a worker did not start";
         kill(*w, 0);
         break_pool(error(coproc::errc::pool_broken, "process_pool: " + what + " within " + ms +
                                                         " (start_timeout) in worker " +

@@ -18,9 +18,11 @@
 #include <vector>
 
 #include "async_test.hpp"
+#include "coproc/executors/detail/pool_lifecycle.hpp"
 #include "coproc/executors/process_pool.hpp"
 #include "coproc/runtime/errc.hpp"
 #include "proc_stat.hpp"
+#include "reliability_support.hpp"
 
 namespace {
 
@@ -94,6 +96,18 @@ asio::awaitable<void> pause_for(std::chrono::milliseconds d) {
   co_await t.async_wait(asio::use_awaitable);
 }
 
+/// stats() once it lists `n` live workers (a worker can run a task before
+/// the zygote's report of its fork reached the parent), or after 5 s.
+asio::awaitable<coproc::pool_stats> stats_with(process_pool& pool, std::size_t n) {
+  auto deadline = std::chrono::steady_clock::now() + 5s;
+  auto s = pool.stats();
+  while (s.worker_pids.size() != n && std::chrono::steady_clock::now() < deadline) {
+    co_await pause_for(5ms);
+    s = pool.stats();
+  }
+  co_return s;
+}
+
 /// True when `pid` is gone or a zombie.
 bool gone(pid_t pid) {
   return coproc::test::gone_or_zombie(pid);
@@ -128,9 +142,9 @@ TEST_CASE("a worker whose initializer never returns fails its tasks after start_
   CAPTURE(name_of(method));
   coproc::test::run_async(
       [method](asio::io_context& ctx) -> asio::awaitable<void> {
-        process_pool pool(ctx.get_executor(), with(method, {.workers = 1,
-                                                            .initializer = init_blocks,
-                                                            .start_timeout = 300ms}));
+        process_pool pool(
+            ctx.get_executor(),
+            with(method, {.workers = 1, .initializer = init_blocks, .start_timeout = 300ms}));
         auto started = std::chrono::steady_clock::now();
         std::exception_ptr e = co_await failure_of(pool.submit(add, 1, 2));
         REQUIRE(e);
@@ -149,8 +163,7 @@ TEST_CASE("a task does not wait for ever behind a stopped zygote", "[pool_lifecy
   ::signal(SIGPIPE, SIG_IGN);  // issue 13 item 1 is fixed elsewhere
   coproc::test::run_async(
       [method](asio::io_context& ctx) -> asio::awaitable<void> {
-        process_pool pool(ctx.get_executor(),
-                          with(method, {.workers = 1, .start_timeout = 300ms}));
+        process_pool pool(ctx.get_executor(), with(method, {.workers = 1, .start_timeout = 300ms}));
         pid_t worker = co_await pool.submit(my_pid);
         pid_t zygote = coproc::test::read_stat(worker).ppid;
         REQUIRE(zygote > 1);
@@ -178,7 +191,7 @@ TEST_CASE("a second async_shutdown escalates a drain to a cancel", "[pool_lifecy
         for (int i = 0; i < 3; ++i) {
           pool.async_submit(sleep_ms, 5000, [&events](std::exception_ptr e, int) {
             events.push_back(e && code_of(e) == coproc::errc::pool_stopped ? "task stopped"
-                                                                          : "task other");
+                                                                           : "task other");
           });
         }
         bool drained = false;
@@ -225,7 +238,9 @@ TEST_CASE("a pool whose zygote was killed heals and reports true stats", "[pool_
         pid_t worker = co_await pool.submit(my_pid);
         pid_t zygote = coproc::test::read_stat(worker).ppid;
         REQUIRE(zygote > 1);
-        auto before = pool.stats().worker_pids;
+        auto before = (co_await stats_with(pool, 2)).worker_pids;
+        std::size_t fds = coproc::test::count_fds();
+        auto children = coproc::test::count_children();
         REQUIRE(::kill(zygote, SIGKILL) == 0);
         while (!gone(zygote) || !gone(worker)) {
           co_await pause_for(5ms);
@@ -236,7 +251,7 @@ TEST_CASE("a pool whose zygote was killed heals and reports true stats", "[pool_
         pid_t fresh = co_await pool.submit(my_pid);
         CHECK(fresh != worker);
         CHECK(coproc::test::read_stat(fresh).ppid != zygote);
-        auto s = pool.stats();
+        auto s = co_await stats_with(pool, 2);
         for (pid_t pid : s.worker_pids) {
           CHECK_FALSE(gone(pid));
           for (pid_t old : before) {
@@ -244,6 +259,9 @@ TEST_CASE("a pool whose zygote was killed heals and reports true stats", "[pool_
           }
         }
         CHECK(s.workers_alive == s.worker_pids.size());
+        // The old zygote's pipes closed, the old zygote reaped, one new one.
+        CHECK(coproc::test::count_fds() == fds);
+        CHECK(coproc::test::count_children() == children);
         co_await pool.async_shutdown(coproc::shutdown_mode::drain, asio::use_awaitable);
       },
       15s);
@@ -260,7 +278,8 @@ TEST_CASE("a task that kills its zygote fails alone and the pool heals", "[pool_
         REQUIRE(e);
         CHECK(code_of(e) == coproc::errc::worker_crashed);  // not run again on the new zygote
         CHECK(co_await pool.submit(add, 40, 2) == 42);
-        CHECK(pool.stats().workers_alive == 1);
+        auto s = co_await stats_with(pool, 1);
+        CHECK(s.workers_alive == 1);
       },
       15s);
 }
@@ -308,12 +327,12 @@ TEST_CASE("a map cancelled through its slot fails with operation_aborted and can
         std::size_t results = 99;
         bool done = false;
         asio::co_spawn(ctx, pool.map(sleep_ms, std::vector<int>(4, 3000), 1),
-                       asio::bind_cancellation_slot(
-                           cancel.slot(), [&](std::exception_ptr e, std::vector<int> v) {
-                             outcome = e;
-                             results = v.size();
-                             done = true;
-                           }));
+                       asio::bind_cancellation_slot(cancel.slot(),
+                                                    [&](std::exception_ptr e, std::vector<int> v) {
+                                                      outcome = e;
+                                                      results = v.size();
+                                                      done = true;
+                                                    }));
         co_await pause_for(100ms);
         auto started = std::chrono::steady_clock::now();
         cancel.emit(asio::cancellation_type::terminal);
@@ -350,4 +369,17 @@ TEST_CASE("pool.map(...) || timer kills the map's running chunks", "[pool_lifecy
         CHECK(std::chrono::steady_clock::now() - drain_started < 1s);
       },
       15s);
+}
+
+TEST_CASE("restart_intensity allows max_restarts within a period, then refuses",
+          "[pool_lifecycle]") {
+  using clock = std::chrono::steady_clock;
+  coproc::detail::restart_intensity r(2, 10s);
+  clock::time_point t0{};
+  CHECK(r.allow(t0));
+  CHECK(r.allow(t0 + 1s));
+  CHECK_FALSE(r.allow(t0 + 2s));  // a third within 10 s
+  CHECK(r.allow(t0 + 12s));       // all three fell out of the period (10 s or more ago)
+  CHECK(r.allow(t0 + 12s + 1ms));
+  CHECK_FALSE(r.allow(t0 + 12s + 2ms));
 }

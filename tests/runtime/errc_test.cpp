@@ -17,3 +17,10 @@ TEST_CASE("system_error carries the coproc code", "[errc]") {
     CHECK(e.code() == coproc::errc::pool_stopped);
   }
 }
+
+TEST_CASE("pool_broken is a code of its own with its message", "[errc]") {
+  std::error_code ec = coproc::errc::pool_broken;
+  CHECK(ec.message() == "the pool is broken: it cannot start workers");
+  CHECK(ec != coproc::errc::pool_stopped);
+  CHECK(ec != coproc::errc::worker_crashed);
+}
