@@ -209,7 +209,8 @@ pool_core::pool_core(const asio::any_io_executor& ex, pool_options options)
   check_syscall(::fcntl(zygote_cmd_.get(), F_SETFL, O_NONBLOCK), "fcntl");
   reports_ = std::make_unique<pipe_reader>(ex_, std::move(report_read));
   doorbell_ = std::make_unique<asio::posix::stream_descriptor>(
-      ex_, check_syscall(::fcntl(doorbell_fd_.get(), F_DUPFD_CLOEXEC, 0), "fcntl(F_DUPFD_CLOEXEC)"));
+      ex_,
+      check_syscall(::fcntl(doorbell_fd_.get(), F_DUPFD_CLOEXEC, 0), "fcntl(F_DUPFD_CLOEXEC)"));
 }
 
 void pool_core::open() {
