@@ -86,7 +86,8 @@ pool_core::pool_core(const asio::any_io_executor& ex, pool_options options)
   // The zygote is forked now, before this pool has any ring or thread.
   start_zygote();
   doorbell_ = std::make_unique<asio::posix::stream_descriptor>(
-      ex_, check_syscall(::fcntl(doorbell_fd_.get(), F_DUPFD_CLOEXEC, 0), "fcntl(F_DUPFD_CLOEXEC)"));
+      ex_,
+      check_syscall(::fcntl(doorbell_fd_.get(), F_DUPFD_CLOEXEC, 0), "fcntl(F_DUPFD_CLOEXEC)"));
 }
 
 void pool_core::open() {

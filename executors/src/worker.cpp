@@ -4,8 +4,8 @@
 #include <fcntl.h>
 #include <sched.h>
 #include <signal.h>
-#include <sys/prctl.h>
 #include <sys/eventfd.h>
+#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <time.h>
 #include <unistd.h>
@@ -325,8 +325,8 @@ class worker final : public result_writer {
   std::uint32_t status_ = result_value;
   bool out_in_arena_ = false;
   std::byte* out_frame_ = nullptr;
-  bool trim_pending_ = false;  // the heap may hold memory freed by a task
-  pid_t zygote_;               // this worker's parent
+  bool trim_pending_ = false;          // the heap may hold memory freed by a task
+  pid_t zygote_;                       // this worker's parent
   std::uint64_t arena_frame_end_ = 0;  // result ring position past the last arena result's frame
 };
 

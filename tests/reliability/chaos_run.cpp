@@ -88,15 +88,16 @@ int main(int argc, char** argv) {
               reaped ? "none left" : "LEFT BEHIND");
   auto survivors = coproc::test::live_descendants(::getpid());
   auto footprint_after = coproc::test::measure();
-  bool baseline = footprint_after.fds == footprint_before.fds &&
-                  footprint_after.descendants == footprint_before.descendants &&
-                  (!coproc::test::maps_lines_comparable ||
-                   footprint_after.maps == footprint_before.maps);
-  std::printf("chaos: survivors (descendants left after the pool): %zu; fds %zu -> %zu, "
-              "descendants %d -> %d, maps %zu -> %zu: %s\n",
-              survivors.size(), footprint_before.fds, footprint_after.fds,
-              footprint_before.descendants.children, footprint_after.descendants.children,
-              footprint_before.maps, footprint_after.maps, baseline ? "at baseline" : "CHANGED");
+  bool baseline =
+      footprint_after.fds == footprint_before.fds &&
+      footprint_after.descendants == footprint_before.descendants &&
+      (!coproc::test::maps_lines_comparable || footprint_after.maps == footprint_before.maps);
+  std::printf(
+      "chaos: survivors (descendants left after the pool): %zu; fds %zu -> %zu, "
+      "descendants %d -> %d, maps %zu -> %zu: %s\n",
+      survivors.size(), footprint_before.fds, footprint_after.fds,
+      footprint_before.descendants.children, footprint_after.descendants.children,
+      footprint_before.maps, footprint_after.maps, baseline ? "at baseline" : "CHANGED");
   for (pid_t p : survivors) {
     ::kill(p, SIGKILL);
   }

@@ -10,10 +10,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <asio.hpp>
 #include <asio/experimental/as_tuple.hpp>
 #include <catch2/catch_test_macros.hpp>
-#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <optional>
@@ -105,8 +105,8 @@ TEST_CASE("a pool constructor that meets RLIMIT_NOFILE reports the call and EMFI
         process_pool pool(ctx.get_executor(), {.workers = 1});
       } catch (const std::system_error& e) {
         std::string what = e.what();
-        bool named = e.code() == std::errc::too_many_files_open &&
-                     what.find("assign") == std::string::npos;
+        bool named =
+            e.code() == std::errc::too_many_files_open && what.find("assign") == std::string::npos;
         if (!named) {
           std::fprintf(stderr, "limit +%zu: %s (%s)\n", extra, what.c_str(),
                        e.code().message().c_str());
@@ -127,8 +127,7 @@ TEST_CASE("a pool constructor that meets RLIMIT_NOFILE reports the call and EMFI
   CHECK(out.passed());
 }
 
-TEST_CASE("async_join names the cause when the host ignores SIGCHLD",
-          "[reliability][host_setup]") {
+TEST_CASE("async_join names the cause when the host ignores SIGCHLD", "[reliability][host_setup]") {
   auto out = coproc::test::run_isolated([] {
     ::signal(SIGCHLD, SIG_IGN);
     int result = 0;

@@ -139,7 +139,8 @@ TEST_CASE("a task's kill(0, SIGTERM) reaches neither the host nor the zygote",
   auto out = coproc::test::run_isolated(
       [] {
         ::signal(SIGTERM, SIG_DFL);
-        ::setpgid(0, 0);  // the host's group: a SIGTERM that leaks out must not reach the test runner
+        ::setpgid(0,
+                  0);  // the host's group: a SIGTERM that leaks out must not reach the test runner
         int result = 0;
         coproc::test::run_async(
             [&](asio::io_context& ctx) -> asio::awaitable<void> {
@@ -169,7 +170,8 @@ TEST_CASE("a task's kill(0, SIGTERM) reaches neither the host nor the zygote",
   CHECK(out.passed());
 }
 
-TEST_CASE("workers are named coproc-worker, the zygote coproc-zygote", "[reliability][hostile_task]") {
+TEST_CASE("workers are named coproc-worker, the zygote coproc-zygote",
+          "[reliability][hostile_task]") {
   coproc::test::run_async([](asio::io_context& ctx) -> asio::awaitable<void> {
     process_pool pool(ctx.get_executor(), {.workers = 2});
     // Workers that ran a task (one listed by stats() may not have named
@@ -307,8 +309,9 @@ asio::awaitable<bool> ends_within_async(pid_t pid, std::chrono::milliseconds lim
 
 }  // namespace
 
-TEST_CASE("a busy worker whose task cleared its death signal ends within 1 s of its zygote's SIGKILL",
-          "[reliability][hostile_task]") {
+TEST_CASE(
+    "a busy worker whose task cleared its death signal ends within 1 s of its zygote's SIGKILL",
+    "[reliability][hostile_task]") {
   // The host hears of the zygote's death (its report pipe ends) and kills the
   // workers that still run its tasks through their pidfds.
   coproc::mapped_region shared = coproc::mapped_region::create(4096);

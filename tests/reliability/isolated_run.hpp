@@ -12,9 +12,9 @@
 
 #include <chrono>
 #include <csignal>
+#include <cstdio>
 #include <cstring>
 #include <exception>
-#include <cstdio>
 #include <string>
 
 namespace coproc::test {

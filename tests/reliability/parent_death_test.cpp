@@ -141,7 +141,7 @@ asio::awaitable<void> poll_until(asio::io_context& ctx, Ready ready) {
 /// is in flight, and runs until it is killed.
 [[noreturn]] void doomed_parent(scenario what, int ready_fd) {
   if (what == scenario::ctrl_c) {
-    ::setpgid(0, 0);  // as a shell puts a job in its own group
+    ::setpgid(0, 0);            // as a shell puts a job in its own group
     ::signal(SIGINT, SIG_DFL);  // not the test runner's handler
   }
   coproc::mapped_region words = coproc::mapped_region::create(4096);
@@ -343,8 +343,9 @@ TEST_CASE("a parent killed during a chaos run with hostile tasks leaves no desce
           "[reliability][parent_death]") {
   for (int round = 0; round < 3; ++round) {
     verdict v = observe(scenario::hostile_chaos);
-    std::printf("hostile chaos, round %d: %d live descendants before the kill, %d left, gone in %lld us\n",
-                round, v.before, v.left, static_cast<long long>(v.gone_us));
+    std::printf(
+        "hostile chaos, round %d: %d live descendants before the kill, %d left, gone in %lld us\n",
+        round, v.before, v.left, static_cast<long long>(v.gone_us));
     CHECK(v.ready == 1);
     CHECK(v.before >= 2);
     CHECK(v.left == 0);

@@ -231,7 +231,8 @@ TEST_CASE("tasks that write random bytes over every shared mapping neither crash
                 result = 3;
               }
               auto st = pool.stats();
-              std::fprintf(stderr, "scribbling: %llu tasks failed, %llu worker crashes, %llu respawns\n",
+              std::fprintf(stderr,
+                           "scribbling: %llu tasks failed, %llu worker crashes, %llu respawns\n",
                            static_cast<unsigned long long>(st.tasks_failed),
                            static_cast<unsigned long long>(st.worker_crashes),
                            static_cast<unsigned long long>(st.respawns));
@@ -269,9 +270,9 @@ TEST_CASE("a task that overwrites the output arena's busy word stalls no result"
         int result = 0;
         coproc::test::run_async(
             [&](asio::io_context& ctx) -> asio::awaitable<void> {
-              process_pool pool(ctx.get_executor(), {.workers = 1,
-                                                     .ring_bytes = ring_bytes,
-                                                     .max_payload = max_payload});
+              process_pool pool(
+                  ctx.get_executor(),
+                  {.workers = 1, .ring_bytes = ring_bytes, .max_payload = max_payload});
               (void)co_await pool.submit(large_result, 1);  // the arena used once
               for (int i = 2; i < 6; ++i) {
                 try {
@@ -320,9 +321,9 @@ TEST_CASE("a task that hides that it ran, then kills its worker, fails instead o
           int result = 0;
           coproc::test::run_async(
               [&](asio::io_context& ctx) -> asio::awaitable<void> {
-                process_pool pool(ctx.get_executor(), {.workers = 1,
-                                                       .ring_bytes = ring_bytes,
-                                                       .max_payload = max_payload});
+                process_pool pool(
+                    ctx.get_executor(),
+                    {.workers = 1, .ring_bytes = ring_bytes, .max_payload = max_payload});
                 try {
                   co_await pool.submit(hide_then_die, how);
                   result = 2;

@@ -82,7 +82,8 @@ int host_outlives_its_zygote(killer who) {
 
 TEST_CASE("a pool whose zygote was killed by an operator does not raise SIGPIPE in the host",
           "[reliability][sigpipe]") {
-  auto out = coproc::test::run_isolated([] { return host_outlives_its_zygote(killer::operator_kill); });
+  auto out =
+      coproc::test::run_isolated([] { return host_outlives_its_zygote(killer::operator_kill); });
   INFO("host " << out.describe());
   CHECK(out.passed());
 }
@@ -94,7 +95,8 @@ TEST_CASE("a pool whose zygote a task killed does not raise SIGPIPE in the host"
   CHECK(out.passed());
 }
 
-TEST_CASE("destroying a pool whose zygote is gone does not raise SIGPIPE", "[reliability][sigpipe]") {
+TEST_CASE("destroying a pool whose zygote is gone does not raise SIGPIPE",
+          "[reliability][sigpipe]") {
   auto out = coproc::test::run_isolated([] {
     ::signal(SIGPIPE, SIG_DFL);
     asio::io_context ctx;

@@ -51,7 +51,6 @@ child_process fork_process(process_body& body);
 /// by another wait); any other code unchanged.
 std::error_code join_error(std::error_code ec) noexcept;
 
-
 }  // namespace detail
 
 /// A child process running `fn(args...)` (Python's multiprocessing.Process
@@ -138,11 +137,11 @@ class process {
           auto handler_ex = asio::get_associated_executor(handler, ex);
           child->async_wait_exit(
               ex, asio::bind_cancellation_slot(
-                      slot, asio::bind_executor(handler_ex, [h = std::move(handler)](
-                                                                std::error_code ec,
-                                                                exit_status status) mutable {
-                        std::move(h)(detail::join_error(ec), status);
-                      })));
+                      slot, asio::bind_executor(
+                                handler_ex, [h = std::move(handler)](std::error_code ec,
+                                                                     exit_status status) mutable {
+                                  std::move(h)(detail::join_error(ec), status);
+                                })));
         },
         token, &child_, ex_);
   }
