@@ -42,7 +42,11 @@ class pipe_writer {
   /// Writes at least one byte of `buffers` (a short write is possible: use
   /// asio::async_write for all of it).
   ///
-  /// Completion signature: void(std::error_code, std::size_t).
+  /// Completion signature: void(std::error_code, std::size_t). A pipe whose
+  /// reader is gone gives EPIPE; on the io_uring backend the kernel also
+  /// queues SIGPIPE for the writing thread (the ring's WRITE has no
+  /// MSG_NOSIGNAL), on the epoll backend it never does. coproc::connection
+  /// never raises SIGPIPE on either.
   /// Cancellation: terminal, partial and total (IORING_OP_ASYNC_CANCEL; a write
   /// that already moved bytes reports them).
   /// The buffers must stay valid until completion.
