@@ -20,6 +20,7 @@
 #include "coproc/executors/process.hpp"
 #include "coproc/ipc/codec.hpp"
 #include "coproc/ipc/pipe.hpp"
+#include "coproc/ipc/process_shared.hpp"
 #include "coproc/runtime/unique_fd.hpp"
 
 namespace coproc {
@@ -419,5 +420,11 @@ class manager {
   std::optional<process> server_;
   std::shared_ptr<detail::manager_client> client_;
 };
+
+/// Handed to a coproc::process child by reference (coproc/ipc/process_shared.hpp).
+template <class Key, class Value>
+inline constexpr bool is_process_shared_v<dict_proxy<Key, Value>> = true;
+template <class Key, class Value>
+inline constexpr bool is_process_shared_v<list_proxy<Key, Value>> = true;
 
 }  // namespace coproc

@@ -5,6 +5,7 @@
 #include <sys/types.h>
 
 #include <asio/any_io_executor.hpp>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <stdexcept>
@@ -13,6 +14,7 @@
 #include <utility>
 
 #include "coproc/executors/detail/callable.hpp"
+#include "coproc/executors/detail/task_checks.hpp"
 #include "coproc/ipc/codec.hpp"
 #include "coproc/runtime/child_process.hpp"
 #include "coproc/runtime/exit_status.hpp"
@@ -26,15 +28,45 @@ struct process_body {
   virtual void run() = 0;
 };
 
-template <class F, class... Args>
+/// A shared object's handle as the body keeps it: the child reaches the
+/// object through its own copy of the parent's handle, at the same address.
+template <class T>
+struct shared_handle_ref {
+  T* object;
+};
+
+template <class A>
+using process_stored_t =
+    std::conditional_t<is_shared_handle_arg_v<A>, shared_handle_ref<std::remove_reference_t<A>>,
+                       wire_t<A>>;
+
+template <class A>
+process_stored_t<A> process_store(A&& a) {
+  if constexpr (is_shared_handle_arg_v<A>) {
+    return {&a};
+  } else {
+    return process_stored_t<A>(std::forward<A>(a));
+  }
+}
+
+template <class T>
+T& process_pass(shared_handle_ref<T>& h) noexcept {
+  return *h.object;
+}
+template <class V>
+V&& process_pass(V& v) noexcept {
+  return std::move(v);
+}
+
+template <class F, class... Stored>
 struct process_body_impl final : process_body {
-  template <class G, class... A>
-  explicit process_body_impl(G&& g, A&&... a)
-      : fn(std::forward<G>(g)), args(std::forward<A>(a)...) {}
-  void run() override { std::apply(fn, std::move(args)); }
+  process_body_impl(F f, Stored... s) : fn(std::move(f)), args(std::move(s)...) {}
+  void run() override {
+    std::apply([&](Stored&... s) { std::invoke(fn, process_pass(s)...); }, args);
+  }
 
   F fn;
-  std::tuple<Args...> args;
+  std::tuple<Stored...> args;
 };
 
 /// Forks; the child dies with this thread (PR_SET_PDEATHSIG + getppid check),
@@ -47,12 +79,21 @@ child_process fork_process(process_body& body);
 /// A child process running `fn(args...)` (Python's multiprocessing.Process
 /// with the fork start method): construct, then start().
 ///
-/// The callable follows the pool's rules (a function, a captureless lambda, a
-/// stateless or trivially copyable function object) and the arguments must be
-/// codable: the same code could run in a spawned (exec) child later. With fork
-/// the child shares the parent's memory image, so it calls fn(args...) on its
-/// own copy of the arguments directly (nothing is encoded); a return value is
-/// ignored (Python's shape: the exit code says how it went).
+/// The callable follows the pool's rules (a function, a member pointer, a
+/// captureless lambda, a declared task object; a lambda with captures is
+/// refused at compile time: see coproc/executors/task_object.hpp), so the same
+/// code could run in a spawned (exec) child later. Arguments are codable
+/// values, or shared objects: a queue, joinable_queue, connection, sync
+/// primitive, shared value or array, shared_memory, or a manager proxy, passed
+/// as a named object and taken as `T&` by the function (the child reaches the
+/// same object through its copy of the handle; coproc/ipc/process_shared.hpp):
+///
+///     void consume(coproc::queue<int>& q, int n) { ... q.get() ... }
+///     coproc::process p(ex, consume, q, 100);
+///
+/// With fork the child shares the parent's memory image, so it calls
+/// fn(args...) on its own copy of the arguments directly (nothing is encoded);
+/// a return value is ignored (Python's shape: the exit code says how it went).
 ///
 /// The child:
 /// - dies with the thread that called start() (PR_SET_PDEATHSIG(SIGKILL), then
@@ -86,10 +127,10 @@ class process {
   /// @param ex the executor whose io_context runs async_join.
   template <class F, class... Args>
   process(const executor_type& ex, F fn, Args&&... args) : ex_(ex) {
-    detail::check_callable<F>();
-    (detail::check_codable<detail::wire_t<Args>>(), ...);
-    body_ = std::make_unique<detail::process_body_impl<F, detail::wire_t<Args>...>>(
-        std::move(fn), std::forward<Args>(args)...);
+    if constexpr (detail::check_process<F, Args...>()) {
+      body_ = std::make_unique<detail::process_body_impl<F, detail::process_stored_t<Args>...>>(
+          std::move(fn), detail::process_store<Args>(std::forward<Args>(args))...);
+    }
   }
   process(process&&) noexcept = default;
   process& operator=(process&&) noexcept = default;

@@ -24,6 +24,7 @@
 
 #include "coproc/executors/detail/callable.hpp"
 #include "coproc/executors/detail/pool_algorithms.hpp"
+#include "coproc/executors/detail/task_checks.hpp"
 #include "coproc/executors/detail/task_op.hpp"
 #include "coproc/executors/pool_options.hpp"
 #include "coproc/executors/pool_stats.hpp"
@@ -58,41 +59,18 @@ struct signature_of<void> {
 template <class F, class... Args>
 using submit_signature = typename signature_of<task_result_t<F, Args...>>::type;
 
-/// Runs `f` over a chunk of a map's input inside a worker. A function pointer
-/// travels as its code offset, like every other code identity, so the chunk
-/// stays valid in a process that is not a fork of this one.
+/// Runs `F` over a chunk of a map's input inside a worker: a function (so it
+/// needs no declaration as a task object) taking the callable as it crosses.
 template <class F, class T>
-struct map_chunk {
-  std::conditional_t<function_pointer<F>, std::int64_t, F> f;
-
-  static map_chunk of(F fn) {
-    if constexpr (function_pointer<F>) {
-      return {code_offset(reinterpret_cast<const void*>(fn))};
-    } else {
-      return {fn};
-    }
+std::vector<task_result_t<F, T>> map_chunk(callable_wire_t<F> wire, std::vector<T> items) {
+  const F fn = from_wire<F>(wire);
+  std::vector<task_result_t<F, T>> out;
+  out.reserve(items.size());
+  for (std::size_t i = 0; i < items.size(); ++i) {
+    out.push_back(std::invoke(fn, std::move(items[i])));
   }
-
-  auto operator()(const std::vector<T>& items) const {
-    using R = task_result_t<F, T>;
-    F fn = callable();
-    std::vector<R> out;
-    out.reserve(items.size());
-    for (const T& item : items) {
-      out.push_back(fn(item));
-    }
-    return out;
-  }
-
- private:
-  F callable() const {
-    if constexpr (function_pointer<F>) {
-      return reinterpret_cast<F>(const_cast<void*>(checked_code_address(f)));
-    } else {
-      return f;
-    }
-  }
-};
+  return out;
+}
 }  // namespace detail
 
 /// How async_shutdown treats work that is queued or running.
@@ -136,8 +114,11 @@ class process_pool {
   /// Cancellation: terminal, partial and total. A queued task is dropped; a
   /// running task's worker is killed and replaced. The handler gets
   /// asio::error::operation_aborted.
-  /// Callables: functions, captureless lambdas, stateless or trivially copyable
-  /// function objects. Arguments and results: any coproc::codable type.
+  /// Callables: functions, member pointers (the object is the first argument,
+  /// as for std::invoke), captureless lambdas, stateless function objects and
+  /// declared task objects (coproc/executors/task_object.hpp). Lambdas with
+  /// captures are refused at compile time: pass the data as arguments.
+  /// Arguments and results: any coproc::codable type.
   template <class F, class... Ts>
   auto async_submit(F fn, Ts&&... args_and_token) {
     static_assert(sizeof...(Ts) >= 1, "coproc: async_submit takes a completion token last");
@@ -169,16 +150,14 @@ class process_pool {
   /// `chunk_size` when not zero) so that per-task costs are amortised.
   /// Throws the first failing chunk's exception.
   template <class F, std::ranges::input_range Range>
-  auto map(F fn, const Range& items, std::size_t chunk_size = 0)
-      -> asio::awaitable<std::vector<detail::task_result_t<F, std::ranges::range_value_t<Range>>>>;
+  auto map(F fn, const Range& items, std::size_t chunk_size = 0);
 
   /// Applies `fn` to every element of `items`, one task per element, keeping
   /// at most `window` tasks in flight (0: twice the worker count), and yields
   /// results as they complete: Python's imap_unordered.
   /// `while (auto r = co_await s.next()) { r->index; r->get(); }`
   template <class F, std::ranges::input_range Range>
-  auto map_unordered(F fn, const Range& items, std::size_t window = 0)
-      -> result_stream<detail::task_result_t<F, std::ranges::range_value_t<Range>>>;
+  auto map_unordered(F fn, const Range& items, std::size_t window = 0);
 
   /// Stops accepting work, then drains or cancels what was accepted, then
   /// stops the workers and the zygote.
@@ -197,8 +176,7 @@ class process_pool {
   auto async_submit_tuple(F fn, Args args, Token&& token);
 
   template <class F, class... W>
-  auto submit_for_values(std::chrono::steady_clock::duration timeout, F fn, W... args)
-      -> asio::awaitable<detail::task_result_t<F, W...>>;
+  auto submit_for_values(std::chrono::steady_clock::duration timeout, F fn, W... args);
 
   void start(detail::task_op* op);
   void start_shutdown(shutdown_mode mode, std::function<void()> done);
@@ -214,53 +192,58 @@ auto process_pool::async_submit_tuple(F fn, Args args, Token&& token) {
       [&]<class... A>(A&&... a) {
         using tuple_t = std::tuple<std::decay_t<A>...>;
         return [&]<class... W>(std::tuple<W...>*) {
-          detail::check_callable<F>();
-          static_assert((coproc::codable<W> && ...),
-                        "coproc: every argument must be codable (see coproc/ipc/codec.hpp)");
-          using R = detail::task_result_t<F, W...>;
-          static_assert(std::is_void_v<R> || coproc::codable<R>,
-                        "coproc: the callable's result must be codable");
-          static_assert(std::is_void_v<R> || std::is_default_constructible_v<R>,
-                        "coproc: the result type must be default-constructible");
-          return asio::async_initiate<Token, detail::submit_signature<F, W...>>(
-              [this](auto handler, F f, tuple_t a) {
-                using op_t = detail::submit_op<F, std::decay_t<decltype(handler)>, W...>;
-                auto* op = new op_t(ex_, std::move(f), std::move(a), std::move(handler));
-                start(op);
-              },
-              token, std::move(fn), tuple_t(std::forward<A>(a)...));
+          if constexpr (!detail::check_task<F, W...>()) {
+            // The check reported the mistake; a placeholder keeps the caller's
+            // code compiling so that it is the only error.
+            return asio::async_initiate<Token,
+                                        void(std::exception_ptr, detail::result_or_int_t<F, W...>)>(
+                [](auto&&...) {}, token);
+          } else {
+            return asio::async_initiate<Token, detail::submit_signature<F, W...>>(
+                [this](auto handler, F f, tuple_t a) {
+                  using op_t = detail::submit_op<F, std::decay_t<decltype(handler)>, W...>;
+                  auto* op = new op_t(ex_, std::move(f), std::move(a), std::move(handler));
+                  start(op);
+                },
+                token, std::move(fn), tuple_t(std::forward<A>(a)...));
+          }
         }(static_cast<tuple_t*>(nullptr));
       },
       std::move(args));
 }
 
 template <class F, class... W>
-auto process_pool::submit_for_values(std::chrono::steady_clock::duration timeout, F fn, W... args)
-    -> asio::awaitable<detail::task_result_t<F, W...>> {
-  // The loser of the race is cancelled: a running task's worker is killed.
-  return detail::submit_within(*this, timeout, "process_pool: per-call deadline passed",
-                               std::move(fn), std::move(args)...);
+auto process_pool::submit_for_values(std::chrono::steady_clock::duration timeout, F fn, W... args) {
+  if constexpr (!detail::check_task<F, W...>()) {
+    return asio::awaitable<detail::result_or_int_t<F, W...>>{};  // the check reported it
+  } else {
+    // The loser of the race is cancelled: a running task's worker is killed.
+    return detail::submit_within(*this, timeout, "process_pool: per-call deadline passed",
+                                 std::move(fn), std::move(args)...);
+  }
 }
 
 template <class F, std::ranges::input_range Range>
-auto process_pool::map(F fn, const Range& items, std::size_t chunk_size)
-    -> asio::awaitable<std::vector<detail::task_result_t<F, std::ranges::range_value_t<Range>>>> {
+auto process_pool::map(F fn, const Range& items, std::size_t chunk_size) {
   using T = std::ranges::range_value_t<Range>;
-  detail::check_callable<F>();
-  return detail::ordered_map<detail::task_result_t<F, T>>(
-      *this, detail::map_chunk<F, T>::of(fn),
-      std::vector<T>(std::ranges::begin(items), std::ranges::end(items)), chunk_size);
+  if constexpr (!detail::check_map_task<F, T>()) {
+    return asio::awaitable<std::vector<detail::result_or_int_t<F, T>>>{};
+  } else {
+    return detail::ordered_map<detail::task_result_t<F, T>>(
+        *this, &detail::map_chunk<F, T>, detail::to_wire(fn),
+        std::vector<T>(std::ranges::begin(items), std::ranges::end(items)), chunk_size);
+  }
 }
 
 template <class F, std::ranges::input_range Range>
-auto process_pool::map_unordered(F fn, const Range& items, std::size_t window)
-    -> result_stream<detail::task_result_t<F, std::ranges::range_value_t<Range>>> {
+auto process_pool::map_unordered(F fn, const Range& items, std::size_t window) {
   using T = std::ranges::range_value_t<Range>;
-  using R = detail::task_result_t<F, T>;
-  static_assert(!std::is_void_v<R>, "coproc: map_unordered needs a callable that returns a value");
-  detail::check_callable<F>();
-  return detail::unordered_map<R>(
-      *this, fn, std::vector<T>(std::ranges::begin(items), std::ranges::end(items)), window);
+  if constexpr (!detail::check_map_task<F, T>()) {
+    return result_stream<detail::result_or_int_t<F, T>>(nullptr, 0, 0);
+  } else {
+    return detail::unordered_map<detail::task_result_t<F, T>>(
+        *this, fn, std::vector<T>(std::ranges::begin(items), std::ranges::end(items)), window);
+  }
 }
 
 template <class Token>

@@ -20,6 +20,7 @@
 #include "coproc/ipc/detail/futex_async_loop.hpp"
 #include "coproc/ipc/detail/queue_state.hpp"
 #include "coproc/ipc/detail/sync_state.hpp"
+#include "coproc/ipc/process_shared.hpp"
 #include "coproc/ipc/shm_ring.hpp"
 #include "coproc/runtime/errc.hpp"
 #include "coproc/runtime/mapped_region.hpp"
@@ -719,5 +720,9 @@ class queue {
   std::uint64_t cached_head_ = 0;  // consumers' last view of head
   std::uint64_t last_tail_ = 0;    // tail after this process's last get
 };
+
+/// Handed to a coproc::process child by reference (coproc/ipc/process_shared.hpp).
+template <class T>
+inline constexpr bool is_process_shared_v<queue<T>> = true;
 
 }  // namespace coproc

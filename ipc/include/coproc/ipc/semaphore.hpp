@@ -9,6 +9,7 @@
 
 #include "coproc/ipc/detail/futex_async_loop.hpp"
 #include "coproc/ipc/detail/sync_state.hpp"
+#include "coproc/ipc/process_shared.hpp"
 #include "coproc/ipc/shared_memory.hpp"
 
 namespace coproc {
@@ -170,5 +171,11 @@ class bounded_semaphore : public semaphore {
  public:
   explicit bounded_semaphore(std::uint32_t value = 1) : semaphore(value, value) {}
 };
+
+/// Handed to a coproc::process child by reference (coproc/ipc/process_shared.hpp).
+template <>
+inline constexpr bool is_process_shared_v<semaphore> = true;
+template <>
+inline constexpr bool is_process_shared_v<bounded_semaphore> = true;
 
 }  // namespace coproc
