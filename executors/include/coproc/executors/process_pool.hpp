@@ -200,9 +200,9 @@ auto process_pool::async_submit_tuple(F fn, Args args, Token&& token) {
                 [](auto&&...) {}, token);
           } else {
             return asio::async_initiate<Token, detail::submit_signature<F, W...>>(
-                [this](auto handler, F f, tuple_t a) {
+                [this](auto handler, F f, tuple_t task_args) {
                   using op_t = detail::submit_op<F, std::decay_t<decltype(handler)>, W...>;
-                  auto* op = new op_t(ex_, std::move(f), std::move(a), std::move(handler));
+                  auto* op = new op_t(ex_, std::move(f), std::move(task_args), std::move(handler));
                   start(op);
                 },
                 token, std::move(fn), tuple_t(std::forward<A>(a)...));

@@ -621,7 +621,7 @@ class queue {
   };
 
   struct put_machine : machine_base {
-    put_machine(queue* q, T v) : machine_base{q}, value(std::move(v)) {}
+    put_machine(queue* owner, T v) : machine_base{owner}, value(std::move(v)) {}
     T value;
     std::size_t n = 0;
     bool sized = false;
@@ -665,7 +665,7 @@ class queue {
 
   template <class Out>
   struct get_machine : machine_base {
-    get_machine(queue* q, std::size_t m) : machine_base{q}, max(m) {}
+    get_machine(queue* owner, std::size_t m) : machine_base{owner}, max(m) {}
     Out out;
     std::size_t max;
 

@@ -53,7 +53,7 @@ class semaphore {
 
   /// State at `offset` in `seg` (see coproc::lock); `value` is used by create.
   semaphore(shared_memory& seg, std::size_t offset, shm_init init, std::uint32_t value = 1)
-      : state_(seg, offset, init, value, 0) {}
+      : state_(seg, offset, init, value, std::uint32_t{0}) {}
 
   semaphore(const semaphore&) = delete;
   semaphore& operator=(const semaphore&) = delete;

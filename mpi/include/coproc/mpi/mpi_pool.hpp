@@ -269,7 +269,7 @@ auto mpi_pool::async_submit_tuple(F fn, Args args, Token&& token) {
                 [](auto&&...) {}, token);  // the check reported the mistake
           } else {
             return asio::async_initiate<Token, detail::submit_signature<F, W...>>(
-                [this](auto handler, F f, tuple_t a) {
+                [this](auto handler, F f, tuple_t task_args) {
                   using handler_t = std::decay_t<decltype(handler)>;
                   using op_t = detail::submit_op<F, detail::mpi_handler<handler_t>, W...>;
                   auto slot = asio::get_associated_cancellation_slot(handler);
@@ -281,7 +281,7 @@ auto mpi_pool::async_submit_tuple(F fn, Args args, Token&& token) {
                     code_ok =
                         w.is_address == 0 || detail::mpi_code_in_image(detail::code_address(w.ptr));
                   }
-                  auto* op = new op_t(ex_, std::move(f), std::move(a),
+                  auto* op = new op_t(ex_, std::move(f), std::move(task_args),
                                       detail::mpi_handler<handler_t>(std::move(handler), ex_));
                   op->id = detail::mpi_next_id();
                   if (!code_ok) {
