@@ -24,6 +24,7 @@
 
 #include "coproc/executors/detail/callable.hpp"
 #include "coproc/executors/detail/pool_algorithms.hpp"
+#include "coproc/executors/detail/submit_support.hpp"
 #include "coproc/executors/detail/task_checks.hpp"
 #include "coproc/executors/detail/task_op.hpp"
 #include "coproc/executors/pool_options.hpp"
@@ -31,47 +32,6 @@
 #include "coproc/executors/result_stream.hpp"
 
 namespace coproc {
-
-namespace detail {
-class pool_core;
-
-/// Splits `args..., token` into the arguments and the token (Asio puts the
-/// completion token last; a parameter pack cannot be followed by one).
-template <class... Ts>
-decltype(auto) last_of(Ts&&... ts) {
-  return std::get<sizeof...(Ts) - 1>(std::forward_as_tuple(std::forward<Ts>(ts)...));
-}
-template <std::size_t... I, class... Ts>
-auto all_but_last(std::index_sequence<I...>, Ts&&... ts) {
-  [[maybe_unused]] auto all = std::forward_as_tuple(std::forward<Ts>(ts)...);
-  return std::tuple<wire_t<std::tuple_element_t<I, std::tuple<Ts...>>>...>(
-      std::get<I>(std::move(all))...);
-}
-
-template <class R>
-struct signature_of {
-  using type = void(std::exception_ptr, R);
-};
-template <>
-struct signature_of<void> {
-  using type = void(std::exception_ptr);
-};
-template <class F, class... Args>
-using submit_signature = typename signature_of<task_result_t<F, Args...>>::type;
-
-/// Runs `F` over a chunk of a map's input inside a worker: a function (so it
-/// needs no declaration as a task object) taking the callable as it crosses.
-template <class F, class T>
-std::vector<task_result_t<F, T>> map_chunk(callable_wire_t<F> wire, std::vector<T> items) {
-  const F fn = from_wire<F>(wire);
-  std::vector<task_result_t<F, T>> out;
-  out.reserve(items.size());
-  for (std::size_t i = 0; i < items.size(); ++i) {
-    out.push_back(std::invoke(fn, std::move(items[i])));
-  }
-  return out;
-}
-}  // namespace detail
 
 /// How async_shutdown treats work that is queued or running.
 enum class shutdown_mode {
