@@ -7,6 +7,7 @@
 #include <asio/any_io_executor.hpp>
 #include <asio/co_spawn.hpp>
 #include <asio/experimental/channel.hpp>
+#include <asio/io_context.hpp>
 #include <asio/use_awaitable.hpp>
 #include <cstdint>
 #include <map>
@@ -200,6 +201,8 @@ template <class Key, class Value>
 class manager {
  public:
   /// Forks the server. Throws std::system_error naming the failing call.
+  /// The same on `ctx`'s executor.
+  explicit manager(asio::io_context& ctx) : manager(asio::any_io_executor(ctx.get_executor())) {}
   explicit manager(const asio::any_io_executor& ex) {
     auto [client_end, server_end] = detail::make_manager_socket();
     server_.emplace(ex, &detail::manager_store<Key, Value>::serve, server_end.get());

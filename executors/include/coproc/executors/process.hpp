@@ -5,6 +5,7 @@
 #include <sys/types.h>
 
 #include <asio/any_io_executor.hpp>
+#include <asio/io_context.hpp>
 #include <functional>
 #include <memory>
 #include <optional>
@@ -78,6 +79,10 @@ class process {
           std::move(fn), detail::process_store<Args>(std::forward<Args>(args))...);
     }
   }
+  /// The same on `ctx`'s executor, as Asio's own I/O objects accept either.
+  template <class F, class... Args>
+  process(asio::io_context& ctx, F fn, Args&&... args)
+      : process(executor_type(ctx.get_executor()), std::move(fn), std::forward<Args>(args)...) {}
   process(process&&) noexcept = default;
   process& operator=(process&&) noexcept = default;
   process(const process&) = delete;

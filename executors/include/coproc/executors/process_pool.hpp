@@ -6,6 +6,7 @@
 #include <asio/awaitable.hpp>
 #include <asio/bind_executor.hpp>
 #include <asio/experimental/awaitable_operators.hpp>
+#include <asio/io_context.hpp>
 #include <asio/redirect_error.hpp>
 #include <asio/steady_timer.hpp>
 #include <asio/this_coro.hpp>
@@ -56,6 +57,9 @@ class process_pool {
   /// Forks the zygote and starts `options.workers` workers.
   /// Throws std::system_error naming the failing system call.
   process_pool(const executor_type& ex, pool_options options = {});
+  /// The same on `ctx`'s executor, as Asio's own I/O objects accept either.
+  explicit process_pool(asio::io_context& ctx, pool_options options = {})
+      : process_pool(executor_type(ctx.get_executor()), std::move(options)) {}
   process_pool(const process_pool&) = delete;
   process_pool& operator=(const process_pool&) = delete;
   /// Kills every worker and the zygote and reaps them; operations still

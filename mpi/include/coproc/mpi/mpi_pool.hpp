@@ -15,6 +15,7 @@
 #include <asio/cancellation_type.hpp>
 #include <asio/executor_work_guard.hpp>
 #include <asio/experimental/awaitable_operators.hpp>
+#include <asio/io_context.hpp>
 #include <asio/post.hpp>
 #include <asio/redirect_error.hpp>
 #include <asio/steady_timer.hpp>
@@ -107,6 +108,9 @@ class mpi_pool {
   /// errc::pool_stopped when the job has a single rank or another mpi_pool
   /// is open.
   explicit mpi_pool(const executor_type& ex, pool_options options = {}, mpi_options mpi = {});
+  /// The same on `ctx`'s executor.
+  explicit mpi_pool(asio::io_context& ctx, pool_options options = {}, mpi_options mpi = {})
+      : mpi_pool(executor_type(ctx.get_executor()), std::move(options), std::move(mpi)) {}
   mpi_pool(const mpi_pool&) = delete;
   mpi_pool& operator=(const mpi_pool&) = delete;
   /// Closes the session: pending operations complete with
