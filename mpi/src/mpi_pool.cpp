@@ -24,6 +24,7 @@
 #include <thread>
 
 #include "coproc/ipc/remote_error.hpp"
+#include "coproc/mpi/detail/mpi_testing.hpp"
 #include "coproc/mpi/mpi_pool.hpp"
 #include "coproc/runtime/errc.hpp"
 

@@ -30,6 +30,7 @@
 #include <vector>
 
 #include "coproc/ipc/remote_error.hpp"
+#include "coproc/mpi/detail/mpi_testing.hpp"
 #include "coproc/mpi/mpi_pool.hpp"
 
 namespace {

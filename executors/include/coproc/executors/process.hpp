@@ -10,6 +10,8 @@
 #include <asio/async_result.hpp>
 #include <asio/bind_cancellation_slot.hpp>
 #include <asio/bind_executor.hpp>
+#include <asio/io_context.hpp>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <stdexcept>
@@ -18,50 +20,32 @@
 #include <utility>
 
 #include "coproc/executors/detail/callable.hpp"
+#include "coproc/executors/detail/process_body.hpp"
+#include "coproc/executors/detail/task_checks.hpp"
 #include "coproc/ipc/codec.hpp"
 #include "coproc/runtime/child_process.hpp"
 #include "coproc/runtime/exit_status.hpp"
 
 namespace coproc {
-namespace detail {
-
-/// What a started child runs; type-erased so process is not a template.
-struct process_body {
-  virtual ~process_body() = default;
-  virtual void run() = 0;
-};
-
-template <class F, class... Args>
-struct process_body_impl final : process_body {
-  template <class G, class... A>
-  explicit process_body_impl(G&& g, A&&... a)
-      : fn(std::forward<G>(g)), args(std::forward<A>(a)...) {}
-  void run() override { std::apply(fn, std::move(args)); }
-
-  F fn;
-  std::tuple<Args...> args;
-};
-
-/// Forks; the child dies with this thread (PR_SET_PDEATHSIG + getppid check),
-/// runs body.run() and leaves with _exit(0), or _exit(1) after printing an
-/// uncaught exception to stderr.
-child_process fork_process(process_body& body);
-
-/// ECHILD from a join, renamed after its cause (SIGCHLD ignored, or reaped
-/// by another wait); any other code unchanged.
-std::error_code join_error(std::error_code ec) noexcept;
-
-}  // namespace detail
 
 /// A child process running `fn(args...)` (Python's multiprocessing.Process
 /// with the fork start method): construct, then start().
 ///
-/// The callable follows the pool's rules (a function, a captureless lambda, a
-/// stateless or trivially copyable function object) and the arguments must be
-/// codable: the same code could run in a spawned (exec) child later. With fork
-/// the child shares the parent's memory image, so it calls fn(args...) on its
-/// own copy of the arguments directly (nothing is encoded); a return value is
-/// ignored (Python's shape: the exit code says how it went).
+/// The callable follows the pool's rules (a function, a member pointer, a
+/// captureless lambda, a declared task object; a lambda with captures is
+/// refused at compile time: see coproc/executors/task_object.hpp), so the same
+/// code could run in a spawned (exec) child later. Arguments are codable
+/// values, or shared objects: a queue, joinable_queue, connection, sync
+/// primitive, shared value or array, shared_memory, or a manager proxy, passed
+/// as a named object and taken as `T&` by the function (the child reaches the
+/// same object through its copy of the handle; coproc/ipc/process_shared.hpp):
+///
+///     void consume(coproc::queue<int>& q, int n) { ... q.get() ... }
+///     coproc::process p(ex, consume, q, 100);
+///
+/// With fork the child shares the parent's memory image, so it calls
+/// fn(args...) on its own copy of the arguments directly (nothing is encoded);
+/// a return value is ignored (Python's shape: the exit code says how it went).
 ///
 /// The child:
 /// - dies with the thread that called start() (PR_SET_PDEATHSIG(SIGKILL), then
@@ -95,11 +79,15 @@ class process {
   /// @param ex the executor whose io_context runs async_join.
   template <class F, class... Args>
   process(const executor_type& ex, F fn, Args&&... args) : ex_(ex) {
-    detail::check_callable<F>();
-    (detail::check_codable<detail::wire_t<Args>>(), ...);
-    body_ = std::make_unique<detail::process_body_impl<F, detail::wire_t<Args>...>>(
-        std::move(fn), std::forward<Args>(args)...);
+    if constexpr (detail::check_process<F, Args...>()) {
+      body_ = std::make_unique<detail::process_body_impl<F, detail::process_stored_t<Args>...>>(
+          std::move(fn), detail::process_store<Args>(std::forward<Args>(args))...);
+    }
   }
+  /// The same on `ctx`'s executor, as Asio's own I/O objects accept either.
+  template <class F, class... Args>
+  process(asio::io_context& ctx, F fn, Args&&... args)
+      : process(executor_type(ctx.get_executor()), std::move(fn), std::forward<Args>(args)...) {}
   process(process&&) noexcept = default;
   process& operator=(process&&) noexcept = default;
   process(const process&) = delete;

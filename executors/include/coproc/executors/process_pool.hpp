@@ -6,6 +6,7 @@
 #include <asio/awaitable.hpp>
 #include <asio/bind_executor.hpp>
 #include <asio/experimental/awaitable_operators.hpp>
+#include <asio/io_context.hpp>
 #include <asio/redirect_error.hpp>
 #include <asio/steady_timer.hpp>
 #include <asio/this_coro.hpp>
@@ -24,76 +25,14 @@
 
 #include "coproc/executors/detail/callable.hpp"
 #include "coproc/executors/detail/pool_algorithms.hpp"
+#include "coproc/executors/detail/submit_support.hpp"
+#include "coproc/executors/detail/task_checks.hpp"
 #include "coproc/executors/detail/task_op.hpp"
 #include "coproc/executors/pool_options.hpp"
 #include "coproc/executors/pool_stats.hpp"
 #include "coproc/executors/result_stream.hpp"
 
 namespace coproc {
-
-namespace detail {
-class pool_core;
-
-/// Splits `args..., token` into the arguments and the token (Asio puts the
-/// completion token last; a parameter pack cannot be followed by one).
-template <class... Ts>
-decltype(auto) last_of(Ts&&... ts) {
-  return std::get<sizeof...(Ts) - 1>(std::forward_as_tuple(std::forward<Ts>(ts)...));
-}
-template <std::size_t... I, class... Ts>
-auto all_but_last(std::index_sequence<I...>, Ts&&... ts) {
-  [[maybe_unused]] auto all = std::forward_as_tuple(std::forward<Ts>(ts)...);
-  return std::tuple<wire_t<std::tuple_element_t<I, std::tuple<Ts...>>>...>(
-      std::get<I>(std::move(all))...);
-}
-
-template <class R>
-struct signature_of {
-  using type = void(std::exception_ptr, R);
-};
-template <>
-struct signature_of<void> {
-  using type = void(std::exception_ptr);
-};
-template <class F, class... Args>
-using submit_signature = typename signature_of<task_result_t<F, Args...>>::type;
-
-/// Runs `f` over a chunk of a map's input inside a worker. A function pointer
-/// travels as its code offset, like every other code identity, so the chunk
-/// stays valid in a process that is not a fork of this one.
-template <class F, class T>
-struct map_chunk {
-  std::conditional_t<function_pointer<F>, std::int64_t, F> f;
-
-  static map_chunk of(F fn) {
-    if constexpr (function_pointer<F>) {
-      return {code_offset(reinterpret_cast<const void*>(fn))};
-    } else {
-      return {fn};
-    }
-  }
-
-  auto operator()(const std::vector<T>& items) const {
-    using R = task_result_t<F, T>;
-    F fn = callable();
-    std::vector<R> out;
-    out.reserve(items.size());
-    for (const T& item : items) {
-      out.push_back(fn(item));
-    }
-    return out;
-  }
-
- private:
-  F callable() const {
-    if constexpr (function_pointer<F>) {
-      return reinterpret_cast<F>(const_cast<void*>(checked_code_address(f)));
-    } else {
-      return f;
-    }
-  }
-};
-}  // namespace detail
 
 /// How async_shutdown treats work that is queued or running.
 enum class shutdown_mode {
@@ -133,6 +72,9 @@ class process_pool {
   /// Throws std::system_error naming the failing system call, and
   /// std::invalid_argument for `options.workers == 0`.
   process_pool(const executor_type& ex, pool_options options = {});
+  /// The same on `ctx`'s executor, as Asio's own I/O objects accept either.
+  explicit process_pool(asio::io_context& ctx, pool_options options = {})
+      : process_pool(executor_type(ctx.get_executor()), std::move(options)) {}
   process_pool(const process_pool&) = delete;
   process_pool& operator=(const process_pool&) = delete;
   /// Kills every worker and the zygote and reaps them; operations still
@@ -156,8 +98,11 @@ class process_pool {
   /// Waiting: pool_options::task_timeout bounds a running task,
   /// pool_options::start_timeout the wait for a worker to start; a pool that
   /// can no longer start workers fails its tasks with errc::pool_broken.
-  /// Callables: functions, captureless lambdas, stateless or trivially copyable
-  /// function objects. Arguments and results: any coproc::codable type.
+  /// Callables: functions, member pointers (the object is the first argument,
+  /// as for std::invoke), captureless lambdas, stateless function objects and
+  /// declared task objects (coproc/executors/task_object.hpp). Lambdas with
+  /// captures are refused at compile time: pass the data as arguments.
+  /// Arguments and results: any coproc::codable type.
   template <class F, class... Ts>
   auto async_submit(F fn, Ts&&... args_and_token) {
     static_assert(sizeof...(Ts) >= 1, "coproc: async_submit takes a completion token last");
@@ -195,8 +140,7 @@ class process_pool {
   /// the worker is killed and replaced) and map throws std::system_error with
   /// asio::error::operation_aborted.
   template <class F, std::ranges::input_range Range>
-  auto map(F fn, Range&& items, std::size_t chunk_size = 0)
-      -> asio::awaitable<std::vector<detail::task_result_t<F, std::ranges::range_value_t<Range>>>>;
+  auto map(F fn, Range&& items, std::size_t chunk_size = 0);
 
   /// Applies `fn` to every element of `items`, one task per element, keeping
   /// at most `window` tasks in flight (0: twice the worker count), and yields
@@ -204,8 +148,7 @@ class process_pool {
   /// tasks are submitted at once, before the first next().
   /// `while (auto r = co_await s.next()) { r->index; r->get(); }`
   template <class F, std::ranges::input_range Range>
-  auto map_unordered(F fn, Range&& items, std::size_t window = 0)
-      -> result_stream<detail::task_result_t<F, std::ranges::range_value_t<Range>>>;
+  auto map_unordered(F fn, Range&& items, std::size_t window = 0);
 
   /// Stops accepting work, then drains or cancels what was accepted, then
   /// stops the workers and the zygote.
@@ -241,8 +184,7 @@ class process_pool {
   auto async_submit_tuple(F fn, Args args, Token&& token);
 
   template <class F, class... W>
-  auto submit_for_values(std::chrono::steady_clock::duration timeout, F fn, W... args)
-      -> asio::awaitable<detail::task_result_t<F, W...>>;
+  auto submit_for_values(std::chrono::steady_clock::duration timeout, F fn, W... args);
 
   void start(detail::task_op* op);
   void start_shutdown(shutdown_mode mode, std::function<void()> done);
@@ -258,53 +200,58 @@ auto process_pool::async_submit_tuple(F fn, Args args, Token&& token) {
       [&]<class... A>(A&&... a) {
         using tuple_t = std::tuple<std::decay_t<A>...>;
         return [&]<class... W>(std::tuple<W...>*) {
-          detail::check_callable<F>();
-          static_assert((coproc::codable<W> && ...),
-                        "coproc: every argument must be codable (see coproc/ipc/codec.hpp)");
-          using R = detail::task_result_t<F, W...>;
-          static_assert(std::is_void_v<R> || coproc::codable<R>,
-                        "coproc: the callable's result must be codable");
-          static_assert(std::is_void_v<R> || std::is_default_constructible_v<R>,
-                        "coproc: the result type must be default-constructible");
-          return asio::async_initiate<Token, detail::submit_signature<F, W...>>(
-              [this](auto handler, F f, tuple_t a) {
-                using op_t = detail::submit_op<F, std::decay_t<decltype(handler)>, W...>;
-                auto* op = new op_t(ex_, std::move(f), std::move(a), std::move(handler));
-                start(op);
-              },
-              token, std::move(fn), tuple_t(std::forward<A>(a)...));
+          if constexpr (!detail::check_task<F, W...>()) {
+            // The check reported the mistake; a placeholder keeps the caller's
+            // code compiling so that it is the only error.
+            return asio::async_initiate<Token,
+                                        void(std::exception_ptr, detail::result_or_int_t<F, W...>)>(
+                [](auto&&...) {}, token);
+          } else {
+            return asio::async_initiate<Token, detail::submit_signature<F, W...>>(
+                [this](auto handler, F f, tuple_t task_args) {
+                  using op_t = detail::submit_op<F, std::decay_t<decltype(handler)>, W...>;
+                  auto* op = new op_t(ex_, std::move(f), std::move(task_args), std::move(handler));
+                  start(op);
+                },
+                token, std::move(fn), tuple_t(std::forward<A>(a)...));
+          }
         }(static_cast<tuple_t*>(nullptr));
       },
       std::move(args));
 }
 
 template <class F, class... W>
-auto process_pool::submit_for_values(std::chrono::steady_clock::duration timeout, F fn, W... args)
-    -> asio::awaitable<detail::task_result_t<F, W...>> {
-  // The loser of the race is cancelled: a running task's worker is killed.
-  return detail::submit_within(*this, timeout, "process_pool: per-call deadline passed",
-                               std::move(fn), std::move(args)...);
+auto process_pool::submit_for_values(std::chrono::steady_clock::duration timeout, F fn, W... args) {
+  if constexpr (!detail::check_task<F, W...>()) {
+    return asio::awaitable<detail::result_or_int_t<F, W...>>{};  // the check reported it
+  } else {
+    // The loser of the race is cancelled: a running task's worker is killed.
+    return detail::submit_within(*this, timeout, "process_pool: per-call deadline passed",
+                                 std::move(fn), std::move(args)...);
+  }
 }
 
 template <class F, std::ranges::input_range Range>
-auto process_pool::map(F fn, Range&& items, std::size_t chunk_size)
-    -> asio::awaitable<std::vector<detail::task_result_t<F, std::ranges::range_value_t<Range>>>> {
+auto process_pool::map(F fn, Range&& items, std::size_t chunk_size) {
   using T = std::ranges::range_value_t<Range>;
-  detail::check_callable<F>();
-  return detail::ordered_map<detail::task_result_t<F, T>>(
-      *this, detail::map_chunk<F, T>::of(fn), detail::collect(std::forward<Range>(items)),
-      chunk_size);
+  if constexpr (!detail::check_map_task<F, T>()) {
+    return asio::awaitable<std::vector<detail::result_or_int_t<F, T>>>{};
+  } else {
+    return detail::ordered_map<detail::task_result_t<F, T>>(
+        *this, &detail::map_chunk<F, T>, detail::to_wire(fn),
+        detail::collect(std::forward<Range>(items)), chunk_size);
+  }
 }
 
 template <class F, std::ranges::input_range Range>
-auto process_pool::map_unordered(F fn, Range&& items, std::size_t window)
-    -> result_stream<detail::task_result_t<F, std::ranges::range_value_t<Range>>> {
+auto process_pool::map_unordered(F fn, Range&& items, std::size_t window) {
   using T = std::ranges::range_value_t<Range>;
-  using R = detail::task_result_t<F, T>;
-  static_assert(!std::is_void_v<R>, "coproc: map_unordered needs a callable that returns a value");
-  detail::check_callable<F>();
-  return detail::unordered_map<R>(*this, fn, detail::collect(std::forward<Range>(items)), window,
-                                  ex_);
+  if constexpr (!detail::check_map_task<F, T>()) {
+    return result_stream<detail::result_or_int_t<F, T>>(nullptr, 0, 0);
+  } else {
+    return detail::unordered_map<detail::task_result_t<F, T>>(
+        *this, fn, detail::collect(std::forward<Range>(items)), window, ex_);
+  }
 }
 
 template <class Token>

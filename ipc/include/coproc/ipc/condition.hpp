@@ -11,6 +11,7 @@
 #include "coproc/ipc/detail/futex_async_loop.hpp"
 #include "coproc/ipc/detail/sync_state.hpp"
 #include "coproc/ipc/lock.hpp"
+#include "coproc/ipc/process_shared.hpp"
 #include "coproc/ipc/shared_memory.hpp"
 
 namespace coproc {
@@ -195,5 +196,9 @@ class condition {
   coproc::lock* lock_;
   detail::state_holder<detail::condition_state> state_;
 };
+
+/// Handed to a coproc::process child by reference (coproc/ipc/process_shared.hpp).
+template <>
+inline constexpr bool is_process_shared_v<condition> = true;
 
 }  // namespace coproc

@@ -8,6 +8,7 @@
 
 #include "coproc/ipc/detail/futex_async_loop.hpp"
 #include "coproc/ipc/detail/sync_state.hpp"
+#include "coproc/ipc/process_shared.hpp"
 #include "coproc/ipc/shared_memory.hpp"
 
 namespace coproc {
@@ -141,5 +142,9 @@ class event {
 
   detail::state_holder<detail::event_state> state_;
 };
+
+/// Handed to a coproc::process child by reference (coproc/ipc/process_shared.hpp).
+template <>
+inline constexpr bool is_process_shared_v<event> = true;
 
 }  // namespace coproc

@@ -17,6 +17,7 @@
 
 #include "coproc/ipc/detail/futex_async_loop.hpp"
 #include "coproc/ipc/detail/sync_state.hpp"
+#include "coproc/ipc/process_shared.hpp"
 #include "coproc/ipc/queue.hpp"
 #include "coproc/runtime/detail/futex.hpp"
 
@@ -319,5 +320,9 @@ class joinable_queue {
   queue<T> q_;
   detail::state_holder<detail::joinable_state> count_;
 };
+
+/// Handed to a coproc::process child by reference (coproc/ipc/process_shared.hpp).
+template <class T>
+inline constexpr bool is_process_shared_v<joinable_queue<T>> = true;
 
 }  // namespace coproc

@@ -8,6 +8,7 @@
 
 #include "coproc/ipc/detail/futex_async_loop.hpp"
 #include "coproc/ipc/detail/sync_state.hpp"
+#include "coproc/ipc/process_shared.hpp"
 #include "coproc/ipc/shared_memory.hpp"
 
 namespace coproc {
@@ -134,5 +135,9 @@ class process_lock {
 
 /// Python's multiprocessing.Lock; see process_lock.
 using lock = process_lock;
+
+/// Handed to a coproc::process child by reference (coproc/ipc/process_shared.hpp).
+template <>
+inline constexpr bool is_process_shared_v<process_lock> = true;
 
 }  // namespace coproc

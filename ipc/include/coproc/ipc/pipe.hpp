@@ -18,6 +18,7 @@
 
 #include "coproc/ipc/codec.hpp"
 #include "coproc/ipc/detail/connection_core.hpp"
+#include "coproc/ipc/process_shared.hpp"
 #include "coproc/runtime/unique_fd.hpp"
 
 namespace coproc {
@@ -370,5 +371,9 @@ class connection {
 /// Throws std::system_error naming pipe2.
 std::pair<connection, connection> make_connection_pair(const asio::any_io_executor& ex,
                                                        connection_options options = {});
+
+/// Handed to a coproc::process child by reference (coproc/ipc/process_shared.hpp).
+template <>
+inline constexpr bool is_process_shared_v<connection> = true;
 
 }  // namespace coproc

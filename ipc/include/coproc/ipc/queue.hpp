@@ -20,6 +20,7 @@
 #include "coproc/ipc/detail/futex_async_loop.hpp"
 #include "coproc/ipc/detail/queue_state.hpp"
 #include "coproc/ipc/detail/sync_state.hpp"
+#include "coproc/ipc/process_shared.hpp"
 #include "coproc/ipc/shm_ring.hpp"
 #include "coproc/runtime/errc.hpp"
 #include "coproc/runtime/mapped_region.hpp"
@@ -620,7 +621,7 @@ class queue {
   };
 
   struct put_machine : machine_base {
-    put_machine(queue* q, T v) : machine_base{q}, value(std::move(v)) {}
+    put_machine(queue* owner, T v) : machine_base{owner}, value(std::move(v)) {}
     T value;
     std::size_t n = 0;
     bool sized = false;
@@ -664,7 +665,7 @@ class queue {
 
   template <class Out>
   struct get_machine : machine_base {
-    get_machine(queue* q, std::size_t m) : machine_base{q}, max(m) {}
+    get_machine(queue* owner, std::size_t m) : machine_base{owner}, max(m) {}
     Out out;
     std::size_t max;
 
@@ -719,5 +720,9 @@ class queue {
   std::uint64_t cached_head_ = 0;  // consumers' last view of head
   std::uint64_t last_tail_ = 0;    // tail after this process's last get
 };
+
+/// Handed to a coproc::process child by reference (coproc/ipc/process_shared.hpp).
+template <class T>
+inline constexpr bool is_process_shared_v<queue<T>> = true;
 
 }  // namespace coproc

@@ -9,6 +9,7 @@
 
 #include "coproc/ipc/detail/futex_async_loop.hpp"
 #include "coproc/ipc/detail/sync_state.hpp"
+#include "coproc/ipc/process_shared.hpp"
 #include "coproc/ipc/shared_memory.hpp"
 
 namespace coproc {
@@ -52,7 +53,7 @@ class semaphore {
 
   /// State at `offset` in `seg` (see coproc::lock); `value` is used by create.
   semaphore(shared_memory& seg, std::size_t offset, shm_init init, std::uint32_t value = 1)
-      : state_(seg, offset, init, value, 0) {}
+      : state_(seg, offset, init, value, std::uint32_t{0}) {}
 
   semaphore(const semaphore&) = delete;
   semaphore& operator=(const semaphore&) = delete;
@@ -170,5 +171,11 @@ class bounded_semaphore : public semaphore {
  public:
   explicit bounded_semaphore(std::uint32_t value = 1) : semaphore(value, value) {}
 };
+
+/// Handed to a coproc::process child by reference (coproc/ipc/process_shared.hpp).
+template <>
+inline constexpr bool is_process_shared_v<semaphore> = true;
+template <>
+inline constexpr bool is_process_shared_v<bounded_semaphore> = true;
 
 }  // namespace coproc

@@ -10,6 +10,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "coproc/ipc/process_shared.hpp"
 #include "coproc/ipc/shared_value.hpp"
 
 namespace coproc {
@@ -122,5 +123,9 @@ class shared_array {
   T* data_;
   std::size_t size_;
 };
+
+/// Handed to a coproc::process child by reference (coproc/ipc/process_shared.hpp).
+template <class T, class Lock>
+inline constexpr bool is_process_shared_v<shared_array<T, Lock>> = true;
 
 }  // namespace coproc

@@ -10,6 +10,7 @@
 #include <stdexcept>
 #include <utility>
 
+#include "coproc/ipc/process_shared.hpp"
 #include "coproc/runtime/detail/system_error.hpp"
 #include "coproc/runtime/mapped_region.hpp"
 #include "coproc/runtime/unique_fd.hpp"
@@ -66,5 +67,9 @@ class shared_memory {
   explicit shared_memory(mapped_region r) noexcept : region_(std::move(r)) {}
   mapped_region region_;
 };
+
+/// Handed to a coproc::process child by reference (coproc/ipc/process_shared.hpp).
+template <>
+inline constexpr bool is_process_shared_v<shared_memory> = true;
 
 }  // namespace coproc

@@ -8,6 +8,7 @@
 #include <type_traits>
 
 #include "coproc/ipc/lock.hpp"
+#include "coproc/ipc/process_shared.hpp"
 #include "coproc/ipc/recursive_lock.hpp"
 #include "coproc/ipc/shared_memory.hpp"
 #include "coproc/runtime/mapped_region.hpp"
@@ -152,5 +153,9 @@ class shared_value {
   mutable detail::lock_slot<Lock> lock_;
   T* value_;
 };
+
+/// Handed to a coproc::process child by reference (coproc/ipc/process_shared.hpp).
+template <class T, class Lock>
+inline constexpr bool is_process_shared_v<shared_value<T, Lock>> = true;
 
 }  // namespace coproc

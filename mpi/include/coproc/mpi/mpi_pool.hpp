@@ -15,6 +15,7 @@
 #include <asio/cancellation_type.hpp>
 #include <asio/executor_work_guard.hpp>
 #include <asio/experimental/awaitable_operators.hpp>
+#include <asio/io_context.hpp>
 #include <asio/post.hpp>
 #include <asio/redirect_error.hpp>
 #include <asio/steady_timer.hpp>
@@ -35,87 +36,16 @@
 #include <vector>
 
 #include "coproc/executors/detail/callable.hpp"
+#include "coproc/executors/detail/task_checks.hpp"
 #include "coproc/executors/detail/task_op.hpp"
 #include "coproc/executors/pool_options.hpp"
 #include "coproc/executors/pool_stats.hpp"
 #include "coproc/executors/process_pool.hpp"
 #include "coproc/executors/result_stream.hpp"
+#include "coproc/mpi/detail/mpi_support.hpp"
 #include "coproc/mpi/mpi_options.hpp"
 
 namespace coproc {
-
-namespace detail {
-
-/// A fresh task id (process-wide, never reused, so a late result of a task
-/// from an earlier pool can never be taken for another task).
-std::uint64_t mpi_next_id() noexcept;
-/// Cancels task `id` of the open mpi_pool (no effect when it already finished).
-void mpi_cancel(std::uint64_t id);
-/// Whether `p` lies in an executable segment of the main program: only such
-/// code has the same offset from image_anchor in every rank.
-bool mpi_code_in_image(const void* p) noexcept;
-/// image_anchor's offset from the start of the main program's first code segment.
-std::int64_t mpi_anchor_offset() noexcept;
-/// Test hook: the build id rank 0 announces (empty: the real one).
-void mpi_set_build_id_for_testing(std::string id);
-/// The GNU build id of this process's executable, as hex.
-const std::string& mpi_build_id();
-
-/// Wraps a submit handler so that the pool, not submit_op, owns its
-/// cancellation slot: the slot is cleared on the handler's executor just
-/// before the handler runs.
-template <class H>
-class mpi_handler {
- public:
-  using executor_type = asio::associated_executor_t<H, asio::any_io_executor>;
-
-  mpi_handler(H h, const asio::any_io_executor& ex)
-      : ex_(asio::get_associated_executor(h, ex)),
-        slot_(asio::get_associated_cancellation_slot(h)),
-        h_(std::move(h)) {}
-
-  executor_type get_executor() const noexcept { return ex_; }
-
-  template <class... A>
-  void operator()(A&&... a) {
-    if (slot_.is_connected()) {
-      slot_.clear();
-    }
-    std::move(h_)(std::forward<A>(a)...);
-  }
-
- private:
-  executor_type ex_;
-  asio::associated_cancellation_slot_t<H> slot_;
-  H h_;
-};
-
-/// map's chunk task when the callable is a function pointer: the pointer
-/// travels as its offset from image_anchor (detail::map_chunk would copy the
-/// raw address, which means nothing in another exec).
-template <class F, class T>
-struct mpi_map_chunk {
-  std::int64_t offset;
-  auto operator()(const std::vector<T>& items) const {
-    const void* code = code_address(offset);
-    if (!mpi_code_in_image(code)) {
-      throw std::system_error(coproc::errc::function_mismatch,
-                              "mpi_pool: map's function is outside the executable");
-    }
-    return map_chunk<F, T>::of(reinterpret_cast<F>(const_cast<void*>(code)))(items);
-  }
-};
-
-template <class F, class T>
-auto mpi_chunk_task(F fn) {
-  if constexpr (function_pointer<F>) {
-    return mpi_map_chunk<F, T>{code_offset(reinterpret_cast<const void*>(fn))};
-  } else {
-    return map_chunk<F, T>::of(fn);
-  }
-}
-
-}  // namespace detail
 
 /// The process_pool interface (submit, async_submit, map, map_unordered,
 /// async_shutdown, stats) over the ranks of an MPI job: rank 0 submits, ranks
@@ -134,8 +64,7 @@ auto mpi_chunk_task(F fn) {
 ///
 /// Callables: as for process_pool, but a function pointer must point into
 /// the main executable (not a shared library): its offset is what travels.
-/// A trivially copyable functor travels byte for byte, so it must not hold
-/// pointers (a captured function pointer would be a raw address of rank 0).
+/// A declared task object travels through the codec (its members are values).
 ///
 /// Options: the constructor takes process_pool's coproc::pool_options, so a
 /// program switches executors by changing the type it constructs. Applied:
@@ -179,6 +108,9 @@ class mpi_pool {
   /// errc::pool_stopped when the job has a single rank or another mpi_pool
   /// is open.
   explicit mpi_pool(const executor_type& ex, pool_options options = {}, mpi_options mpi = {});
+  /// The same on `ctx`'s executor.
+  explicit mpi_pool(asio::io_context& ctx, pool_options options = {}, mpi_options mpi = {})
+      : mpi_pool(executor_type(ctx.get_executor()), std::move(options), std::move(mpi)) {}
   mpi_pool(const mpi_pool&) = delete;
   mpi_pool& operator=(const mpi_pool&) = delete;
   /// Closes the session: pending operations complete with
@@ -233,14 +165,12 @@ class mpi_pool {
   /// results in input order, in chunks (automatic size, or `chunk_size`).
   /// Throws the first failing chunk's exception.
   template <class F, std::ranges::input_range Range>
-  auto map(F fn, const Range& items, std::size_t chunk_size = 0)
-      -> asio::awaitable<std::vector<detail::task_result_t<F, std::ranges::range_value_t<Range>>>>;
+  auto map(F fn, const Range& items, std::size_t chunk_size = 0);
 
   /// One task per element, at most `window` in flight (0: twice the rank
   /// count), results as they complete: see process_pool::map_unordered.
   template <class F, std::ranges::input_range Range>
-  auto map_unordered(F fn, const Range& items, std::size_t window = 0)
-      -> result_stream<detail::task_result_t<F, std::ranges::range_value_t<Range>>>;
+  auto map_unordered(F fn, const Range& items, std::size_t window = 0);
 
   /// Stops accepting work, then drains or cancels (shutdown_mode::cancel:
   /// queued and sent tasks fail with errc::pool_stopped; ranks finish what
@@ -261,8 +191,7 @@ class mpi_pool {
   auto async_submit_tuple(F fn, Args args, Token&& token);
 
   template <class F, class... W>
-  auto submit_for_values(std::chrono::steady_clock::duration timeout, F fn, W... args)
-      -> asio::awaitable<detail::task_result_t<F, W...>>;
+  auto submit_for_values(std::chrono::steady_clock::duration timeout, F fn, W... args);
 
   void start(detail::task_op* op);
   void start_shutdown(shutdown_mode mode, std::function<void()> done);
@@ -277,72 +206,79 @@ auto mpi_pool::async_submit_tuple(F fn, Args args, Token&& token) {
       [&]<class... A>(A&&... a) {
         using tuple_t = std::tuple<std::decay_t<A>...>;
         return [&]<class... W>(std::tuple<W...>*) {
-          detail::check_callable<F>();
-          static_assert((coproc::codable<W> && ...),
-                        "coproc: every argument must be codable (see coproc/ipc/codec.hpp)");
-          using R = detail::task_result_t<F, W...>;
-          static_assert(std::is_void_v<R> || coproc::codable<R>,
-                        "coproc: the callable's result must be codable");
-          static_assert(std::is_void_v<R> || std::is_default_constructible_v<R>,
-                        "coproc: the result type must be default-constructible");
-          return asio::async_initiate<Token, detail::submit_signature<F, W...>>(
-              [this](auto handler, F f, tuple_t a) {
-                using handler_t = std::decay_t<decltype(handler)>;
-                using op_t = detail::submit_op<F, detail::mpi_handler<handler_t>, W...>;
-                auto slot = asio::get_associated_cancellation_slot(handler);
-                bool code_ok = true;
-                if constexpr (detail::function_pointer<F>) {
-                  code_ok = detail::mpi_code_in_image(reinterpret_cast<const void*>(f));
-                }
-                auto* op = new op_t(ex_, std::move(f), std::move(a),
-                                    detail::mpi_handler<handler_t>(std::move(handler), ex_));
-                op->id = detail::mpi_next_id();
-                if (!code_ok) {
-                  op->fail(std::make_exception_ptr(
-                      std::system_error(coproc::errc::function_mismatch,
-                                        "mpi_pool: the function is not in the main executable")));
-                  return;
-                }
-                if (slot.is_connected()) {
-                  slot.assign([id = op->id](asio::cancellation_type) { detail::mpi_cancel(id); });
-                }
-                start(op);
-              },
-              token, std::move(fn), tuple_t(std::forward<A>(a)...));
+          if constexpr (!detail::check_task<F, W...>()) {
+            return asio::async_initiate<Token,
+                                        void(std::exception_ptr, detail::result_or_int_t<F, W...>)>(
+                [](auto&&...) {}, token);  // the check reported the mistake
+          } else {
+            return asio::async_initiate<Token, detail::submit_signature<F, W...>>(
+                [this](auto handler, F f, tuple_t task_args) {
+                  using handler_t = std::decay_t<decltype(handler)>;
+                  using op_t = detail::submit_op<F, detail::mpi_handler<handler_t>, W...>;
+                  auto slot = asio::get_associated_cancellation_slot(handler);
+                  bool code_ok = true;
+                  if constexpr (detail::function_pointer<F>) {
+                    code_ok = detail::mpi_code_in_image(reinterpret_cast<const void*>(f));
+                  } else if constexpr (detail::member_function_pointer<F>) {
+                    auto w = detail::to_wire(f);
+                    code_ok =
+                        w.is_address == 0 || detail::mpi_code_in_image(detail::code_address(w.ptr));
+                  }
+                  auto* op = new op_t(ex_, std::move(f), std::move(task_args),
+                                      detail::mpi_handler<handler_t>(std::move(handler), ex_));
+                  op->id = detail::mpi_next_id();
+                  if (!code_ok) {
+                    op->fail(std::make_exception_ptr(
+                        std::system_error(coproc::errc::function_mismatch,
+                                          "mpi_pool: the function is not in the main executable")));
+                    return;
+                  }
+                  if (slot.is_connected()) {
+                    slot.assign([id = op->id](asio::cancellation_type) { detail::mpi_cancel(id); });
+                  }
+                  start(op);
+                },
+                token, std::move(fn), tuple_t(std::forward<A>(a)...));
+          }
         }(static_cast<tuple_t*>(nullptr));
       },
       std::move(args));
 }
 
 template <class F, class... W>
-auto mpi_pool::submit_for_values(std::chrono::steady_clock::duration timeout, F fn, W... args)
-    -> asio::awaitable<detail::task_result_t<F, W...>> {
-  // The loser of the race is cancelled: a queued task is dropped, a sent
-  // task's result discarded.
-  return detail::submit_within(*this, timeout, "mpi_pool: per-call deadline passed", std::move(fn),
-                               std::move(args)...);
+auto mpi_pool::submit_for_values(std::chrono::steady_clock::duration timeout, F fn, W... args) {
+  if constexpr (!detail::check_task<F, W...>()) {
+    return asio::awaitable<detail::result_or_int_t<F, W...>>{};  // the check reported it
+  } else {
+    // The loser of the race is cancelled: a queued task is dropped, a sent
+    // task's result discarded.
+    return detail::submit_within(*this, timeout, "mpi_pool: per-call deadline passed",
+                                 std::move(fn), std::move(args)...);
+  }
 }
 
 // map and map_unordered are process_pool's (detail/pool_algorithms.hpp) with the MPI chunk task.
 template <class F, std::ranges::input_range Range>
-auto mpi_pool::map(F fn, const Range& items, std::size_t chunk_size)
-    -> asio::awaitable<std::vector<detail::task_result_t<F, std::ranges::range_value_t<Range>>>> {
+auto mpi_pool::map(F fn, const Range& items, std::size_t chunk_size) {
   using T = std::ranges::range_value_t<Range>;
-  detail::check_callable<F>();
-  return detail::ordered_map<detail::task_result_t<F, T>>(
-      *this, detail::mpi_chunk_task<F, T>(fn),
-      std::vector<T>(std::ranges::begin(items), std::ranges::end(items)), chunk_size);
+  if constexpr (!detail::check_map_task<F, T>()) {
+    return asio::awaitable<std::vector<detail::result_or_int_t<F, T>>>{};
+  } else {
+    return detail::ordered_map<detail::task_result_t<F, T>>(
+        *this, &detail::mpi_map_chunk<F, T>, detail::to_wire(fn),
+        std::vector<T>(std::ranges::begin(items), std::ranges::end(items)), chunk_size);
+  }
 }
 
 template <class F, std::ranges::input_range Range>
-auto mpi_pool::map_unordered(F fn, const Range& items, std::size_t window)
-    -> result_stream<detail::task_result_t<F, std::ranges::range_value_t<Range>>> {
+auto mpi_pool::map_unordered(F fn, const Range& items, std::size_t window) {
   using T = std::ranges::range_value_t<Range>;
-  using R = detail::task_result_t<F, T>;
-  static_assert(!std::is_void_v<R>, "coproc: map_unordered needs a callable that returns a value");
-  detail::check_callable<F>();
-  return detail::unordered_map<R>(
-      *this, fn, std::vector<T>(std::ranges::begin(items), std::ranges::end(items)), window);
+  if constexpr (!detail::check_map_task<F, T>()) {
+    return result_stream<detail::result_or_int_t<F, T>>(nullptr, 0, 0);
+  } else {
+    return detail::unordered_map<detail::task_result_t<F, T>>(
+        *this, fn, std::vector<T>(std::ranges::begin(items), std::ranges::end(items)), window);
+  }
 }
 
 template <class Token>

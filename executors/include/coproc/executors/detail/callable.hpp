@@ -4,18 +4,22 @@
 // A task names the code to run by its offset from an anchor function of this
 // binary, not by a raw address: forked workers share the parent's addresses,
 // and a later exec-based start method can resolve the same offset against the
-// same build. What the callable carries (a function pointer, or the bytes of
-// a trivially copyable functor) travels in the task body.
+// same build. What the callable carries (a code offset, a member pointer, or
+// a declared task object's encoding) travels in front of the task's arguments.
 
 #include <cstddef>
 #include <cstdint>
 #include <cstring>
+#include <functional>
+#include <new>
 #include <span>
 #include <string>
 #include <tuple>
 #include <type_traits>
 #include <utility>
+#include <variant>
 
+#include "coproc/executors/task_object.hpp"
 #include "coproc/ipc/codec.hpp"
 
 namespace coproc::detail {
@@ -61,57 +65,130 @@ template <class F>
 concept function_pointer = std::is_pointer_v<F> && std::is_function_v<std::remove_pointer_t<F>>;
 
 template <class F>
+concept member_function_pointer = std::is_member_function_pointer_v<F>;
+
+template <class F>
+concept member_data_pointer = std::is_member_object_pointer_v<F>;
+
+/// An empty class (a captureless lambda, a stateless function object): no
+/// state, so nothing of the caller's memory can travel with it.
+template <class F>
 concept stateless_callable =
     std::is_class_v<F> && std::is_empty_v<F> && std::is_default_constructible_v<F>;
 
+/// A function object with state whose type declares its members are values
+/// (coproc::enable_task_object, or a cereal serialization); it crosses
+/// through the codec like an argument.
 template <class F>
-concept copyable_functor = std::is_class_v<F> && std::is_trivially_copyable_v<F>;
+concept declared_task_object = std::is_class_v<F> && !stateless_callable<F> &&
+                               (coproc::enable_task_object<F> || has_cereal_functions_v<F>);
+
+/// Every callable a task may carry: see coproc/executors/task_object.hpp.
+template <class F>
+concept task_callable = function_pointer<F> || member_function_pointer<F> ||
+    member_data_pointer<F> || stateless_callable<F> || declared_task_object<F>;
+
+/// A member function pointer as it crosses. The Itanium C++ ABI (g++ and
+/// clang on Linux) stores {ptr, adj}: ptr is the function's address, or a
+/// vtable offset (+1) for a virtual function; on ARM the virtual flag is adj's
+/// low bit instead. An address is sent as its offset from image_anchor, like
+/// a function pointer; a vtable offset and adj are the same in every process.
+struct member_function_wire {
+  std::int64_t ptr = 0;
+  std::int64_t adj = 0;
+  std::uint8_t is_address = 0;
+};
 
 template <class F>
-constexpr bool valid_callable = function_pointer<F> || stateless_callable<F> || copyable_functor<F>;
-
-template <class F>
-constexpr void check_callable() {
-  static_assert(valid_callable<F>,
-                "coproc: a task's callable must be a function, a captureless lambda, a "
-                "stateless function object or a trivially copyable functor (by-value "
-                "captures only): it is rebuilt byte for byte in the worker process");
+constexpr bool member_function_pointer_is_itanium() {
+  return sizeof(F) == 2 * sizeof(std::intptr_t);
 }
 
-/// Bytes the callable itself takes in a task body.
+inline bool member_function_is_virtual(std::intptr_t ptr, std::intptr_t adj) noexcept {
+#if defined(__arm__) || defined(__aarch64__)
+  (void)ptr;
+  return (adj & 1) != 0;
+#else
+  (void)adj;
+  return (ptr & 1) != 0;
+#endif
+}
+
+/// The type a callable crosses as, in front of the task's arguments.
 template <class F>
-constexpr std::size_t callable_size() {
+struct callable_wire_of {
+  using type = F;  // a declared task object: itself, through the codec
+};
+template <function_pointer F>
+struct callable_wire_of<F> {
+  using type = std::int64_t;  // offset from image_anchor
+};
+template <member_function_pointer F>
+struct callable_wire_of<F> {
+  using type = member_function_wire;
+};
+template <member_data_pointer F>
+struct callable_wire_of<F> {
+  using type = std::ptrdiff_t;  // the member's offset, as the ABI stores it
+};
+template <stateless_callable F>
+struct callable_wire_of<F> {
+  using type = std::monostate;  // nothing: rebuilt by default construction
+};
+template <class F>
+using callable_wire_t = typename callable_wire_of<F>::type;
+
+template <class F>
+callable_wire_t<F> to_wire(const F& f) {
   if constexpr (function_pointer<F>) {
-    return sizeof(std::int64_t);
+    return code_offset(reinterpret_cast<const void*>(f));
+  } else if constexpr (member_function_pointer<F>) {
+    static_assert(member_function_pointer_is_itanium<F>(),
+                  "coproc: member function pointers need the Itanium C++ ABI layout");
+    std::intptr_t raw[2];
+    std::memcpy(raw, &f, sizeof raw);
+    bool is_address = !member_function_is_virtual(raw[0], raw[1]) && raw[0] != 0;
+    return {is_address ? code_offset(reinterpret_cast<const void*>(raw[0])) : raw[0], raw[1],
+            static_cast<std::uint8_t>(is_address)};
+  } else if constexpr (member_data_pointer<F>) {
+    std::ptrdiff_t raw;
+    static_assert(sizeof(F) == sizeof raw, "coproc: unexpected member data pointer layout");
+    std::memcpy(&raw, &f, sizeof raw);
+    return raw;
   } else if constexpr (stateless_callable<F>) {
-    return 0;
+    return {};
   } else {
-    return sizeof(F);
+    return f;
   }
 }
 
+/// Rebuilds the callable in the worker; a code address is checked
+/// (checked_code_address) before it can be called.
 template <class F>
-void store_callable(std::byte* out, const F& f) {
+F from_wire(const callable_wire_t<F>& w) {
   if constexpr (function_pointer<F>) {
-    std::int64_t off = code_offset(reinterpret_cast<const void*>(f));
-    std::memcpy(out, &off, sizeof off);
-  } else if constexpr (!stateless_callable<F>) {
-    std::memcpy(out, &f, sizeof(F));
-  }
-}
-
-template <class F>
-F load_callable(const std::byte* in) {
-  if constexpr (function_pointer<F>) {
-    std::int64_t off;
-    std::memcpy(&off, in, sizeof off);
-    return reinterpret_cast<F>(const_cast<void*>(checked_code_address(off)));
+    return reinterpret_cast<F>(const_cast<void*>(checked_code_address(w)));
+  } else if constexpr (member_function_pointer<F>) {
+    if (w.is_address > 1) {
+      throw std::system_error(coproc::errc::frame_corrupt, "member function pointer flag");
+    }
+    std::intptr_t raw[2] = {static_cast<std::intptr_t>(w.ptr), static_cast<std::intptr_t>(w.adj)};
+    if (w.is_address != 0) {
+      raw[0] = reinterpret_cast<std::intptr_t>(checked_code_address(w.ptr));
+    } else if (raw[0] != 0 && !member_function_is_virtual(raw[0], raw[1])) {
+      throw std::system_error(coproc::errc::frame_corrupt, "member function pointer");
+    }
+    F f;
+    std::memcpy(&f, raw, sizeof raw);
+    return f;
+  } else if constexpr (member_data_pointer<F>) {
+    F f;
+    std::memcpy(&f, &w, sizeof f);
+    return f;
   } else if constexpr (stateless_callable<F>) {
     return F{};
   } else {
-    alignas(F) std::byte storage[sizeof(F)];
-    std::memcpy(storage, in, sizeof(F));
-    return *std::launder(reinterpret_cast<F*>(storage));
+    return w;
   }
 }
 
@@ -149,21 +226,23 @@ using thunk_fn = void (*)(std::span<const std::byte> body, result_writer& out);
 
 template <class F, class... Args>
 void run_task(std::span<const std::byte> body, result_writer& out) {
-  if (body.size() < callable_size<F>()) {
-    throw std::system_error(coproc::errc::frame_corrupt, "task body shorter than its callable");
-  }
-  F f = load_callable<F>(body.data());
-  coproc::decoder in(body.subspan(callable_size<F>()));
-  std::tuple<Args...> args{in.template decode<Args>()...};  // braces: left to right
+  coproc::decoder in(body);
+  // Braces: the callable, then the arguments, left to right.
+  std::tuple<callable_wire_t<F>, Args...> parts{in.template decode<callable_wire_t<F>>(),
+                                                in.template decode<Args>()...};
   if (in.remaining() != 0) {
     throw std::system_error(coproc::errc::frame_corrupt, "trailing bytes after task arguments");
   }
+  const F f = from_wire<F>(std::get<0>(parts));
+  auto call = [&]<std::size_t... I>(std::index_sequence<I...>)->decltype(auto) {
+    return std::invoke(f, std::move(std::get<I + 1>(parts))...);
+  };
   using R = task_result_t<F, Args...>;
   if constexpr (std::is_void_v<R>) {
-    std::apply(f, std::move(args));
+    call(std::index_sequence_for<Args...>{});
     out.write_void();
   } else {
-    out.write_value(std::apply(f, std::move(args)));
+    out.write_value(static_cast<const R&>(call(std::index_sequence_for<Args...>{})));
   }
 }
 

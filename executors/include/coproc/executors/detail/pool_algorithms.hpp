@@ -66,16 +66,17 @@ asio::awaitable<task_result_t<F, W...>> submit_within(Pool& pool,
   }
 }
 
-/// Submits `items` in chunks (`chunk_task` runs over a std::vector<T>), all at
-/// once, and assembles the results in input order. chunk_size 0: about four
-/// chunks per worker. Throws the first failing chunk's exception.
+/// Submits `items` in chunks (`chunk_task(head, std::vector<T>)` runs over
+/// one; `head` is the user's callable as it crosses), all at once, and
+/// assembles the results in input order. chunk_size 0: about four chunks per
+/// worker. Throws the first failing chunk's exception.
 /// Cancelled (terminal, through the awaiting coroutine's slot, e.g. by
 /// `map(...) || timer`): every chunk still out is cancelled as a submit is
 /// (queued: dropped; running: its worker killed) and the map throws
 /// std::system_error(asio::error::operation_aborted).
-template <class R, class T, class Pool, class ChunkTask>
-asio::awaitable<std::vector<R>> ordered_map(Pool& pool, ChunkTask chunk_task, std::vector<T> all,
-                                            std::size_t chunk_size) {
+template <class R, class T, class Pool, class ChunkTask, class Head>
+asio::awaitable<std::vector<R>> ordered_map(Pool& pool, ChunkTask chunk_task, Head head,
+                                            std::vector<T> all, std::size_t chunk_size) {
   std::size_t n = all.size();
   if (chunk_size == 0) {
     std::size_t target = 4 * pool.size();
@@ -102,7 +103,7 @@ asio::awaitable<std::vector<R>> ordered_map(Pool& pool, ChunkTask chunk_task, st
   for (std::size_t c = 0; c < state->chunks.size(); ++c) {
     auto first = all.begin() + static_cast<std::ptrdiff_t>(c * chunk_size);
     auto last = all.begin() + static_cast<std::ptrdiff_t>(std::min(n, (c + 1) * chunk_size));
-    pool.async_submit(chunk_task,
+    pool.async_submit(chunk_task, head,
                       std::vector<T>(std::make_move_iterator(first), std::make_move_iterator(last)),
                       asio::bind_cancellation_slot(
                           state->cancel[c].slot(),

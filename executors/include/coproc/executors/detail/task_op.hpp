@@ -36,7 +36,7 @@ class task_op {
   bool hold_delivery = false;
   task_op* next_held = nullptr;  // the pool's list of held completions
 
-  /// Bytes of the task body: the callable, then the encoded arguments.
+  /// Bytes of the task body: the callable as it crosses, then the arguments.
   virtual std::size_t body_size() const = 0;
   virtual void encode_body(std::span<std::byte> out) const = 0;
   /// Decodes the result and completes the handler (posted), deletes this;
@@ -71,7 +71,7 @@ class submit_op final : public task_op {
 
   /// `ex` is the pool's executor: the handler's default associated executor.
   submit_op(const asio::any_io_executor& ex, F f, std::tuple<Args...> args, Handler handler)
-      : f_(std::move(f)),
+      : wire_(to_wire(f)),
         args_(std::move(args)),
         handler_(std::move(handler)),
         work_(asio::get_associated_executor(handler_, ex)) {
@@ -87,14 +87,11 @@ class submit_op final : public task_op {
   }
 
   std::size_t body_size() const override {
-    return callable_size<F>() +
-           std::apply([](const auto&... a) { return coproc::encoded_size(a...); }, args_);
+    return std::apply([&](const auto&... a) { return coproc::encoded_size(wire_, a...); }, args_);
   }
 
   void encode_body(std::span<std::byte> out) const override {
-    store_callable(out.data(), f_);
-    std::apply([&](const auto&... a) { coproc::encode(out.subspan(callable_size<F>()), a...); },
-               args_);
+    std::apply([&](const auto&... a) { coproc::encode(out, wire_, a...); }, args_);
   }
 
   void complete(std::span<const std::byte> result) override {
@@ -154,7 +151,7 @@ class submit_op final : public task_op {
 
   using held_t = std::conditional_t<std::is_void_v<result_type>, char, result_type>;
 
-  F f_;
+  callable_wire_t<F> wire_;  // the callable as it crosses
   std::tuple<Args...> args_;
   Handler handler_;
   std::exception_ptr held_error_;

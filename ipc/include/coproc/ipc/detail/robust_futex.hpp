@@ -56,7 +56,8 @@ inline void robust_thread_init(robust_thread& t) noexcept {
   if (::syscall(SYS_get_robust_list, 0, &head, &len) == 0 && head != nullptr &&
       len == sizeof(robust_list_head)) {
     long off = -head->futex_offset;
-    if (off >= robust_node_min && off <= robust_node_max && off % alignof(void*) == 0) {
+    if (off >= robust_node_min && off <= robust_node_max &&
+        off % static_cast<long>(alignof(void*)) == 0) {
       t.head = head;
       t.node_offset = off;
     }
