@@ -128,8 +128,8 @@ class result_stream {
         s->ready.push_back({i, e, std::move(v)});
         if (s->wake) {
           asio::post(s->wake->get_executor(), [weak] {
-            if (auto s = weak.lock()) {
-              s->wake->cancel();
+            if (auto alive = weak.lock()) {
+              alive->wake->cancel();
             }
           });
         }

@@ -26,7 +26,7 @@
 namespace coproc {
 namespace detail {
 class futex_watcher;
-}
+}  // namespace detail
 
 /// Options of a uring_service; set with designated initialisers.
 struct uring_options {
