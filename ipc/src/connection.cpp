@@ -66,21 +66,6 @@ frame_buffer make_frame(std::size_t payload) {
   return f;
 }
 
-io_uring_sqe poll_out_impl::prepare() noexcept {
-  io_uring_sqe sqe{};
-  io_uring_prep_poll_add(&sqe, fd, POLLOUT);
-  return sqe;
-}
-
-int poll_out_impl::attempt() noexcept {
-  pollfd p{fd, POLLOUT, 0};
-  int n = ::poll(&p, 1, 0);
-  if (n < 0) {
-    return -errno;
-  }
-  return n == 0 ? -EAGAIN : p.revents;
-}
-
 int send_impl::attempt() noexcept {
   for (;;) {
     ssize_t r = ::send(fd, data, len, MSG_DONTWAIT | MSG_NOSIGNAL);

@@ -202,14 +202,39 @@ detail::futex_watcher& uring_service::watcher() {
 }
 
 void uring_service::watch_futex(detail::io_op* op) {
+  {
+    std::lock_guard lock(mutex_);
+    op->pending = 1;
+    op->on_watcher = true;
+    in_flight_.push(op);
+  }
+  // One loop turn before a thread is involved: a word that changes meanwhile
+  // (a producer on another CPU) completes the wait without the watcher's
+  // extra wake-up. Never inline: completion waits for the posted check.
+  asio::post(*ctx_, [this, op] { watch_futex_now(op); });
+}
+
+void uring_service::watch_futex_now(detail::io_op* op) {
   detail::reactor_plan plan = op->plan();
-  // Added under mutex_, so a cancel (which removes it under the same mutex
-  // order: service, then watcher) always finds it.
-  std::lock_guard lock(mutex_);
-  op->pending = 1;
-  op->on_watcher = true;
-  in_flight_.push(op);
-  watcher().add(op, *plan.word, plan.expected);
+  bool done_now = false;
+  int res = 0;
+  {
+    // Added under mutex_, so a cancel (which removes it under the same mutex
+    // order: service, then watcher) always finds it, or sees the flag here.
+    std::lock_guard lock(mutex_);
+    if (shut_down_) {
+      return;
+    }
+    res = op->cancel_requested ? -ECANCELED : 0;
+    done_now = op->cancel_requested ||
+               plan.word->load(std::memory_order_acquire) != plan.expected;
+    if (!done_now) {
+      watcher().add(op, *plan.word, plan.expected);
+    }
+  }
+  if (done_now) {
+    finish_event(op, true, res);
+  }
 }
 
 void uring_service::shutdown() {

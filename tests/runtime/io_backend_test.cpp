@@ -6,6 +6,7 @@
 
 #include <fcntl.h>
 #include <liburing.h>
+#include <signal.h>
 #include <stdlib.h>
 #include <unistd.h>
 
@@ -22,6 +23,8 @@
 #include <coproc/runtime/pipe_reader.hpp>
 #include <coproc/runtime/pipe_writer.hpp>
 #include <coproc/runtime/uring_service.hpp>
+#include <cerrno>
+#include <cstdio>
 #include <new>
 #include <optional>
 #include <string>
@@ -232,4 +235,42 @@ TEST_CASE("a cancelled wait leaves no work behind: run() returns", "[io_backend]
   ctx.run_for(std::chrono::seconds(10));
   CHECK(ctx.stopped());  // out of work, not out of time
   CHECK(got == asio::error::operation_aborted);
+}
+
+TEST_CASE("a pipe_writer whose reader is gone gets EPIPE, never SIGPIPE", "[io_backend]") {
+  // Regression: pipe_writer wrote with the ring's WRITE, which queues SIGPIPE
+  // for the thread running it: a host with SIGPIPE's default action died.
+  auto backend = GENERATE(coproc::io_backend::uring, coproc::io_backend::epoll);
+  if (backend == coproc::io_backend::uring && !ring_allowed()) {
+    SUCCEED("io_uring is refused here: only the epoll backend can run");
+    return;
+  }
+  // The write runs in a child with SIGPIPE at its default action, so a
+  // SIGPIPE kills that child, not the test.
+  auto child = coproc::child_process::fork_child([backend]() -> int {
+    ::signal(SIGPIPE, SIG_DFL);
+    auto ends = coproc::make_pipe();
+    std::get<0>(ends).reset();  // no reader
+    asio::io_context ctx;
+    coproc::uring_service::install(ctx, {.backend = backend});
+    coproc::pipe_writer w(ctx.get_executor(), std::move(std::get<1>(ends)));
+    char byte = 'x';
+    std::error_code got;
+    w.async_write_some(asio::buffer(&byte, 1), [&](std::error_code ec, std::size_t) { got = ec; });
+    ctx.run();
+    if (got.value() != EPIPE) {
+      std::fprintf(stderr, "pipe_writer gave: %s\n", got.message().c_str());
+      return 3;
+    }
+    return 0;
+  });
+  asio::io_context ctx;
+  std::optional<coproc::exit_status> status;
+  child.async_wait_exit(ctx.get_executor(),
+                        [&](std::error_code, coproc::exit_status s) { status = s; });
+  ctx.run();
+  REQUIRE(status);
+  INFO(status->describe());
+  CHECK(status->exited);
+  CHECK(status->code == 0);
 }

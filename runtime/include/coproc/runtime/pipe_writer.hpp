@@ -42,17 +42,18 @@ class pipe_writer {
   /// Writes at least one byte of `buffers` (a short write is possible: use
   /// asio::async_write for all of it).
   ///
+  /// A non-blocking write on the loop thread (RWF_NOWAIT: the fd stays
+  /// blocking), and while the pipe is full a wait for room on the ring
+  /// (POLL_ADD) or the epoll backend, then again.
+  ///
   /// Completion signature: void(std::error_code, std::size_t). A pipe whose
-  /// reader is gone gives EPIPE; on the io_uring backend the kernel also
-  /// queues SIGPIPE for the writing thread (the ring's WRITE has no
-  /// MSG_NOSIGNAL), on the epoll backend it never does. coproc::connection
-  /// never raises SIGPIPE on either.
-  /// Cancellation: terminal, partial and total (IORING_OP_ASYNC_CANCEL; a write
-  /// that already moved bytes reports them).
+  /// reader is gone gives EPIPE and never raises SIGPIPE.
+  /// Cancellation: terminal, partial and total (the wait for room is
+  /// withdrawn; a write that already moved bytes reports them).
   /// The buffers must stay valid until completion.
   template <class ConstBufferSequence, class Token>
   auto async_write_some(const ConstBufferSequence& buffers, Token&& token) {
-    return end_.async_io<false>(buffers, std::forward<Token>(token));
+    return end_.async_write(buffers, std::forward<Token>(token));
   }
 
  private:

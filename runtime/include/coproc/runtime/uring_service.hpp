@@ -135,6 +135,7 @@ class uring_service final : public asio::execution_context::service {
 
   // Futex waits through the watcher (both backends; uring_service.cpp).
   void watch_futex(detail::io_op* op);
+  void watch_futex_now(detail::io_op* op);
   detail::futex_watcher& watcher();
 
   // io_uring backend (ring_backend.cpp); *_locked: with mutex_ held.

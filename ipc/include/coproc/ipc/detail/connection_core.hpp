@@ -165,25 +165,5 @@ struct send_impl {
   std::size_t len;
 };
 
-/// IORING_OP_POLL_ADD (or, on epoll, reactor readiness) for POLLOUT on a pipe's write end: the ring waits for
-/// room, the write itself is a non-blocking pwritev2 with SIGPIPE blocked in
-/// the loop thread (a ring WRITE to a pipe without reader would send SIGPIPE
-/// to whatever thread runs the ring's task work).
-struct poll_out_impl {
-  explicit poll_out_impl(int fd_in) noexcept : fd(fd_in) {}
-  io_uring_sqe prepare() noexcept;
-  reactor_plan plan() const { return reactor_plan::writable(fd); }
-  /// poll(POLLOUT) without waiting: the revents, or -EAGAIN.
-  int attempt() noexcept;
-  std::tuple<std::error_code, std::size_t> result(int res, bool cancel_requested) const noexcept {
-    if (res < 0) {
-      return {uring_error(res, cancel_requested), 0};
-    }
-    return {std::error_code(), 0};
-  }
-
-  int fd;
-};
-
 }  // namespace detail
 }  // namespace coproc

@@ -10,11 +10,14 @@
 #include <algorithm>
 #include <array>
 #include <asio/buffer.hpp>
+#include <asio/compose.hpp>
+#include <asio/post.hpp>
 #include <asio/error.hpp>
 #include <cerrno>
 #include <cstddef>
 #include <system_error>
 #include <tuple>
+#include <utility>
 
 #include "coproc/runtime/detail/io_handler_op.hpp"
 #include "coproc/runtime/detail/nosigpipe.hpp"
@@ -121,6 +124,78 @@ struct pipe_rw_impl {
   std::size_t total = 0;
 };
 
+/// Readiness of a pipe's write end: IORING_OP_POLL_ADD (POLLOUT) on the ring,
+/// the interest set on epoll. The write itself is then a non-blocking
+/// pwritev2 without SIGPIPE on the loop thread: a ring WRITE to a pipe whose
+/// reader is gone would queue SIGPIPE for whichever thread runs it.
+struct poll_out_impl {
+  explicit poll_out_impl(int fd_in) noexcept : fd(fd_in) {}
+  io_uring_sqe prepare() noexcept {
+    io_uring_sqe sqe{};
+    io_uring_prep_poll_add(&sqe, fd, POLLOUT);
+    return sqe;
+  }
+  reactor_plan plan() const { return reactor_plan::writable(fd); }
+  /// poll(POLLOUT) without waiting: the revents, or -EAGAIN.
+  int attempt() noexcept {
+    pollfd p{fd, POLLOUT, 0};
+    int n = ::poll(&p, 1, 0);
+    if (n < 0) {
+      return -errno;
+    }
+    return n == 0 ? -EAGAIN : p.revents;
+  }
+  std::tuple<std::error_code, std::size_t> result(int res, bool cancel_requested) const noexcept {
+    if (res < 0) {
+      return {uring_error(res, cancel_requested), 0};
+    }
+    return {std::error_code(), 0};
+  }
+
+  int fd;
+};
+
+/// pipe_writer's write: a non-blocking attempt (pwritev_nosigpipe with
+/// RWF_NOWAIT), and while the pipe is full a wait for POLLOUT, then again.
+/// Completes once at least one byte moved, or with the error (EPIPE for a
+/// pipe without reader, never SIGPIPE); never inside the initiating call.
+struct pipe_write_op {
+  int fd;
+  uring_service* service;
+  asio::any_io_executor io_ex;
+  std::array<iovec, 16> iov{};
+  int count = 0;
+  bool initiating = true;
+  std::error_code ec{};
+  std::size_t done = 0;
+
+  template <class Self>
+  void operator()(Self& self, std::error_code wait_ec = {}, std::size_t = 0) {
+    if (!initiating && (wait_ec || done > 0 || ec)) {
+      self.complete(wait_ec ? wait_ec : ec, done);
+      return;
+    }
+    bool first = std::exchange(initiating, false);
+    ssize_t n = count == 0 ? 0 : pwritev_nosigpipe(fd, iov.data(), count, RWF_NOWAIT);
+    if (n >= 0 || errno != EAGAIN) {
+      done = n > 0 ? static_cast<std::size_t>(n) : 0;
+      ec = n < 0 ? std::error_code(errno, asio::error::get_system_category()) : std::error_code();
+      if (n == 0 && count > 0 && !ec) {
+        ec = asio::error::would_block;  // cannot happen on a pipe; never loop on it
+      }
+      if (first) {
+        initiating = false;
+        // Completed at once, but never inside the initiating function.
+        asio::post(io_ex, std::move(self));
+        return;
+      }
+      self.complete(ec, done);
+      return;
+    }
+    launch_io_op<poll_out_impl>(*service, io_ex, std::move(self), fd);
+  }
+};
+
 /// The fd of one pipe end and the ring that drives it.
 class pipe_end {
  public:
@@ -155,6 +230,26 @@ class pipe_end {
   unique_fd release() noexcept {
     cancel();
     return std::move(fd_);
+  }
+
+  template <class Buffers, class Token>
+  auto async_write(const Buffers& buffers, Token&& token) {
+    pipe_write_op op{fd_.get(), service_, ex_};
+    std::size_t total = 0;
+    auto it = asio::buffer_sequence_begin(buffers);
+    auto end = asio::buffer_sequence_end(buffers);
+    for (; it != end && op.count < 16; ++it) {
+      auto b = *it;
+      std::size_t len = std::min<std::size_t>(b.size(), 0x7ffff000 - total);
+      if (len == 0) {
+        continue;
+      }
+      op.iov[static_cast<std::size_t>(op.count)] = {const_cast<void*>(b.data()), len};
+      ++op.count;
+      total += len;
+    }
+    return asio::async_compose<Token, void(std::error_code, std::size_t)>(std::move(op), token,
+                                                                          ex_);
   }
 
   template <bool IsRead, class Buffers, class Token>
