@@ -26,6 +26,7 @@
 #include <utility>
 
 #include "coproc/executors/detail/zygote.hpp"
+#include "coproc/runtime/worker_crashed_error.hpp"
 #include "coproc/ipc/remote_error.hpp"
 #include "coproc/runtime/child_process.hpp"
 #include "coproc/runtime/detail/system_error.hpp"
@@ -722,7 +723,7 @@ void pool_core::on_worker_exit(worker_rec& w, const exit_status& status) {
     if (crashed_here) {
       ops_.erase(op->id);
       ++stats_.tasks_failed;
-      op->fail(error(coproc::errc::worker_crashed, why));
+      op->fail(std::make_exception_ptr(worker_crashed_error(status, why)));
     } else {
       op->worker = -1;
       op->state = nullptr;

@@ -71,10 +71,13 @@ class process_pool {
   /// Runs `fn(args...)` in a worker: `async_submit(fn, args..., token)`.
   ///
   /// Completion signature: void(std::exception_ptr, R), or void(std::exception_ptr)
-  /// when R is void. The exception is the task's own as coproc::remote_error
-  /// (or std::system_error with its code when the task threw one), or a
-  /// std::system_error with errc::worker_crashed, errc::task_timeout,
-  /// errc::pool_stopped, errc::payload_too_large, errc::frame_corrupt.
+  /// when R is void. The exception is the task's own: a standard exception type
+  /// (std::out_of_range, std::system_error of any category, ...) arrives as
+  /// itself, any other type as coproc::remote_error naming it (see
+  /// coproc::to_exception_ptr). Or a std::system_error with errc::task_timeout,
+  /// errc::pool_stopped, errc::payload_too_large, errc::frame_corrupt, or a
+  /// coproc::worker_crashed_error (errc::worker_crashed; status() holds the
+  /// signal or exit status and max RSS).
   /// Cancellation: terminal, partial and total. A queued task is dropped; a
   /// running task's worker is killed and replaced. The handler gets
   /// asio::error::operation_aborted.
@@ -112,7 +115,8 @@ class process_pool {
   /// Applies `fn` to every element of `items` in the workers and returns the
   /// results in input order. Items travel in chunks (automatic size, or
   /// `chunk_size` when not zero) so that per-task costs are amortised.
-  /// Throws the first failing chunk's exception.
+  /// Throws the first failing chunk's exception, of its own type, its message
+  /// starting with "coproc::map: items [first, last) of n failed: ".
   template <class F, std::ranges::input_range Range>
   auto map(F fn, const Range& items, std::size_t chunk_size = 0);
 

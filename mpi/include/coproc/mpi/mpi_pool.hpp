@@ -163,7 +163,8 @@ class mpi_pool {
 
   /// Applies `fn` to every element of `items` on the ranks and returns the
   /// results in input order, in chunks (automatic size, or `chunk_size`).
-  /// Throws the first failing chunk's exception.
+  /// Throws the first failing chunk's exception, of its own type, its message
+  /// starting with "coproc::map: items [first, last) of n failed: ".
   template <class F, std::ranges::input_range Range>
   auto map(F fn, const Range& items, std::size_t chunk_size = 0);
 

@@ -17,12 +17,14 @@
 #include <exception>
 #include <iterator>
 #include <memory>
+#include <string>
 #include <system_error>
 #include <type_traits>
 #include <vector>
 
 #include "coproc/executors/detail/callable.hpp"
 #include "coproc/executors/result_stream.hpp"
+#include "coproc/ipc/detail/exception_prefix.hpp"
 #include "coproc/runtime/errc.hpp"
 
 namespace coproc::detail {
@@ -49,7 +51,8 @@ asio::awaitable<task_result_t<F, W...>> submit_within(Pool& pool,
 /// Submits `items` in chunks (`chunk_task(head, std::vector<T>)` runs over
 /// one; `head` is the user's callable as it crosses), all at once, and
 /// assembles the results in input order. chunk_size 0: about four chunks per
-/// worker. Throws the first failing chunk's exception.
+/// worker. Throws the first failing chunk's exception, of its own type, with
+/// "coproc::map: items [first, last) of n failed: " in front of its message.
 template <class R, class T, class Pool, class ChunkTask, class Head>
 asio::awaitable<std::vector<R>> ordered_map(Pool& pool, ChunkTask chunk_task, Head head,
                                             std::vector<T> all, std::size_t chunk_size) {
@@ -92,9 +95,14 @@ asio::awaitable<std::vector<R>> ordered_map(Pool& pool, ChunkTask chunk_task, He
   }
   std::vector<R> out;
   out.reserve(n);
-  for (chunk_state& chunk : state->chunks) {
+  for (std::size_t c = 0; c < state->chunks.size(); ++c) {
+    chunk_state& chunk = state->chunks[c];
     if (chunk.error) {
-      std::rethrow_exception(chunk.error);
+      // Same exception type, its message naming the failed chunk's items.
+      std::rethrow_exception(
+          with_prefix(chunk.error, "coproc::map: items [" + std::to_string(c * chunk_size) + ", " +
+                                       std::to_string(std::min(n, (c + 1) * chunk_size)) + ") of " +
+                                       std::to_string(n) + " failed: "));
     }
     std::move(chunk.values.begin(), chunk.values.end(), std::back_inserter(out));
   }
