@@ -120,12 +120,15 @@ class process_pool {
   template <class F, std::ranges::input_range Range>
   auto map(F fn, const Range& items, std::size_t chunk_size = 0);
 
-  /// Applies `fn` to every element of `items`, one task per element, keeping
-  /// at most `window` tasks in flight (0: twice the worker count), and yields
-  /// results as they complete: Python's imap_unordered.
+  /// Applies `fn` to every element of `items` and yields results as their
+  /// tasks complete: Python's imap_unordered. Items travel in chunks of
+  /// `chunk_size` (0: adaptive: one item per task at first, then sized from the
+  /// measured time per item so that a task takes about 2 ms, never more than
+  /// the items left over the window), at most `window` tasks in flight (0:
+  /// twice the worker count). A failed chunk yields its error for each item.
   /// `while (auto r = co_await s.next()) { r->index; r->get(); }`
   template <class F, std::ranges::input_range Range>
-  auto map_unordered(F fn, const Range& items, std::size_t window = 0);
+  auto map_unordered(F fn, const Range& items, std::size_t window = 0, std::size_t chunk_size = 0);
 
   /// Stops accepting work, then drains or cancels what was accepted, then
   /// stops the workers and the zygote.
@@ -204,13 +207,15 @@ auto process_pool::map(F fn, const Range& items, std::size_t chunk_size) {
 }
 
 template <class F, std::ranges::input_range Range>
-auto process_pool::map_unordered(F fn, const Range& items, std::size_t window) {
+auto process_pool::map_unordered(F fn, const Range& items, std::size_t window,
+                                 std::size_t chunk_size) {
   using T = std::ranges::range_value_t<Range>;
   if constexpr (!detail::check_map_task<F, T>()) {
     return result_stream<detail::result_or_int_t<F, T>>(nullptr, 0, 0);
   } else {
     return detail::unordered_map<detail::task_result_t<F, T>>(
-        *this, fn, std::vector<T>(std::ranges::begin(items), std::ranges::end(items)), window);
+        *this, &detail::map_chunk<F, T>, detail::to_wire(fn),
+        std::vector<T>(std::ranges::begin(items), std::ranges::end(items)), window, chunk_size);
   }
 }
 

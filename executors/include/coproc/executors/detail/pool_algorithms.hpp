@@ -109,18 +109,24 @@ asio::awaitable<std::vector<R>> ordered_map(Pool& pool, ChunkTask chunk_task, He
   co_return out;
 }
 
-/// One task per item, at most `window` in flight (0: twice the workers),
-/// results yielded as they complete.
-template <class R, class T, class Pool, class F>
-result_stream<R> unordered_map(Pool& pool, F fn, std::vector<T> items, std::size_t window) {
+/// Items in chunks (`chunk_task(head, std::vector<T>)`, as ordered_map), at
+/// most `window` tasks in flight (0: twice the workers), results yielded as
+/// each chunk completes. chunk_size 0: adaptive (see result_stream).
+template <class R, class T, class Pool, class ChunkTask, class Head>
+result_stream<R> unordered_map(Pool& pool, ChunkTask chunk_task, Head head, std::vector<T> items,
+                               std::size_t window, std::size_t chunk_size) {
   auto all = std::make_shared<std::vector<T>>(std::move(items));
   std::size_t total = all->size();
   return result_stream<R>(
-      [&pool, fn, all](std::size_t i, const asio::any_io_executor& ex,
-                       typename result_stream<R>::completion done) {
-        pool.async_submit(fn, (*all)[i], asio::bind_executor(ex, std::move(done)));
+      [&pool, chunk_task, head, all](std::size_t first, std::size_t count,
+                                     const asio::any_io_executor& ex,
+                                     typename result_stream<R>::completion done) {
+        auto begin = all->begin() + static_cast<std::ptrdiff_t>(first);
+        pool.async_submit(chunk_task, head,
+                          std::vector<T>(begin, begin + static_cast<std::ptrdiff_t>(count)),
+                          asio::bind_executor(ex, std::move(done)));
       },
-      total, window == 0 ? 2 * pool.size() : window);
+      total, window == 0 ? 2 * pool.size() : window, chunk_size);
 }
 
 }  // namespace coproc::detail
