@@ -50,6 +50,9 @@ enum class shutdown_mode {
 /// Thread safety: every member function may be called from any thread (the
 /// pool serialises them with a mutex). The pool must outlive the operations it
 /// started; destroying it completes them with asio::error::operation_aborted.
+/// Precondition: the io_context behind the executor outlives the pool (declare
+/// the context first, or destroy the pool before it): the pool's destructor
+/// uses the context's io_uring service and posts the aborted completions to it.
 class process_pool {
  public:
   using executor_type = asio::any_io_executor;
