@@ -18,6 +18,7 @@
 #include "coproc/runtime/detail/nosigpipe.hpp"
 #include "coproc/runtime/detail/system_error.hpp"
 #include "coproc/runtime/pipe_reader.hpp"
+#include "coproc/runtime/worker_crashed_error.hpp"
 #include "pool_core.hpp"
 
 namespace coproc::detail {
@@ -171,7 +172,11 @@ bool pool_core::release_worker(worker_rec& w, const exit_status& status) {
     if (crashed_here) {
       ops_.erase(op->id);
       ++stats_.tasks_failed;
-      op->fail(error(death_errc(status), why));
+      // A crash carries its status as data (worker_crashed_error::status());
+      // a worker that found its ring overwritten fails the task as corrupt.
+      op->fail(death_errc(status) == coproc::errc::worker_crashed
+                   ? std::make_exception_ptr(worker_crashed_error(status, why))
+                   : error(death_errc(status), why));
     } else {
       op->worker = -1;
       op->state = nullptr;

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <malloc.h>
+#include <stdio_ext.h>
 
 #include <cerrno>
 #include <cstdio>
@@ -131,6 +132,7 @@ class worker final : public result_writer {
   }
 
   void commit(std::size_t n) override {
+    flush_task_output();
     if (out_in_arena_) {
       out_frame_ = reserve_result(sizeof(result_header)).data();
     }
@@ -308,7 +310,18 @@ class worker final : public result_writer {
            (o.max_worker_rss != 0 && resident_bytes() > o.max_worker_rss);
   }
 
+  /// What the task printed reaches its file before its result does: the pool
+  /// may kill this worker (shutdown, destruction, cancellation) at any moment
+  /// after, and stdout into a pipe or file is fully buffered. Checked per task
+  /// (two loads); flushed only when something is pending.
+  static void flush_task_output() noexcept {
+    if (::__fpending(stdout) != 0 || ::__fpending(stderr) != 0) {
+      std::fflush(nullptr);
+    }
+  }
+
   [[noreturn]] void retire() {
+    std::fflush(nullptr);  // an orderly exit: _exit does not flush stdio
     view_.shared->retiring.store(1, std::memory_order_release);
     ::_exit(worker_exit_retired);
   }

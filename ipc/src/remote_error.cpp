@@ -1,5 +1,7 @@
 #include "coproc/ipc/remote_error.hpp"
 
+#include "standard_exceptions.hpp"
+
 #include <cxxabi.h>
 
 #include <cstdlib>
@@ -39,10 +41,11 @@ remote_error::remote_error(std::string type_name, std::string message)
     : remote_error(std::move(type_name), std::move(message), std::string(), 0) {}
 
 remote_error::remote_error(std::string type_name, std::string message, std::string category_name,
-                           int code_value)
+                           int code_value, std::string code_message)
     : std::runtime_error(compose_what(type_name, message)),
-      data_(std::make_shared<const data>(
-          data{std::move(type_name), std::move(message), std::move(category_name), code_value})) {}
+      data_(std::make_shared<const data>(data{std::move(type_name), std::move(message),
+                                              std::move(category_name), code_value,
+                                              std::move(code_message)})) {}
 
 remote_error capture_current_exception() {
   const std::type_info* type = abi::__cxa_current_exception_type();
@@ -56,7 +59,8 @@ remote_error capture_current_exception() {
   } catch (const remote_error& e) {
     return e;
   } catch (const std::system_error& e) {
-    return remote_error(type_name, e.what(), e.code().category().name(), e.code().value());
+    return remote_error(type_name, e.what(), e.code().category().name(), e.code().value(),
+                        e.code().message());
   } catch (const std::exception& e) {
     return remote_error(type_name, e.what());
   } catch (...) {
@@ -65,7 +69,11 @@ remote_error capture_current_exception() {
 }
 
 std::exception_ptr to_exception_ptr(const remote_error& e) {
-  if (const std::error_category* category = known_category(e.category_name())) {
+  const std::error_category* category = known_category(e.category_name());
+  if (category == nullptr && !e.category_name().empty()) {
+    category = &detail::stand_in_category(e.category_name(), e.code_value(), e.code_message());
+  }
+  if (category != nullptr) {
     const std::error_code code(e.code_value(), *category);
     // std::system_error(code, what_arg).what() is "what_arg: code.message()"; recover
     // what_arg so the rethrown what() reads as the original did.
@@ -80,6 +88,9 @@ std::exception_ptr to_exception_ptr(const remote_error& e) {
           std::system_error(code, message.substr(0, message.size() - tail.size())));
     }
     return std::make_exception_ptr(std::system_error(code, message));
+  }
+  if (std::exception_ptr standard = detail::standard_exception(e.type_name(), e.message())) {
+    return standard;
   }
   return std::make_exception_ptr(e);
 }

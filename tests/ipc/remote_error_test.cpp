@@ -8,6 +8,7 @@
 
 #include <stdexcept>
 #include <string>
+#include <typeinfo>
 #include <vector>
 
 #include "coproc/runtime/unique_fd.hpp"
@@ -119,20 +120,34 @@ TEST_CASE("rethrow restores a system_error of a known category", "[remote_error]
   check_restored(std::system_error(coproc::errc::task_timeout, "task 3"));
 }
 
-TEST_CASE("rethrow gives remote_error for other exceptions and unknown categories",
+TEST_CASE("rethrow restores any category and standard types, remote_error for the rest",
           "[remote_error]") {
   const auto odd_error = capture([] { throw std::system_error(3, odd, "custom"); });
   CHECK(odd_error.category_name() == "odd");
   try {
-    coproc::rethrow(odd_error);
-  } catch (const coproc::remote_error& e) {
-    CHECK(e.type_name() == "std::system_error");
-    CHECK(e.message() == "custom: odd failure");
+    coproc::rethrow(through_codec(odd_error));
+    FAIL("no exception");
+  } catch (const coproc::remote_error&) {
+    FAIL("an unknown category came back as remote_error");
+  } catch (const std::system_error& e) {  // a stand-in category of the same name
+    CHECK(std::string(e.code().category().name()) == "odd");
+    CHECK(e.code().value() == 3);
+    CHECK(std::string(e.what()) == "custom: odd failure");
   }
   try {
-    coproc::rethrow(capture([] { throw std::logic_error("nope"); }));
+    coproc::rethrow(through_codec(capture([] { throw std::logic_error("nope"); })));
+    FAIL("no exception");
+  } catch (const coproc::remote_error&) {
+    FAIL("a standard type came back as remote_error");
+  } catch (const std::logic_error& e) {
+    CHECK(typeid(e) == typeid(std::logic_error));
+    CHECK(std::string(e.what()) == "nope");
+  }
+  try {
+    coproc::rethrow(through_codec(capture([] { throw app::parse_error("line 2"); })));
+    FAIL("no exception");
   } catch (const coproc::remote_error& e) {
-    CHECK(std::string(e.what()) == "std::logic_error: nope");
+    CHECK(e.message() == "line 2");
   }
 }
 

@@ -6,6 +6,8 @@
 #include "coproc/executors/pool_stats.hpp"
 #include "coproc/executors/process.hpp"
 #include "coproc/executors/process_pool.hpp"
+#include "coproc/executors/task_object.hpp"
+#include "coproc/runtime/worker_crashed_error.hpp"
 #include "coproc/ipc/barrier.hpp"
 #include "coproc/ipc/codec.hpp"
 #include "coproc/ipc/condition.hpp"

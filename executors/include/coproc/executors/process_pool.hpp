@@ -64,6 +64,9 @@ enum class shutdown_mode {
 /// Thread safety: every member function may be called from any thread (the
 /// pool serialises them with a mutex). The pool must outlive the operations it
 /// started; destroying it completes them with asio::error::operation_aborted.
+/// Precondition: the io_context behind the executor outlives the pool (declare
+/// the context first, or destroy the pool before it): the pool's destructor
+/// uses the context's io_uring service and posts the aborted completions to it.
 class process_pool {
  public:
   using executor_type = asio::any_io_executor;
@@ -86,12 +89,15 @@ class process_pool {
   /// Runs `fn(args...)` in a worker: `async_submit(fn, args..., token)`.
   ///
   /// Completion signature: void(std::exception_ptr, R), or void(std::exception_ptr)
-  /// when R is void. The exception is the task's own as coproc::remote_error
-  /// (or std::system_error with its code when the task threw one), or a
-  /// std::system_error with errc::worker_crashed, errc::task_timeout,
+  /// when R is void. The exception is the task's own: a standard exception type
+  /// (std::out_of_range, std::system_error of any category, ...) arrives as
+  /// itself, any other type as coproc::remote_error naming it (see
+  /// coproc::to_exception_ptr). Or a std::system_error with errc::task_timeout,
   /// errc::pool_stopped, errc::pool_broken, errc::payload_too_large,
-  /// errc::frame_corrupt, or what an argument's encoding threw (a cereal
-  /// save(): that task alone fails).
+  /// errc::frame_corrupt, what an argument's encoding threw (a cereal save():
+  /// that task alone fails), or a coproc::worker_crashed_error
+  /// (errc::worker_crashed; status() holds the signal or exit status and max
+  /// RSS).
   /// Cancellation: terminal, partial and total. A queued task is dropped; a
   /// running task's worker is killed and replaced. The handler gets
   /// asio::error::operation_aborted.
@@ -132,7 +138,8 @@ class process_pool {
   /// Applies `fn` to every element of `items` in the workers and returns the
   /// results in input order. Items travel in chunks (automatic size, or
   /// `chunk_size` when not zero) so that per-task costs are amortised.
-  /// Throws the first failing chunk's exception.
+  /// Throws the first failing chunk's exception, of its own type, its message
+  /// starting with "coproc::map: items [first, last) of n failed: ".
   /// Any input range: the items are copied when map is called, so the range
   /// need not outlive it.
   /// Cancellation: terminal (e.g. `co_await (pool.map(...) || timer)`): the
@@ -142,13 +149,16 @@ class process_pool {
   template <class F, std::ranges::input_range Range>
   auto map(F fn, Range&& items, std::size_t chunk_size = 0);
 
-  /// Applies `fn` to every element of `items`, one task per element, keeping
-  /// at most `window` tasks in flight (0: twice the worker count), and yields
-  /// results as they complete: Python's imap_unordered. The first `window`
-  /// tasks are submitted at once, before the first next().
+  /// Applies `fn` to every element of `items` and yields results as their
+  /// tasks complete: Python's imap_unordered. Items travel in chunks of
+  /// `chunk_size` (0: adaptive: one item per task at first, then sized from the
+  /// measured time per item so that a task takes about 2 ms, never more than
+  /// the items left over the window), at most `window` tasks in flight (0:
+  /// twice the worker count). A failed chunk yields its error for each item.
+  /// The first `window` tasks are submitted at once, before the first next().
   /// `while (auto r = co_await s.next()) { r->index; r->get(); }`
   template <class F, std::ranges::input_range Range>
-  auto map_unordered(F fn, Range&& items, std::size_t window = 0);
+  auto map_unordered(F fn, Range&& items, std::size_t window = 0, std::size_t chunk_size = 0);
 
   /// Stops accepting work, then drains or cancels what was accepted, then
   /// stops the workers and the zygote.
@@ -244,13 +254,15 @@ auto process_pool::map(F fn, Range&& items, std::size_t chunk_size) {
 }
 
 template <class F, std::ranges::input_range Range>
-auto process_pool::map_unordered(F fn, Range&& items, std::size_t window) {
+auto process_pool::map_unordered(F fn, Range&& items, std::size_t window,
+                                 std::size_t chunk_size) {
   using T = std::ranges::range_value_t<Range>;
   if constexpr (!detail::check_map_task<F, T>()) {
     return result_stream<detail::result_or_int_t<F, T>>(nullptr, 0, 0);
   } else {
     return detail::unordered_map<detail::task_result_t<F, T>>(
-        *this, fn, detail::collect(std::forward<Range>(items)), window, ex_);
+        *this, &detail::map_chunk<F, T>, detail::to_wire(fn),
+        detail::collect(std::forward<Range>(items)), window, chunk_size, ex_);
   }
 }
 

@@ -1,14 +1,15 @@
 #pragma once
 /// coproc::result_stream: results of process_pool::map_unordered, as they complete.
 
+#include <algorithm>
 #include <asio/any_io_executor.hpp>
 #include <asio/awaitable.hpp>
 #include <asio/bind_executor.hpp>
-#include <asio/post.hpp>
 #include <asio/redirect_error.hpp>
 #include <asio/steady_timer.hpp>
 #include <asio/this_coro.hpp>
 #include <asio/use_awaitable.hpp>
+#include <chrono>
 #include <cstddef>
 #include <deque>
 #include <exception>
@@ -16,6 +17,8 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <system_error>
+#include <vector>
 
 namespace coproc {
 
@@ -36,31 +39,48 @@ struct indexed_result {
   }
 };
 
+/// One completed chunk of an unordered map: the items [first, first +
+/// values.size()) of the input, or, when the chunk failed, `count` items and
+/// the exception.
+template <class R>
+struct indexed_chunk {
+  std::size_t first = 0;
+  std::size_t count = 0;
+  std::exception_ptr error;
+  std::vector<R> values;  ///< empty when error is set
+};
+
 /// Yields results in completion order while keeping at most `window` tasks in
 /// flight: `while (auto r = co_await stream.next()) use(r->index, r->get());`.
+/// Each task runs a chunk of consecutive items; with chunk size 0 the size
+/// adapts: the first tasks carry one item each, then each chunk is sized from
+/// the measured time per item so that a task takes about 2 ms, at most the
+/// items left divided by the window (so every worker keeps a share). A failed
+/// chunk yields its error for each of its items.
 /// One consumer at a time; the stream must outlive its next() calls.
 /// Destroying it stops launching new items; items in flight still finish.
-/// Thread safety: completions may run on another thread than the consumer
-/// (the first window's run on the executor given to the constructor); they
-/// touch the consumer's timer only through its executor. A consumer on a
-/// multi-threaded io_context uses a strand.
 template <class R>
 class result_stream {
  public:
-  /// `launch(i, ex, done)` submits item i and calls done(error, value) on `ex`.
-  using completion = std::function<void(std::exception_ptr, R)>;
-  using launcher = std::function<void(std::size_t, const asio::any_io_executor&, completion)>;
+  /// `launch(first, count, ex, done)` submits items [first, first + count) as
+  /// one task and calls done(error, values) on `ex` (the consumer's executor).
+  using completion = std::function<void(std::exception_ptr, std::vector<R>)>;
+  using launcher =
+      std::function<void(std::size_t, std::size_t, const asio::any_io_executor&, completion)>;
 
-  /// Without `start_on`, nothing is launched before the first next(); with
-  /// it, the first `window` items are launched now, completing on `start_on`.
-  result_stream(launcher launch, std::size_t total, std::size_t window,
+  /// With `start_on`, the first `window` tasks are launched now, completing
+  /// on `start_on` (which should run on the consumer's io_context); without
+  /// it, at the first next().
+  result_stream(launcher launch, std::size_t total, std::size_t window, std::size_t chunk_size = 1,
                 std::optional<asio::any_io_executor> start_on = std::nullopt)
       : state_(std::make_shared<state>()) {
     state_->launch = std::move(launch);
     state_->total = total;
     state_->window = window == 0 ? 1 : window;
+    state_->fixed_chunk = chunk_size;
     if (start_on) {
       std::lock_guard lock(state_->mutex);
+      state_->wake.emplace(*start_on, asio::steady_timer::time_point::max());
       top_up(state_, *start_on);
     }
   }
@@ -69,25 +89,64 @@ class result_stream {
   asio::awaitable<std::optional<indexed_result<R>>> next() {
     auto st = state_;
     auto ex = co_await asio::this_coro::executor;
+    {
+      std::lock_guard lock(st->mutex);
+      if (!st->wake) {
+        st->wake.emplace(ex, asio::steady_timer::time_point::max());
+      }
+    }
     for (;;) {
       {
         std::lock_guard lock(st->mutex);
-        if (!st->wake) {
-          st->wake.emplace(ex, asio::steady_timer::time_point::max());
-        }
         top_up(st, ex);
         if (!st->ready.empty()) {
-          indexed_result<R> r = std::move(st->ready.front());
-          st->ready.pop_front();
-          co_return r;
+          co_return take_one(*st);
         }
         if (st->in_flight == 0 && st->next_index == st->total) {
           co_return std::nullopt;
         }
         st->wake->expires_at(asio::steady_timer::time_point::max());
       }
-      // A completion after the check posts its wake-up to this executor: it
-      // runs once this coroutine is suspended in the wait, never before.
+      std::error_code ec;
+      co_await st->wake->async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    }
+  }
+
+  /// The next completed chunk (what is left of it when next() took some of
+  /// its items), or std::nullopt when every item was yielded. For many small
+  /// items: one co_await per chunk instead of one per item.
+  asio::awaitable<std::optional<indexed_chunk<R>>> next_chunk() {
+    auto st = state_;
+    auto ex = co_await asio::this_coro::executor;
+    {
+      std::lock_guard lock(st->mutex);
+      if (!st->wake) {
+        st->wake.emplace(ex, asio::steady_timer::time_point::max());
+      }
+    }
+    for (;;) {
+      std::unique_lock lock(st->mutex);
+      top_up(st, ex);
+      if (!st->ready.empty()) {
+        indexed_chunk<R> c = std::move(st->ready.front());
+        st->ready.pop_front();
+        if (st->taken != 0) {  // next() took the first items already
+          c.first += st->taken;
+          c.count -= st->taken;
+          if (!c.error) {
+            c.values.erase(c.values.begin(),
+                           c.values.begin() + static_cast<std::ptrdiff_t>(st->taken));
+          }
+          st->taken = 0;
+        }
+        st->ready_items -= c.count;
+        co_return c;
+      }
+      if (st->in_flight == 0 && st->next_index == st->total) {
+        co_return std::nullopt;
+      }
+      st->wake->expires_at(asio::steady_timer::time_point::max());
+      lock.unlock();
       std::error_code ec;
       co_await st->wake->async_wait(asio::redirect_error(asio::use_awaitable, ec));
     }
@@ -96,45 +155,106 @@ class result_stream {
   /// Items not yet yielded (in flight, ready, or not started).
   std::size_t remaining() const {
     std::lock_guard lock(state_->mutex);
-    return state_->total - state_->next_index + state_->in_flight + state_->ready.size();
+    return state_->total - state_->next_index + state_->in_flight_items + state_->ready_items;
   }
 
  private:
+  using clock = std::chrono::steady_clock;
+  /// The time one task should take when the chunk size adapts: long against
+  /// a task's round trip (a few microseconds), short for streaming.
+  static constexpr std::chrono::nanoseconds target_task_time = std::chrono::milliseconds(2);
+
   struct state {
-    std::mutex mutex;  // completions may run on the pool's executor
     launcher launch;
     std::size_t total = 0;
     std::size_t window = 1;
+    std::size_t fixed_chunk = 0;  // 0: adaptive
     std::size_t next_index = 0;
-    std::size_t in_flight = 0;
-    std::deque<indexed_result<R>> ready;
-    std::optional<asio::steady_timer> wake;  // the consumer's, made by its first next()
+    std::size_t in_flight = 0;           // tasks
+    std::size_t in_flight_items = 0;     // items in those tasks
+    double ns_per_item = 0;              // measured; 0 until a chunk completed
+    std::deque<indexed_chunk<R>> ready;  // completed chunks, oldest first
+    std::size_t taken = 0;               // items of ready.front() next() already took
+    std::size_t ready_items = 0;
+    std::optional<asio::steady_timer> wake;
+    // Completions may arrive on another thread of the loop (the window starts
+    // on the pool's executor): state is touched under this lock only.
+    std::mutex mutex;
   };
 
-  // Called with st->mutex held. `launch` only initiates: completions are
-  // never invoked from inside it, so they cannot take the mutex re-entrantly.
+  static std::size_t next_chunk(const state& s) {
+    std::size_t left = s.total - s.next_index;
+    if (s.fixed_chunk != 0) {
+      return std::min(left, s.fixed_chunk);
+    }
+    if (s.ns_per_item <= 0) {
+      return 1;  // nothing measured yet
+    }
+    double wanted = static_cast<double>(target_task_time.count()) / s.ns_per_item;
+    std::size_t share = std::max<std::size_t>(1, left / s.window);
+    std::size_t size = wanted < 1 ? 1 : static_cast<std::size_t>(wanted);
+    return std::min({left, share, size});
+  }
+
   static void top_up(const std::shared_ptr<state>& st, const asio::any_io_executor& ex) {
     while (st->in_flight < st->window && st->next_index < st->total) {
-      std::size_t i = st->next_index++;
+      std::size_t first = st->next_index;
+      std::size_t count = next_chunk(*st);
+      st->next_index += count;
       ++st->in_flight;
+      st->in_flight_items += count;
       std::weak_ptr<state> weak = st;
-      st->launch(i, ex, [weak, i](std::exception_ptr e, R v) {
-        auto s = weak.lock();
-        if (!s) {
-          return;
-        }
-        std::lock_guard lock(s->mutex);
-        --s->in_flight;
-        s->ready.push_back({i, e, std::move(v)});
-        if (s->wake) {
-          asio::post(s->wake->get_executor(), [weak] {
-            if (auto alive = weak.lock()) {
-              alive->wake->cancel();
-            }
-          });
-        }
-      });
+      auto started = clock::now();
+      st->launch(first, count, ex,
+                 [weak, first, count, started](std::exception_ptr e, std::vector<R> values) {
+                   if (auto s = weak.lock()) {
+                     std::lock_guard lock(s->mutex);
+                     --s->in_flight;
+                     s->in_flight_items -= count;
+                     learn(*s, count, clock::now() - started);
+                     if (!e && values.size() != count) {
+                       e = short_chunk();
+                     }
+                     if (e) {
+                       values.clear();
+                     }
+                     s->ready.push_back({first, count, e, std::move(values)});
+                     s->ready_items += count;
+                     if (s->wake) {
+                       s->wake->cancel();
+                     }
+                   }
+                 });
     }
+  }
+
+  static indexed_result<R> take_one(state& s) {
+    indexed_chunk<R>& c = s.ready.front();
+    indexed_result<R> r;
+    r.index = c.first + s.taken;
+    r.error = c.error;
+    if (!c.error) {
+      r.value = std::move(c.values[s.taken]);
+    }
+    --s.ready_items;
+    if (++s.taken == c.count) {
+      s.ready.pop_front();
+      s.taken = 0;
+    }
+    return r;
+  }
+
+  // Per-item time, smoothed: the latest chunk counts half.
+  static void learn(state& s, std::size_t count, clock::duration took) {
+    double per =
+        static_cast<double>(std::chrono::nanoseconds(took).count()) / static_cast<double>(count);
+    s.ns_per_item = s.ns_per_item <= 0 ? per : (s.ns_per_item + per) / 2;
+  }
+
+  static std::exception_ptr short_chunk() {
+    return std::make_exception_ptr(
+        std::system_error(std::make_error_code(std::errc::protocol_error),
+                          "coproc: a chunk returned too few values"));
   }
 
   std::shared_ptr<state> state_;

@@ -163,14 +163,16 @@ class mpi_pool {
 
   /// Applies `fn` to every element of `items` on the ranks and returns the
   /// results in input order, in chunks (automatic size, or `chunk_size`).
-  /// Throws the first failing chunk's exception.
+  /// Throws the first failing chunk's exception, of its own type, its message
+  /// starting with "coproc::map: items [first, last) of n failed: ".
   template <class F, std::ranges::input_range Range>
   auto map(F fn, const Range& items, std::size_t chunk_size = 0);
 
-  /// One task per element, at most `window` in flight (0: twice the rank
-  /// count), results as they complete: see process_pool::map_unordered.
+  /// Chunks of items (`chunk_size`, 0: adaptive), at most `window` tasks in
+  /// flight (0: twice the rank count), results as they complete: see
+  /// process_pool::map_unordered.
   template <class F, std::ranges::input_range Range>
-  auto map_unordered(F fn, const Range& items, std::size_t window = 0);
+  auto map_unordered(F fn, const Range& items, std::size_t window = 0, std::size_t chunk_size = 0);
 
   /// Stops accepting work, then drains or cancels (shutdown_mode::cancel:
   /// queued and sent tasks fail with errc::pool_stopped; ranks finish what
@@ -271,13 +273,14 @@ auto mpi_pool::map(F fn, const Range& items, std::size_t chunk_size) {
 }
 
 template <class F, std::ranges::input_range Range>
-auto mpi_pool::map_unordered(F fn, const Range& items, std::size_t window) {
+auto mpi_pool::map_unordered(F fn, const Range& items, std::size_t window, std::size_t chunk_size) {
   using T = std::ranges::range_value_t<Range>;
   if constexpr (!detail::check_map_task<F, T>()) {
     return result_stream<detail::result_or_int_t<F, T>>(nullptr, 0, 0);
   } else {
     return detail::unordered_map<detail::task_result_t<F, T>>(
-        *this, fn, std::vector<T>(std::ranges::begin(items), std::ranges::end(items)), window);
+        *this, &detail::mpi_map_chunk<F, T>, detail::to_wire(fn),
+        std::vector<T>(std::ranges::begin(items), std::ranges::end(items)), window, chunk_size);
   }
 }
 

@@ -22,12 +22,14 @@
 #include <memory>
 #include <optional>
 #include <ranges>
+#include <string>
 #include <system_error>
 #include <type_traits>
 #include <vector>
 
 #include "coproc/executors/detail/callable.hpp"
 #include "coproc/executors/result_stream.hpp"
+#include "coproc/ipc/detail/exception_prefix.hpp"
 #include "coproc/runtime/errc.hpp"
 
 namespace coproc::detail {
@@ -69,7 +71,8 @@ asio::awaitable<task_result_t<F, W...>> submit_within(Pool& pool,
 /// Submits `items` in chunks (`chunk_task(head, std::vector<T>)` runs over
 /// one; `head` is the user's callable as it crosses), all at once, and
 /// assembles the results in input order. chunk_size 0: about four chunks per
-/// worker. Throws the first failing chunk's exception.
+/// worker. Throws the first failing chunk's exception, of its own type, with
+/// "coproc::map: items [first, last) of n failed: " in front of its message.
 /// Cancelled (terminal, through the awaiting coroutine's slot, e.g. by
 /// `map(...) || timer`): every chunk still out is cancelled as a submit is
 /// (queued: dropped; running: its worker killed) and the map throws
@@ -129,29 +132,41 @@ asio::awaitable<std::vector<R>> ordered_map(Pool& pool, ChunkTask chunk_task, He
   }
   std::vector<R> out;
   out.reserve(n);
-  for (chunk_state& chunk : state->chunks) {
+  for (std::size_t c = 0; c < state->chunks.size(); ++c) {
+    chunk_state& chunk = state->chunks[c];
     if (chunk.error) {
-      std::rethrow_exception(chunk.error);
+      // Same exception type, its message naming the failed chunk's items.
+      std::rethrow_exception(
+          with_prefix(chunk.error, "coproc::map: items [" + std::to_string(c * chunk_size) + ", " +
+                                       std::to_string(std::min(n, (c + 1) * chunk_size)) + ") of " +
+                                       std::to_string(n) + " failed: "));
     }
     std::move(chunk.values.begin(), chunk.values.end(), std::back_inserter(out));
   }
   co_return out;
 }
 
-/// One task per item, at most `window` in flight (0: twice the workers),
-/// results yielded as they complete. With `start_on`, the first window is
-/// submitted at once, completing on that executor; without, at the first next().
-template <class R, class T, class Pool, class F>
-result_stream<R> unordered_map(Pool& pool, F fn, std::vector<T> items, std::size_t window,
+/// Items in chunks (`chunk_task(head, std::vector<T>)`, as ordered_map), at
+/// most `window` tasks in flight (0: twice the workers), results yielded as
+/// each chunk completes. chunk_size 0: adaptive (see result_stream). With
+/// `start_on`, the first window is submitted at once, completing on that
+/// executor; without, at the first next().
+template <class R, class T, class Pool, class ChunkTask, class Head>
+result_stream<R> unordered_map(Pool& pool, ChunkTask chunk_task, Head head, std::vector<T> items,
+                               std::size_t window, std::size_t chunk_size,
                                std::optional<asio::any_io_executor> start_on = std::nullopt) {
   auto all = std::make_shared<std::vector<T>>(std::move(items));
   std::size_t total = all->size();
   return result_stream<R>(
-      [&pool, fn, all](std::size_t i, const asio::any_io_executor& ex,
-                       typename result_stream<R>::completion done) {
-        pool.async_submit(fn, (*all)[i], asio::bind_executor(ex, std::move(done)));
+      [&pool, chunk_task, head, all](std::size_t first, std::size_t count,
+                                     const asio::any_io_executor& ex,
+                                     typename result_stream<R>::completion done) {
+        auto begin = all->begin() + static_cast<std::ptrdiff_t>(first);
+        pool.async_submit(chunk_task, head,
+                          std::vector<T>(begin, begin + static_cast<std::ptrdiff_t>(count)),
+                          asio::bind_executor(ex, std::move(done)));
       },
-      total, window == 0 ? 2 * pool.size() : window, std::move(start_on));
+      total, window == 0 ? 2 * pool.size() : window, chunk_size, std::move(start_on));
 }
 
 }  // namespace coproc::detail
