@@ -110,7 +110,7 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
   void on_report(const zygote_report& r);
   void poll_reports();
   void on_worker_exit(worker_rec& w, const exit_status& status);
-  static bool charge_death(const worker_rec& w, task_op& op);
+  static bool charge_death(const worker_rec& w, task_op& op, std::uint64_t oldest_id);
   static coproc::errc death_errc(const exit_status& status);
   static std::string own_reason(const exit_status& status);
   bool release_worker(worker_rec& w, const exit_status& status);

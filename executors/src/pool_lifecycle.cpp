@@ -165,10 +165,12 @@ bool pool_core::release_worker(worker_rec& w, const exit_status& status) {
   std::deque<task_op*> requeue;
   std::string why = "worker " + std::to_string(w.pid) + " " + status.describe() + " (max RSS " +
                     std::to_string(status.max_rss_kb) + " KiB)" + own_reason(status);
+  // Taken before the loop: failing a task below may free it.
+  std::uint64_t oldest = w.inflight.empty() ? 0 : w.inflight.front()->id;
   for (task_op* op : w.inflight) {
     bool crashed_here =
         op->id == running && consumed > op->seq && !(w.killing && w.kill_target != op->id);
-    crashed_here = crashed_here || charge_death(w, *op);
+    crashed_here = crashed_here || charge_death(w, *op, oldest);
     if (crashed_here) {
       ops_.erase(op->id);
       ++stats_.tasks_failed;

@@ -592,9 +592,9 @@ void pool_core::on_doorbell() {
 // pool is charged with the death; at the third it fails. (A worker that
 // retires legitimately leaves its oldest untaken task to be the first its
 // replacement takes: three in a row need two more deaths before any run.)
-bool pool_core::charge_death(const worker_rec& w, task_op& op) {
+bool pool_core::charge_death(const worker_rec& w, task_op& op, std::uint64_t oldest_id) {
   constexpr std::uint8_t deaths_before_failing = 3;
-  if (w.killing || op.id != w.inflight.front()->id) {
+  if (w.killing || op.id != oldest_id) {
     return false;
   }
   return ++op.deaths >= deaths_before_failing;

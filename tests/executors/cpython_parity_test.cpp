@@ -311,10 +311,14 @@ TEST_CASE("map and map_unordered take a C++20-only input range", "[cpython_parit
     process_pool pool(ctx.get_executor(), {.workers = 2});
     auto out = co_await pool.map(add_one_of, int_source{});
     CHECK(out == std::vector<int>{2, 3, 4, 5});
+#if !defined(__clang__) || __clang_major__ >= 15
+    // clang 14 (the sanitizer compiler) cannot check libstdc++ 12's
+    // istream_view against the range concepts at all, coproc or not.
     std::istringstream text("10 20 30");
     auto numbers = std::views::istream<int>(text);  // begin() only on a non-const view
     auto from_stream = co_await pool.map(add_one_of, numbers);
     CHECK(from_stream == std::vector<int>{11, 21, 31});
+#endif
     auto stream = pool.map_unordered(add_one_of, int_source{});
     int sum = 0;
     while (auto r = co_await stream.next()) {
