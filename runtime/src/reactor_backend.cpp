@@ -19,8 +19,8 @@ void uring_service::reactor_open() {
   interest_.emplace();
   // Asio owns (and sets O_NONBLOCK on) a duplicate: the flag is harmless on
   // an epoll fd that only this service uses.
-  int dup = detail::check_syscall(::fcntl(interest_->fd(), F_DUPFD_CLOEXEC, 0),
-                                  "fcntl(F_DUPFD_CLOEXEC)");
+  int dup =
+      detail::check_syscall(::fcntl(interest_->fd(), F_DUPFD_CLOEXEC, 0), "fcntl(F_DUPFD_CLOEXEC)");
   try {
     interest_wait_.emplace(*ctx_, dup);
   } catch (...) {

@@ -81,8 +81,8 @@ uring_service::uring_service(asio::io_context& ctx, uring_options options)
     wanted = *from_env;
   }
   if (wanted == io_backend::epoll) {
-    fallback_reason_ = options.backend ? "io_backend::epoll was asked for"
-                                       : "COPROC_IO_BACKEND=epoll";
+    fallback_reason_ =
+        options.backend ? "io_backend::epoll was asked for" : "COPROC_IO_BACKEND=epoll";
     reactor_open();
     return;
   }
@@ -226,8 +226,7 @@ void uring_service::watch_futex_now(detail::io_op* op) {
       return;
     }
     res = op->cancel_requested ? -ECANCELED : 0;
-    done_now = op->cancel_requested ||
-               plan.word->load(std::memory_order_acquire) != plan.expected;
+    done_now = op->cancel_requested || plan.word->load(std::memory_order_acquire) != plan.expected;
     if (!done_now) {
       watcher().add(op, *plan.word, plan.expected);
     }

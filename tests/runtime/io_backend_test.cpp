@@ -14,6 +14,7 @@
 #include <asio/experimental/awaitable_operators.hpp>
 #include <catch2/catch_test_macros.hpp>
 #include <catch2/generators/catch_generators.hpp>
+#include <cerrno>
 #include <coproc/runtime/child_process.hpp>
 #include <coproc/runtime/detail/futex.hpp>
 #include <coproc/runtime/errc.hpp>
@@ -23,7 +24,6 @@
 #include <coproc/runtime/pipe_reader.hpp>
 #include <coproc/runtime/pipe_writer.hpp>
 #include <coproc/runtime/uring_service.hpp>
-#include <cerrno>
 #include <cstdio>
 #include <new>
 #include <optional>

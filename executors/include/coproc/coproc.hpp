@@ -7,7 +7,6 @@
 #include "coproc/executors/process.hpp"
 #include "coproc/executors/process_pool.hpp"
 #include "coproc/executors/task_object.hpp"
-#include "coproc/runtime/worker_crashed_error.hpp"
 #include "coproc/ipc/barrier.hpp"
 #include "coproc/ipc/codec.hpp"
 #include "coproc/ipc/condition.hpp"
@@ -32,3 +31,4 @@
 #include "coproc/runtime/pipe_writer.hpp"
 #include "coproc/runtime/unique_fd.hpp"
 #include "coproc/runtime/uring_service.hpp"
+#include "coproc/runtime/worker_crashed_error.hpp"

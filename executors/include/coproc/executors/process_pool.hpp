@@ -254,8 +254,7 @@ auto process_pool::map(F fn, Range&& items, std::size_t chunk_size) {
 }
 
 template <class F, std::ranges::input_range Range>
-auto process_pool::map_unordered(F fn, Range&& items, std::size_t window,
-                                 std::size_t chunk_size) {
+auto process_pool::map_unordered(F fn, Range&& items, std::size_t window, std::size_t chunk_size) {
   using T = std::ranges::range_value_t<Range>;
   if constexpr (!detail::check_map_task<F, T>()) {
     return result_stream<detail::result_or_int_t<F, T>>(nullptr, 0, 0);

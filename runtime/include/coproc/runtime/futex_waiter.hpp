@@ -11,8 +11,8 @@
 #include <tuple>
 #include <type_traits>
 
-#include "coproc/runtime/detail/pipe_io.hpp"
 #include "coproc/runtime/detail/io_handler_op.hpp"
+#include "coproc/runtime/detail/pipe_io.hpp"
 #include "coproc/runtime/detail/uring_ops.hpp"
 #include "coproc/runtime/uring_service.hpp"
 

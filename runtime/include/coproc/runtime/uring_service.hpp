@@ -172,7 +172,7 @@ class uring_service final : public asio::execution_context::service {
   bool shut_down_ = false;
   std::unique_ptr<detail::futex_watcher> watcher_;  // created at the first watched wait
 
-  std::optional<detail::interest_set> interest_;               // epoll backend
+  std::optional<detail::interest_set> interest_;                 // epoll backend
   std::optional<asio::posix::stream_descriptor> interest_wait_;  // Asio's view of its fd
   bool interest_armed_ = false;
 

@@ -106,17 +106,17 @@ asio::awaitable<std::vector<R>> ordered_map(Pool& pool, ChunkTask chunk_task, He
   for (std::size_t c = 0; c < state->chunks.size(); ++c) {
     auto first = all.begin() + static_cast<std::ptrdiff_t>(c * chunk_size);
     auto last = all.begin() + static_cast<std::ptrdiff_t>(std::min(n, (c + 1) * chunk_size));
-    pool.async_submit(chunk_task, head,
-                      std::vector<T>(std::make_move_iterator(first), std::make_move_iterator(last)),
-                      asio::bind_cancellation_slot(
-                          state->cancel[c].slot(),
-                          asio::bind_executor(here, [state, c](std::exception_ptr e,
-                                                               std::vector<R> v) {
-                            state->chunks[c] = {std::move(v), e};
-                            if (--state->outstanding == 0) {
-                              state->ready.cancel();
-                            }
-                          })));
+    pool.async_submit(
+        chunk_task, head,
+        std::vector<T>(std::make_move_iterator(first), std::make_move_iterator(last)),
+        asio::bind_cancellation_slot(
+            state->cancel[c].slot(),
+            asio::bind_executor(here, [state, c](std::exception_ptr e, std::vector<R> v) {
+              state->chunks[c] = {std::move(v), e};
+              if (--state->outstanding == 0) {
+                state->ready.cancel();
+              }
+            })));
   }
   if (state->outstanding > 0) {
     std::error_code ec;

@@ -144,8 +144,8 @@ class connection_core {
   unsigned spin_skip_ = 0;
 };
 
-/// IORING_OP_SEND (or, on epoll, send with MSG_DONTWAIT) with MSG_NOSIGNAL: a dead peer gives EPIPE, never SIGPIPE
-/// (pipe_writer's WRITE would raise SIGPIPE on a socket too).
+/// IORING_OP_SEND (or, on epoll, send with MSG_DONTWAIT) with MSG_NOSIGNAL: a dead peer gives
+/// EPIPE, never SIGPIPE (pipe_writer's WRITE would raise SIGPIPE on a socket too).
 struct send_impl {
   send_impl(int fd_in, const std::byte* p, std::size_t n) noexcept
       : fd(fd_in), data(p), len(std::min<std::size_t>(n, 0x7ffff000)) {}

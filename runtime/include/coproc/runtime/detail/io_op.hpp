@@ -19,7 +19,7 @@ namespace coproc::detail {
 struct reactor_plan {
   enum class kind { readable, writable, futex };
   kind what = kind::readable;
-  int fd = -1;  ///< readable/writable: the op's own fd, -1 for futex
+  int fd = -1;                                 ///< readable/writable: the op's own fd, -1 for futex
   std::atomic<std::uint32_t>* word = nullptr;  ///< futex: the word
   std::uint32_t expected = 0;                  ///< futex: wait while word == expected
 

@@ -11,8 +11,8 @@
 #include <array>
 #include <asio/buffer.hpp>
 #include <asio/compose.hpp>
-#include <asio/post.hpp>
 #include <asio/error.hpp>
+#include <asio/post.hpp>
 #include <cerrno>
 #include <cstddef>
 #include <system_error>
