@@ -116,7 +116,13 @@ uring_service& uring_service::install(asio::io_context& ctx, uring_options optio
 
 void uring_service::start(detail::io_op* op) {
   if (op->waits_on_futex && !has_futex_wait_) {
-    watch_futex(op);
+    // A futex wait with a doorbell waits on its eventfd in the interest set;
+    // any other takes the watcher thread.
+    if (backend_ == io_backend::epoll && op->plan().what == detail::reactor_plan::kind::doorbell) {
+      reactor_start(op);
+    } else {
+      watch_futex(op);
+    }
   } else if (backend_ == io_backend::uring) {
     ring_start(op);
   } else {
