@@ -23,7 +23,7 @@ void uring_service::reactor_open() {
   int dup =
       detail::check_syscall(::fcntl(interest_->fd(), F_DUPFD_CLOEXEC, 0), "fcntl(F_DUPFD_CLOEXEC)");
   try {
-    interest_wait_.emplace(*ctx_, dup);
+    interest_wait_ = std::make_unique<asio::posix::stream_descriptor>(*ctx_, dup);
   } catch (...) {
     ::close(dup);
     throw;
