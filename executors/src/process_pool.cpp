@@ -17,7 +17,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <asio/execution/context.hpp>
 #include <asio/posix/stream_descriptor.hpp>
+#include <asio/query.hpp>
 #include <asio/read.hpp>
 #include <atomic>
 #include <deque>
@@ -34,6 +36,7 @@
 #include "coproc/runtime/exit_status.hpp"
 #include "coproc/runtime/pipe_reader.hpp"
 #include "pool_core.hpp"
+#include "pool_registry.hpp"
 
 namespace coproc::detail {
 namespace {
@@ -170,8 +173,11 @@ void pool_core::start_listening() {
 }
 
 void pool_core::arm_rest_check() {
-  rest_timer_.expires_after(rest_interval);
-  rest_timer_.async_wait([self = shared_from_this()](std::error_code ec) {
+  if (!rest_timer_) {
+    return;  // the io_context is gone
+  }
+  rest_timer_->expires_after(rest_interval);
+  rest_timer_->async_wait([self = shared_from_this()](std::error_code ec) {
     if (!ec) {
       std::lock_guard lock(self->mutex_);
       self->on_rest_check();
@@ -761,7 +767,7 @@ void pool_core::fail_all(const std::exception_ptr& e) {
   }
 }
 
-void pool_core::close() noexcept {
+void pool_core::close(bool drop_completions) noexcept {
   std::lock_guard lock(mutex_);
   if (closed()) {
     return;
@@ -804,7 +810,11 @@ void pool_core::close() noexcept {
     }
   }
   for (task_op* op : all) {
-    op->fail(aborted);
+    if (drop_completions) {
+      op->drop();
+    } else {
+      op->fail(aborted);
+    }
   }
   if (doorbell_) {
     doorbell_->cancel();
@@ -812,7 +822,9 @@ void pool_core::close() noexcept {
   if (reports_) {
     reports_->descriptor().cancel();
   }
-  rest_timer_.cancel();
+  if (rest_timer_) {
+    rest_timer_->cancel();
+  }
 }
 
 // The pool's destructor in a process that did not create it (a plain fork()
@@ -861,6 +873,7 @@ process_pool::process_pool(const executor_type& ex, pool_options options)
     : ex_(ex),
       workers_(options.workers),
       core_(std::make_shared<detail::pool_core>(ex, std::move(options))) {
+  asio::use_service<detail::pool_registry>(asio::query(ex_, asio::execution::context)).add(core_);
   core_->open();
 }
 

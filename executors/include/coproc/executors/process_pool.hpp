@@ -64,9 +64,11 @@ enum class shutdown_mode {
 /// Thread safety: every member function may be called from any thread (the
 /// pool serialises them with a mutex). The pool must outlive the operations it
 /// started; destroying it completes them with asio::error::operation_aborted.
-/// Precondition: the io_context behind the executor outlives the pool (declare
-/// the context first, or destroy the pool before it): the pool's destructor
-/// uses the context's io_uring service and posts the aborted completions to it.
+/// The io_context behind the executor may be destroyed before the pool: its
+/// destruction stops the pool's workers and zygote and destroys the handlers
+/// of pending operations uncalled (as Asio destroys the handlers still queued
+/// in a context that goes away); the pool's destructor then touches nothing
+/// of the context. Use the pool no more after that.
 class process_pool {
  public:
   using executor_type = asio::any_io_executor;
