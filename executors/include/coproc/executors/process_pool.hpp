@@ -158,7 +158,9 @@ class process_pool {
   /// the items left over the window), at most `window` tasks in flight (0:
   /// twice the worker count). A failed chunk yields its error for each item.
   /// The first `window` tasks are submitted at once, before the first next().
-  /// `while (auto r = co_await s.next()) { r->index; r->get(); }`
+  /// `while (auto r = co_await s.next()) { r->index; r->get(); }`; for many
+  /// tiny items, drain what is buffered without a co_await each:
+  /// `while (auto r = co_await s.next()) { do use(*r); while ((r = s.try_next())); }`
   template <class F, std::ranges::input_range Range>
   auto map_unordered(F fn, Range&& items, std::size_t window = 0, std::size_t chunk_size = 0);
 
