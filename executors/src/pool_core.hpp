@@ -36,6 +36,7 @@
 #include "coproc/runtime/exit_status.hpp"
 #include "coproc/runtime/mapped_region.hpp"
 #include "coproc/runtime/unique_fd.hpp"
+#include "output_relay.hpp"
 
 namespace coproc::detail {
 
@@ -154,6 +155,7 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
   std::unique_ptr<zygote_reports> reports_;
   std::uint64_t reports_gen_ = 0;  // one per zygote: a stale wait's handler does nothing
   std::unique_ptr<asio::posix::stream_descriptor> doorbell_;
+  std::unique_ptr<output_relay> relay_;  // pool_options::worker_output other than inherit
   worker_config config_;
   std::vector<std::unique_ptr<worker_rec>> workers_;
   std::deque<task_op*> queue_;    // accepted, not yet sent (at most queue_capacity)

@@ -86,8 +86,15 @@ pool_core::pool_core(const asio::any_io_executor& ex, pool_options options)
   }
   doorbell_fd_.reset(check_syscall(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK), "eventfd"));
   config_ = {region_.data(), geometry_, doorbell_fd_.get(), &options_, region_.fd()};
+  if (options_.worker_output != worker_output::inherit) {
+    relay_ = std::make_unique<output_relay>(options_.worker_output, options_.on_worker_output, ex_);
+    config_.output_fd = relay_->worker_fd();
+  }
   // The zygote is forked now, before this pool has any ring or thread.
   start_zygote();
+  if (relay_) {
+    relay_->start();
+  }
   doorbell_ = std::make_unique<asio::posix::stream_descriptor>(
       ex_,
       check_syscall(::fcntl(doorbell_fd_.get(), F_DUPFD_CLOEXEC, 0), "fcntl(F_DUPFD_CLOEXEC)"));
@@ -794,6 +801,9 @@ void pool_core::close(bool drop_completions) noexcept {
     ::poll(&p, 1, 500);
   }
   zygote_.kill_and_reap();
+  if (relay_) {
+    relay_->stop(drop_completions);  // the workers are gone: their last lines
+  }
   auto aborted = std::make_exception_ptr(
       std::system_error(asio::error::operation_aborted, "process_pool destroyed"));
   std::vector<task_op*> all;
@@ -837,6 +847,9 @@ void pool_core::close(bool drop_completions) noexcept {
 // dropped without completion.
 void pool_core::close_foreign() noexcept {
   state_ = pool_state::closed;
+  if (relay_) {
+    relay_->abandon();  // its thread is the creator's
+  }
   for (auto& w : workers_) {
     w->pidfd.reset();
     w->inflight.clear();
