@@ -17,6 +17,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <system_error>
 #include <unordered_map>
@@ -35,6 +36,7 @@
 #include "coproc/runtime/exit_status.hpp"
 #include "coproc/runtime/mapped_region.hpp"
 #include "coproc/runtime/unique_fd.hpp"
+#include "output_relay.hpp"
 
 namespace coproc::detail {
 
@@ -81,7 +83,11 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
   ~pool_core() { close(); }
 
   void open();
-  void close() noexcept;
+  /// Stops the workers and the zygote; pending operations complete with
+  /// operation_aborted, or with `drop_completions` are destroyed uncalled.
+  void close(bool drop_completions = false) noexcept;
+  /// Called by pool_registry while the io_context is being destroyed.
+  void on_context_gone() noexcept;
   void close_foreign() noexcept;
   void start(task_op* op);
   void cancel(std::uint64_t id);
@@ -149,6 +155,7 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
   std::unique_ptr<zygote_reports> reports_;
   std::uint64_t reports_gen_ = 0;  // one per zygote: a stale wait's handler does nothing
   std::unique_ptr<asio::posix::stream_descriptor> doorbell_;
+  std::unique_ptr<output_relay> relay_;  // pool_options::worker_output other than inherit
   worker_config config_;
   std::vector<std::unique_ptr<worker_rec>> workers_;
   std::deque<task_op*> queue_;    // accepted, not yet sent (at most queue_capacity)
@@ -165,7 +172,7 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
   std::int64_t recent_latency_ns_ = 0;
   bool reports_armed_ = false;
   bool listening_ = false;
-  asio::steady_timer rest_timer_{ex_};
+  std::optional<asio::steady_timer> rest_timer_{std::in_place, ex_};  // reset with the context
   pool_state state_ = pool_state::running;
   std::exception_ptr broken_error_;  // what a broken pool fails tasks with
   restart_intensity restarts_;       // zygote deaths

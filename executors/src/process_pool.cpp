@@ -17,7 +17,9 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <asio/execution/context.hpp>
 #include <asio/posix/stream_descriptor.hpp>
+#include <asio/query.hpp>
 #include <asio/read.hpp>
 #include <atomic>
 #include <deque>
@@ -34,6 +36,7 @@
 #include "coproc/runtime/exit_status.hpp"
 #include "coproc/runtime/pipe_reader.hpp"
 #include "pool_core.hpp"
+#include "pool_registry.hpp"
 
 namespace coproc::detail {
 namespace {
@@ -83,8 +86,15 @@ pool_core::pool_core(const asio::any_io_executor& ex, pool_options options)
   }
   doorbell_fd_.reset(check_syscall(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK), "eventfd"));
   config_ = {region_.data(), geometry_, doorbell_fd_.get(), &options_, region_.fd()};
+  if (options_.worker_output != worker_output::inherit) {
+    relay_ = std::make_unique<output_relay>(options_.worker_output, options_.on_worker_output, ex_);
+    config_.output_fd = relay_->worker_fd();
+  }
   // The zygote is forked now, before this pool has any ring or thread.
   start_zygote();
+  if (relay_) {
+    relay_->start();
+  }
   doorbell_ = std::make_unique<asio::posix::stream_descriptor>(
       ex_,
       check_syscall(::fcntl(doorbell_fd_.get(), F_DUPFD_CLOEXEC, 0), "fcntl(F_DUPFD_CLOEXEC)"));
@@ -170,8 +180,11 @@ void pool_core::start_listening() {
 }
 
 void pool_core::arm_rest_check() {
-  rest_timer_.expires_after(rest_interval);
-  rest_timer_.async_wait([self = shared_from_this()](std::error_code ec) {
+  if (!rest_timer_) {
+    return;  // the io_context is gone
+  }
+  rest_timer_->expires_after(rest_interval);
+  rest_timer_->async_wait([self = shared_from_this()](std::error_code ec) {
     if (!ec) {
       std::lock_guard lock(self->mutex_);
       self->on_rest_check();
@@ -761,7 +774,7 @@ void pool_core::fail_all(const std::exception_ptr& e) {
   }
 }
 
-void pool_core::close() noexcept {
+void pool_core::close(bool drop_completions) noexcept {
   std::lock_guard lock(mutex_);
   if (closed()) {
     return;
@@ -788,6 +801,9 @@ void pool_core::close() noexcept {
     ::poll(&p, 1, 500);
   }
   zygote_.kill_and_reap();
+  if (relay_) {
+    relay_->stop(drop_completions);  // the workers are gone: their last lines
+  }
   auto aborted = std::make_exception_ptr(
       std::system_error(asio::error::operation_aborted, "process_pool destroyed"));
   std::vector<task_op*> all;
@@ -804,7 +820,11 @@ void pool_core::close() noexcept {
     }
   }
   for (task_op* op : all) {
-    op->fail(aborted);
+    if (drop_completions) {
+      op->drop();
+    } else {
+      op->fail(aborted);
+    }
   }
   if (doorbell_) {
     doorbell_->cancel();
@@ -812,7 +832,9 @@ void pool_core::close() noexcept {
   if (reports_) {
     reports_->descriptor().cancel();
   }
-  rest_timer_.cancel();
+  if (rest_timer_) {
+    rest_timer_->cancel();
+  }
 }
 
 // The pool's destructor in a process that did not create it (a plain fork()
@@ -825,6 +847,9 @@ void pool_core::close() noexcept {
 // dropped without completion.
 void pool_core::close_foreign() noexcept {
   state_ = pool_state::closed;
+  if (relay_) {
+    relay_->abandon();  // its thread is the creator's
+  }
   for (auto& w : workers_) {
     w->pidfd.reset();
     w->inflight.clear();
@@ -861,6 +886,7 @@ process_pool::process_pool(const executor_type& ex, pool_options options)
     : ex_(ex),
       workers_(options.workers),
       core_(std::make_shared<detail::pool_core>(ex, std::move(options))) {
+  asio::use_service<detail::pool_registry>(asio::query(ex_, asio::execution::context)).add(core_);
   core_->open();
 }
 

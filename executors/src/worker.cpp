@@ -22,6 +22,7 @@
 #include "coproc/executors/detail/zygote.hpp"
 #include "coproc/ipc/remote_error.hpp"
 #include "coproc/runtime/errc.hpp"
+#include "output_relay.hpp"
 
 namespace coproc::detail {
 namespace {
@@ -366,6 +367,9 @@ const void* checked_code_address(std::int64_t offset) {
 }
 
 void worker_main(const worker_config& config, std::size_t slot) {
+  if (config.output_fd >= 0) {
+    redirect_worker_output(config.output_fd);  // before the initializer: its lines too
+  }
   worker w(config, slot);
   w.run();
 }

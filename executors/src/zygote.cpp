@@ -250,7 +250,7 @@ void reset_signals() {
 /// configured): only its pipes and the doorbell stay open.
 [[noreturn]] void serve(const worker_config& config, int cmd_read, int report_write,
                         bool bad_image) {
-  close_all_but({cmd_read, report_write, config.doorbell_fd});
+  close_all_but({cmd_read, report_write, config.doorbell_fd, config.output_fd});
   drop_foreign_shared_mappings(config);
   // SIGCHLD and SIGTERM arrive through the signalfd. SIGTERM is also the
   // death signal from here on (it was SIGKILL until now): a zygote whose
@@ -403,6 +403,7 @@ pid_t spawn_zygote(const worker_config& config, int cmd_read, int report_write) 
   w.report_fd = report_write;
   w.doorbell_fd = config.doorbell_fd;
   w.memfd = config.memfd;
+  w.output_fd = config.output_fd;
   if (o.initializer) {
     w.has_initializer = 1;
     w.initializer = initializer_offset(o.initializer, image);
@@ -457,7 +458,11 @@ pid_t spawn_zygote(const worker_config& config, int cmd_read, int report_write) 
     file_actions(const file_actions&) = delete;
     file_actions& operator=(const file_actions&) = delete;
   } actions;
-  for (int fd : {wire_read.get(), cmd_read, report_write, config.doorbell_fd, config.memfd}) {
+  for (int fd : {wire_read.get(), cmd_read, report_write, config.doorbell_fd, config.memfd,
+                 config.output_fd}) {
+    if (fd < 0) {
+      continue;  // no output relay
+    }
     if (int rc = ::posix_spawn_file_actions_adddup2(&actions.fa, fd, fd); rc != 0) {
       throw_errno("posix_spawn_file_actions_adddup2", rc);
     }
@@ -596,7 +601,8 @@ __attribute__((constructor)) void spawn_entry(int argc, char** argv, char** envp
     options.initializer =
         reinterpret_cast<void (*)()>(const_cast<void*>(code_address(w.initializer)));
   }
-  worker_config config{static_cast<std::byte*>(base), geometry, w.doorbell_fd, &options, -1};
+  worker_config config{
+      static_cast<std::byte*>(base), geometry, w.doorbell_fd, &options, -1, w.output_fd};
   serve(config, w.cmd_fd, w.report_fd, bad_image);
 }
 

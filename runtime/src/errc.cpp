@@ -43,6 +43,8 @@ class category final : public std::error_category {
       case errc::child_reaped_elsewhere:
         return "the child's exit status is lost: another wait in this process (a waitpid(-1), "
                "a SIGCHLD handler) reaped the child";
+      case errc::task_raised:
+        return "the task threw an exception";
     }
     return "unknown coproc error";
   }

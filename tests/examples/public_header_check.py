@@ -10,9 +10,6 @@ import re
 import sys
 
 MAX_PROLOGUE = 20
-# Runtime headers whose owners edit them in parallel (issue 14 left them as they are):
-# their detail prologues are the io_uring operation shapes of their own class.
-KNOWN_PROLOGUES = {"futex_waiter.hpp", "child_process.hpp"}
 HOOK = re.compile(r"for_testing|test hook", re.I)
 
 problems = []
@@ -39,7 +36,7 @@ for root in sys.argv[1:]:
                 continue
             if re.match(r"^(class|struct|enum class|template <|using|inline|[A-Za-z_:<>]+ [a-z_]+\()", line):
                 break
-        if detail_lines > MAX_PROLOGUE and path.name not in KNOWN_PROLOGUES:
+        if detail_lines > MAX_PROLOGUE:
             problems.append(f"{path}: opens with {detail_lines} lines of detail code "
                             f"(move them to a detail/ header)")
 print(f"{count} public headers checked")

@@ -12,7 +12,9 @@
 #include <catch2/catch_test_macros.hpp>
 #include <catch2/generators/catch_generators.hpp>
 #include <chrono>
+#include <cstdio>
 #include <exception>
+#include <memory>
 #include <string>
 #include <system_error>
 #include <vector>
@@ -21,6 +23,7 @@
 #include "coproc/executors/detail/pool_lifecycle.hpp"
 #include "coproc/executors/process_pool.hpp"
 #include "coproc/runtime/errc.hpp"
+#include "isolated_run.hpp"
 #include "proc_stat.hpp"
 #include "reliability_support.hpp"
 
@@ -382,4 +385,51 @@ TEST_CASE("restart_intensity allows max_restarts within a period, then refuses",
   CHECK(r.allow(t0 + 12s));       // all three fell out of the period (10 s or more ago)
   CHECK(r.allow(t0 + 12s + 1ms));
   CHECK_FALSE(r.allow(t0 + 12s + 2ms));
+}
+
+// Issue 14 item 5: an io_context destroyed before its pool, with a task
+// running, one queued, a coroutine awaiting a third and a shutdown pending.
+// The pool's destructor then touches nothing of the context (it used to
+// SIGSEGV there), calls no handler, and still stops its processes.
+TEST_CASE("an io_context destroyed before its pool with tasks pending drops their completions",
+          "[pool_lifecycle]") {
+  auto out = coproc::test::run_isolated(
+      [] {
+        int called = 0;
+        std::vector<pid_t> pids;
+        {
+          auto ctx = std::make_unique<asio::io_context>();
+          process_pool pool(*ctx, {.workers = 1});
+          pool.async_submit(sleep_ms, 10'000, [&](std::exception_ptr, int) { ++called; });
+          pool.async_submit(sleep_ms, 10'000, [&](std::exception_ptr, int) { ++called; });
+          asio::co_spawn(
+              *ctx,
+              [&]() -> asio::awaitable<void> {
+                co_await pool.submit(sleep_ms, 10'000);
+                ++called;
+              },
+              asio::detached);
+          ctx->run_for(200ms);  // the first task runs, the others wait
+          pids = pool.stats().worker_pids;
+          pool.async_shutdown(coproc::shutdown_mode::drain, [&] { ++called; });
+          ctx.reset();  // the context goes first; the pool's destructor follows
+        }
+        if (called != 0) {
+          std::fprintf(stderr, "%d handlers called after the context was destroyed\n", called);
+          return 3;
+        }
+        if (pids.empty()) {
+          return 4;
+        }
+        for (pid_t pid : pids) {
+          if (!gone(pid)) {
+            std::fprintf(stderr, "worker %d outlived its pool\n", static_cast<int>(pid));
+            return 5;
+          }
+        }
+        return 0;
+      },
+      30s);
+  INFO(out.describe());
+  CHECK(out.passed());
 }

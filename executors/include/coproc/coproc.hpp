@@ -6,6 +6,7 @@
 #include "coproc/executors/pool_stats.hpp"
 #include "coproc/executors/process.hpp"
 #include "coproc/executors/process_pool.hpp"
+#include "coproc/executors/submit_ec.hpp"
 #include "coproc/executors/task_object.hpp"
 #include "coproc/ipc/barrier.hpp"
 #include "coproc/ipc/codec.hpp"

@@ -4,6 +4,7 @@
 #include <chrono>
 #include <cstddef>
 #include <functional>
+#include <string_view>
 #include <thread>
 
 namespace coproc {
@@ -35,6 +36,21 @@ enum class start_method {
   /// errc::worker_crashed. Costs a few milliseconds more per pool start;
   /// tasks run as fast as with fork_server.
   spawn,
+};
+
+/// Where what a worker writes to its stdout and stderr goes.
+enum class worker_output {
+  /// The host's own stdout and stderr as they were when the pool was created
+  /// (the zygote and every worker inherit them): lines of several workers
+  /// interleave as written, with nothing telling them apart.
+  inherit,
+  /// Each line a worker writes is written by the host to its own stdout (or
+  /// stderr, for the worker's stderr) as "[worker PID] line": whole lines,
+  /// never interleaved within a line. Costs one relay thread in the host.
+  prefix_pid,
+  /// Each line goes to pool_options::on_worker_output, run on the pool's
+  /// executor (posted, as a completion is). Costs one relay thread too.
+  callback,
 };
 
 /// Resource limits (setrlimit) applied inside each worker.
@@ -99,6 +115,21 @@ struct pool_options {
   /// stay responsive while every worker computes (examples/http_server). On a
   /// machine kept busy by other work, tasks then make little progress.
   bool idle_priority = false;
+  /// Where workers' stdout and stderr go (inherit, prefix_pid or callback).
+  /// With prefix_pid or callback, each worker writes into pipes of its own,
+  /// which a relay thread of the host reads: a line is passed on once its
+  /// newline arrived, or at 64 KiB, or when the worker ends (a last line
+  /// without a newline). Output a worker wrote before it died, even by a
+  /// kill, is passed on; what sat in its stdio buffer unflushed is not (a
+  /// worker flushes after each task and before an orderly exit). A worker
+  /// writing faster than the relay passes on waits for it, as with a pipe.
+  coproc::worker_output worker_output = worker_output::inherit;
+  /// With worker_output::callback: called with the worker's pid, the stream
+  /// (1: stdout, 2: stderr) and the line without its newline, on the pool's
+  /// executor. Lines of one worker and stream arrive in order. Lines still in
+  /// the pipes when the pool is destroyed are passed on first (bounded by
+  /// half a second); after the io_context is destroyed, none is.
+  std::function<void(int pid, int stream, std::string_view line)> on_worker_output = {};
 };
 
 }  // namespace coproc

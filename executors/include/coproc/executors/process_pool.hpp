@@ -64,9 +64,11 @@ enum class shutdown_mode {
 /// Thread safety: every member function may be called from any thread (the
 /// pool serialises them with a mutex). The pool must outlive the operations it
 /// started; destroying it completes them with asio::error::operation_aborted.
-/// Precondition: the io_context behind the executor outlives the pool (declare
-/// the context first, or destroy the pool before it): the pool's destructor
-/// uses the context's io_uring service and posts the aborted completions to it.
+/// The io_context behind the executor may be destroyed before the pool: its
+/// destruction stops the pool's workers and zygote and destroys the handlers
+/// of pending operations uncalled (as Asio destroys the handlers still queued
+/// in a context that goes away); the pool's destructor then touches nothing
+/// of the context. Use the pool no more after that.
 class process_pool {
  public:
   using executor_type = asio::any_io_executor;
@@ -156,7 +158,9 @@ class process_pool {
   /// the items left over the window), at most `window` tasks in flight (0:
   /// twice the worker count). A failed chunk yields its error for each item.
   /// The first `window` tasks are submitted at once, before the first next().
-  /// `while (auto r = co_await s.next()) { r->index; r->get(); }`
+  /// `while (auto r = co_await s.next()) { r->index; r->get(); }`; for many
+  /// tiny items, drain what is buffered without a co_await each:
+  /// `while (auto r = co_await s.next()) { do use(*r); while ((r = s.try_next())); }`
   template <class F, std::ranges::input_range Range>
   auto map_unordered(F fn, Range&& items, std::size_t window = 0, std::size_t chunk_size = 0);
 

@@ -6,8 +6,9 @@
 
 namespace coproc {
 
-/// Infrastructure failures reported by coproc (never a task's own exception:
-/// that arrives as coproc::remote_error).
+/// Infrastructure failures reported by coproc. A task's own exception arrives
+/// as itself (or coproc::remote_error), except through async_submit_ec, which
+/// reports it as errc::task_raised.
 enum class errc {
   worker_crashed = 1,      ///< the worker running the task died (signal or exit status)
   task_timeout,            ///< the task ran past its deadline; its worker was killed
@@ -26,6 +27,8 @@ enum class errc {
                            ///< zygote died past the restart limit (the message names the reason)
   child_status_discarded,  ///< SIGCHLD ignored in this process: the kernel reaped the child
   child_reaped_elsewhere,  ///< another wait in this process (waitpid(-1)) reaped the child
+  task_raised,  ///< the task itself threw (async_submit_ec only: the exception is handed over
+                ///< separately; everywhere else it arrives as itself)
 };
 
 /// The category of coproc::errc; name() is "coproc".

@@ -52,6 +52,9 @@ class task_op {
   virtual void deliver(bool may_run_inline) = 0;
   /// Connects the handler's cancellation slot (if any) to the pool core.
   virtual void bind_cancellation(void* core) = 0;
+  /// Destroys the handler uncalled and deletes this: the handler's io_context
+  /// is being destroyed, so nothing may be posted to it.
+  virtual void drop() noexcept = 0;
 
  protected:
   virtual ~task_op() = default;
@@ -92,6 +95,11 @@ class submit_op final : public task_op {
 
   void encode_body(std::span<std::byte> out) const override {
     std::apply([&](const auto&... a) { coproc::encode(out, wire_, a...); }, args_);
+  }
+
+  void drop() noexcept override {
+    asio::get_associated_cancellation_slot(handler_).clear();
+    delete this;
   }
 
   void complete(std::span<const std::byte> result) override {

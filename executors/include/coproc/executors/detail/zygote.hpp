@@ -65,7 +65,8 @@ struct worker_config {
   pool_geometry geometry{};
   int doorbell_fd = -1;  // eventfd the parent waits on
   const pool_options* options = nullptr;
-  int memfd = -1;  // the shared mapping's memfd (an exec'd zygote maps it anew)
+  int memfd = -1;      // the shared mapping's memfd (an exec'd zygote maps it anew)
+  int output_fd = -1;  // pool_options::worker_output's socket; -1: inherit
 };
 
 /// start_method::spawn: the environment variable naming the configuration
@@ -91,6 +92,7 @@ struct spawn_wire {
   std::int32_t report_fd;
   std::int32_t doorbell_fd;
   std::int32_t memfd;
+  std::int32_t output_fd;  // -1: workers keep the inherited stdio
   std::uint32_t has_initializer;
   std::int64_t initializer;  // code offset of the void(*)() initializer
   std::uint64_t slots;
