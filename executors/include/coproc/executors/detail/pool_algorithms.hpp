@@ -20,13 +20,13 @@
 #include <iterator>
 #include <memory>
 #include <optional>
-#include <ranges>
 #include <string>
 #include <system_error>
 #include <type_traits>
 #include <vector>
 
 #include "coproc/executors/detail/callable.hpp"
+#include "coproc/executors/detail/input_items.hpp"
 #include "coproc/executors/result_stream.hpp"
 #include "coproc/ipc/detail/exception_prefix.hpp"
 #include "coproc/runtime/errc.hpp"
@@ -36,10 +36,10 @@ namespace coproc::detail {
 /// The items of any input range, C++20-only iterators and sentinels included
 /// (a range that is not a common range, a move-only iterator, a view whose
 /// begin() is not const), copied into a vector: a pool encodes them later.
-template <std::ranges::input_range Range>
+template <input_items Range>
 auto collect(Range&& items) {
-  std::vector<std::ranges::range_value_t<Range>> out;
-  if constexpr (std::ranges::sized_range<Range>) {
+  std::vector<item_t<Range>> out;
+  if constexpr (sized_items<Range>) {
     out.reserve(static_cast<std::size_t>(std::ranges::size(items)));
   }
   for (auto it = std::ranges::begin(items); it != std::ranges::end(items); ++it) {
