@@ -22,6 +22,9 @@ namespace {
 
 constexpr std::size_t max_line = 64 * 1024;  // a longer line is passed on in pieces
 constexpr auto drain_bound = std::chrono::milliseconds(500);
+// Streams kept at once. Workers send two each; a task can send more on the
+// same socket (it runs in the worker), which must not exhaust the host's fds.
+constexpr std::size_t max_streams = 4096;
 
 struct hello {
   std::int32_t pid;
@@ -105,6 +108,10 @@ void output_relay::receive(std::vector<stream>& streams) noexcept {
     int fds[2] = {-1, -1};
     std::memcpy(fds, CMSG_DATA(c), std::min<std::size_t>(count, 2) * sizeof(int));
     for (std::size_t i = 0; i < count && i < 2; ++i) {
+      if (streams.size() >= max_streams) {
+        ::close(fds[i]);  // a task sending pipes in a loop: the host keeps its fds
+        continue;
+      }
       stream s;
       s.pid = h.pid;
       s.number = static_cast<int>(i) + 1;
@@ -263,6 +270,7 @@ void redirect_worker_output(int socket_fd) noexcept {
   for (int fd : {out[0], out[1], err[0], err[1]}) {
     ::close(fd);
   }
+  ::close(socket_fd);  // sent: the tasks this worker runs get no way to the relay
 }
 
 }  // namespace coproc::detail

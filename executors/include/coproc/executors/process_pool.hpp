@@ -5,7 +5,6 @@
 #include <asio/async_result.hpp>
 #include <asio/awaitable.hpp>
 #include <asio/bind_executor.hpp>
-#include <asio/experimental/awaitable_operators.hpp>
 #include <asio/io_context.hpp>
 #include <asio/redirect_error.hpp>
 #include <asio/steady_timer.hpp>
@@ -17,13 +16,13 @@
 #include <functional>
 #include <iterator>
 #include <memory>
-#include <ranges>
 #include <tuple>
 #include <type_traits>
 #include <utility>
 #include <vector>
 
 #include "coproc/executors/detail/callable.hpp"
+#include "coproc/executors/detail/input_items.hpp"
 #include "coproc/executors/detail/pool_algorithms.hpp"
 #include "coproc/executors/detail/submit_support.hpp"
 #include "coproc/executors/detail/task_checks.hpp"
@@ -148,7 +147,7 @@ class process_pool {
   /// chunks still out are cancelled as submits are (queued: dropped; running:
   /// the worker is killed and replaced) and map throws std::system_error with
   /// asio::error::operation_aborted.
-  template <class F, std::ranges::input_range Range>
+  template <class F, detail::input_items Range>
   auto map(F fn, Range&& items, std::size_t chunk_size = 0);
 
   /// Applies `fn` to every element of `items` and yields results as their
@@ -161,7 +160,7 @@ class process_pool {
   /// `while (auto r = co_await s.next()) { r->index; r->get(); }`; for many
   /// tiny items, drain what is buffered without a co_await each:
   /// `while (auto r = co_await s.next()) { do use(*r); while ((r = s.try_next())); }`
-  template <class F, std::ranges::input_range Range>
+  template <class F, detail::input_items Range>
   auto map_unordered(F fn, Range&& items, std::size_t window = 0, std::size_t chunk_size = 0);
 
   /// Stops accepting work, then drains or cancels what was accepted, then
@@ -245,9 +244,9 @@ auto process_pool::submit_for_values(std::chrono::steady_clock::duration timeout
   }
 }
 
-template <class F, std::ranges::input_range Range>
+template <class F, detail::input_items Range>
 auto process_pool::map(F fn, Range&& items, std::size_t chunk_size) {
-  using T = std::ranges::range_value_t<Range>;
+  using T = detail::item_t<Range>;
   if constexpr (!detail::check_map_task<F, T>()) {
     return asio::awaitable<std::vector<detail::result_or_int_t<F, T>>>{};
   } else {
@@ -257,9 +256,9 @@ auto process_pool::map(F fn, Range&& items, std::size_t chunk_size) {
   }
 }
 
-template <class F, std::ranges::input_range Range>
+template <class F, detail::input_items Range>
 auto process_pool::map_unordered(F fn, Range&& items, std::size_t window, std::size_t chunk_size) {
-  using T = std::ranges::range_value_t<Range>;
+  using T = detail::item_t<Range>;
   if constexpr (!detail::check_map_task<F, T>()) {
     return result_stream<detail::result_or_int_t<F, T>>(nullptr, 0, 0);
   } else {

@@ -10,7 +10,6 @@
 #include <asio/bind_executor.hpp>
 #include <asio/cancellation_signal.hpp>
 #include <asio/error.hpp>
-#include <asio/experimental/awaitable_operators.hpp>
 #include <asio/redirect_error.hpp>
 #include <asio/steady_timer.hpp>
 #include <asio/this_coro.hpp>
@@ -21,13 +20,13 @@
 #include <iterator>
 #include <memory>
 #include <optional>
-#include <ranges>
 #include <string>
 #include <system_error>
 #include <type_traits>
 #include <vector>
 
 #include "coproc/executors/detail/callable.hpp"
+#include "coproc/executors/detail/input_items.hpp"
 #include "coproc/executors/result_stream.hpp"
 #include "coproc/ipc/detail/exception_prefix.hpp"
 #include "coproc/runtime/errc.hpp"
@@ -37,10 +36,10 @@ namespace coproc::detail {
 /// The items of any input range, C++20-only iterators and sentinels included
 /// (a range that is not a common range, a move-only iterator, a view whose
 /// begin() is not const), copied into a vector: a pool encodes them later.
-template <std::ranges::input_range Range>
+template <input_items Range>
 auto collect(Range&& items) {
-  std::vector<std::ranges::range_value_t<Range>> out;
-  if constexpr (std::ranges::sized_range<Range>) {
+  std::vector<item_t<Range>> out;
+  if constexpr (sized_items<Range>) {
     out.reserve(static_cast<std::size_t>(std::ranges::size(items)));
   }
   for (auto it = std::ranges::begin(items); it != std::ranges::end(items); ++it) {
@@ -52,19 +51,59 @@ auto collect(Range&& items) {
 /// One task raced against a deadline; the loser is cancelled (what that does
 /// to a running task is the pool's: process_pool kills its worker, mpi_pool
 /// discards the result). Past the deadline: errc::task_timeout, `what`.
+/// Written by hand rather than with awaitable operators (`submit || timer`),
+/// whose header (parallel groups, deferred) every includer of process_pool.hpp
+/// paid to compile. The coroutine's own cancellation cancels the task; either
+/// way it returns only once the task completed.
 template <class Pool, class F, class... W>
 asio::awaitable<task_result_t<F, W...>> submit_within(Pool& pool,
                                                       std::chrono::steady_clock::duration timeout,
                                                       const char* what, F fn, W... args) {
-  using namespace asio::experimental::awaitable_operators;
-  asio::steady_timer deadline(co_await asio::this_coro::executor, timeout);
-  auto r = co_await (pool.async_submit(std::move(fn), std::move(args)..., asio::use_awaitable) ||
-                     deadline.async_wait(asio::use_awaitable));
-  if (r.index() == 1) {
+  using R = task_result_t<F, W...>;
+  struct race {
+    race(const asio::any_io_executor& ex, std::chrono::steady_clock::duration t)
+        : deadline(ex, t), done(ex, asio::steady_timer::time_point::max()) {}
+    asio::steady_timer deadline;
+    asio::steady_timer done;  // expires (at once) when the task completed
+    asio::cancellation_signal cancel;
+    bool finished = false;
+    bool timed_out = false;
+    std::exception_ptr error;
+    std::optional<std::conditional_t<std::is_void_v<R>, char, R>> value;
+  };
+  auto ex = co_await asio::this_coro::executor;
+  auto st = std::make_shared<race>(ex, timeout);
+  st->deadline.async_wait([st](std::error_code ec) {
+    if (!ec && !st->finished) {
+      st->timed_out = true;
+      st->cancel.emit(asio::cancellation_type::terminal);
+    }
+  });
+  pool.async_submit(
+      std::move(fn), std::move(args)...,
+      asio::bind_cancellation_slot(st->cancel.slot(),
+                                   asio::bind_executor(ex, [st](std::exception_ptr e, auto&&... v) {
+                                     st->finished = true;
+                                     st->error = e;
+                                     (st->value.emplace(std::forward<decltype(v)>(v)), ...);
+                                     st->deadline.cancel();
+                                     st->done.expires_at(asio::steady_timer::time_point::min());
+                                   })));
+  while (!st->finished) {
+    std::error_code ec;
+    co_await st->done.async_wait(asio::redirect_error(asio::use_awaitable, ec));
+    if (!st->finished) {  // this coroutine was cancelled: so is the task
+      st->cancel.emit(asio::cancellation_type::terminal);
+    }
+  }
+  if (st->timed_out) {
     throw std::system_error(coproc::errc::task_timeout, what);
   }
-  if constexpr (!std::is_void_v<task_result_t<F, W...>>) {
-    co_return std::get<0>(std::move(r));
+  if (st->error) {
+    std::rethrow_exception(st->error);
+  }
+  if constexpr (!std::is_void_v<R>) {
+    co_return std::move(*st->value);
   }
 }
 
