@@ -21,6 +21,8 @@
 #include "coproc/executors/detail/callable.hpp"
 #include "coproc/executors/detail/zygote.hpp"
 #include "coproc/ipc/remote_error.hpp"
+#include "coproc/runtime/detail/child_setup.hpp"
+#include "coproc/runtime/detail/fd_io.hpp"
 #include "coproc/runtime/errc.hpp"
 
 namespace coproc::detail {
@@ -214,10 +216,7 @@ class worker final : public result_writer {
     if (header_->parent_sleeping.load(std::memory_order_relaxed) != 0 &&
         header_->parent_sleeping.exchange(0, std::memory_order_relaxed) != 0) {
       std::uint64_t one = 1;
-      ssize_t n;
-      do {
-        n = ::write(config_.doorbell_fd, &one, sizeof one);
-      } while (n < 0 && errno == EINTR);
+      ssize_t n = retry_eintr([&] { return ::write(config_.doorbell_fd, &one, sizeof one); });
       if (n < 0 && errno != EAGAIN) {
         ::_exit(worker_exit_lost_parent);
       }
@@ -232,8 +231,9 @@ class worker final : public result_writer {
   /// groups when the host dies, and the host SIGKILLs its busy workers
   /// through their pidfds when the zygote dies.
   void rearm_death_signal() {
-    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-    leave_if_orphaned();
+    if (!die_with_parent(zygote_)) {
+      ::_exit(worker_exit_orphaned);
+    }
   }
 
   /// The zygote (this worker's parent) is gone: by getppid, which changes
@@ -344,26 +344,6 @@ class worker final : public result_writer {
 };
 
 }  // namespace
-
-void image_anchor() noexcept {}
-
-const void* checked_code_address(std::int64_t offset) {
-  const void* p = code_address(offset);
-  const auto& allowed = allowed_code();
-  if (allowed.count == 0) {
-    return p;
-  }
-  const auto a = reinterpret_cast<std::uintptr_t>(p);
-  for (int i = 0; i < allowed.count; ++i) {
-    if (a >= allowed.begin[i] && a < allowed.end[i]) {
-      return p;
-    }
-  }
-  throw std::system_error(coproc::errc::function_mismatch,
-                          "the task's code is not in the main executable (a function of a "
-                          "shared library): start_method::spawn workers run a separately "
-                          "exec'd image where only the executable's code has known addresses");
-}
 
 void worker_main(const worker_config& config, std::size_t slot) {
   worker w(config, slot);
