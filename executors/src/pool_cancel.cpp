@@ -170,7 +170,8 @@ void pool_core::on_timeout(worker_rec& w) {
   arm_timeout(w);
 }
 
-void pool_core::fail_all(const std::exception_ptr& e) {
+// Takes every accepted task out of the pool's books; the caller completes them.
+std::vector<task_op*> pool_core::take_all_ops() {
   std::vector<task_op*> all;
   all.reserve(ops_.size());
   for (auto& [id, op] : ops_) {
@@ -180,11 +181,18 @@ void pool_core::fail_all(const std::exception_ptr& e) {
   queue_.clear();
   waiting_.clear();
   for (auto& w : workers_) {
+    w->inflight.clear();
+  }
+  return all;
+}
+
+void pool_core::fail_all(const std::exception_ptr& e) {
+  for (auto& w : workers_) {
     if (!w->inflight.empty() && w->st != worker_rec::state::dead) {
       kill(*w, 0);
     }
-    w->inflight.clear();
   }
+  std::vector<task_op*> all = take_all_ops();
   for (task_op* op : all) {
     ++stats_.tasks_failed;
     op->fail(e);
@@ -220,15 +228,8 @@ void pool_core::close() noexcept {
   zygote_.kill_and_reap();
   auto aborted = std::make_exception_ptr(
       std::system_error(asio::error::operation_aborted, "process_pool destroyed"));
-  std::vector<task_op*> all;
-  for (auto& [id, op] : ops_) {
-    all.push_back(op);
-  }
-  ops_.clear();
-  queue_.clear();
-  waiting_.clear();
+  std::vector<task_op*> all = take_all_ops();
   for (auto& w : workers_) {
-    w->inflight.clear();
     if (w->timer) {
       w->timer->cancel();
     }
@@ -277,10 +278,6 @@ void pool_core::close_foreign() noexcept {
   ops_.clear();
   queue_.clear();
   waiting_.clear();
-}
-
-void cancel_task(void* core, std::uint64_t id) {
-  static_cast<pool_core*>(core)->cancel(id);
 }
 
 }  // namespace coproc::detail

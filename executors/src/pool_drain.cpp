@@ -3,7 +3,6 @@
 // and the delivery of finished tasks outside the pool's lock.
 
 #include <fcntl.h>
-#include <sched.h>
 #include <signal.h>
 #include <sys/syscall.h>
 #include <unistd.h>
@@ -13,19 +12,13 @@
 #include <string>
 #include <utility>
 
+#include "coproc/ipc/detail/peer_spin.hpp"
 #include "coproc/ipc/remote_error.hpp"
 #include "coproc/runtime/errc.hpp"
 #include "coproc/runtime/exit_status.hpp"
 #include "pool_core.hpp"
 
 namespace coproc::detail {
-namespace {
-
-/// The longest the loop thread polls for a result before it sleeps.
-constexpr std::int64_t spin_budget_ns = 20'000;
-
-}  // namespace
-
 bool pool_core::any_results() const {
   for (const auto& w : workers_) {
     // A corrupt ring reads as not empty for ever: its worker is being killed.
@@ -199,7 +192,7 @@ void pool_core::wait_doorbell() {
   if (closed()) {
     return;
   }
-  int cpu = ::sched_getcpu();
+  int cpu = current_cpu();
   header_->parent_cpu.store(cpu, std::memory_order_relaxed);
   bool ready = spin_for_results(cpu);
   header_->parent_sleeping.store(1, std::memory_order_relaxed);
@@ -248,7 +241,7 @@ void pool_core::wait_doorbell() {
 // at most that long before sleeping. Never when the worker shares this CPU:
 // spinning would only keep it from running.
 bool pool_core::spin_for_results(int cpu) {
-  if (recent_latency_ns_ > spin_budget_ns) {
+  if (recent_latency_ns_ > loop_spin_budget.count()) {
     return false;
   }
   bool remote_busy = false;
@@ -260,16 +253,7 @@ bool pool_core::spin_for_results(int cpu) {
   if (!remote_busy) {
     return false;
   }
-  std::int64_t deadline = monotonic_ns() + spin_budget_ns;
-  do {
-    for (int i = 0; i < 64; ++i) {
-      if (any_results()) {
-        return true;
-      }
-      shm_ring::cpu_relax();
-    }
-  } while (monotonic_ns() < deadline);
-  return false;
+  return spin_until(loop_spin_budget, [this] { return any_results(); });
 }
 
 void pool_core::on_doorbell() {

@@ -11,7 +11,6 @@
 
 #include <fcntl.h>
 #include <poll.h>
-#include <sched.h>
 #include <signal.h>
 #include <sys/eventfd.h>
 #include <sys/syscall.h>
@@ -28,6 +27,7 @@
 #include <unordered_map>
 #include <utility>
 
+#include "coproc/ipc/detail/peer_spin.hpp"
 #include "coproc/ipc/remote_error.hpp"
 #include "coproc/runtime/child_process.hpp"
 #include "coproc/runtime/detail/nosigpipe.hpp"
@@ -108,7 +108,7 @@ void pool_core::spawn(worker_rec& w) {
 void pool_core::start(task_op* op) {
   std::lock_guard lock(mutex_);
   op->id = next_id_++;
-  op->bind_cancellation(this);
+  op->bind_cancellation(*this);
   accept(op);
 }
 
@@ -287,7 +287,7 @@ void pool_core::pump() {
     w->touched = true;
     admit_waiting();
   }
-  header_->parent_cpu.store(::sched_getcpu(), std::memory_order_relaxed);
+  header_->parent_cpu.store(current_cpu(), std::memory_order_relaxed);
   // One doorbell per worker per batch, not one per task.
   for (auto& w : workers_) {
     if (std::exchange(w->touched, false)) {

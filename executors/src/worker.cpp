@@ -20,6 +20,7 @@
 
 #include "coproc/executors/detail/callable.hpp"
 #include "coproc/executors/detail/zygote.hpp"
+#include "coproc/ipc/detail/peer_spin.hpp"
 #include "coproc/ipc/remote_error.hpp"
 #include "coproc/runtime/detail/child_setup.hpp"
 #include "coproc/runtime/detail/fd_io.hpp"
@@ -71,7 +72,7 @@ class worker final : public result_writer {
       rearm_death_signal();  // setuid in the initializer cleared it
     }
     view_.shared->ready.store(1, std::memory_order_release);
-    view_.shared->worker_cpu.store(::sched_getcpu(), std::memory_order_relaxed);
+    view_.shared->worker_cpu.store(current_cpu(), std::memory_order_relaxed);
     std::uint64_t done = 0;
     for (;;) {
       std::span<std::byte> frame = view_.tasks.try_peek();
@@ -250,7 +251,7 @@ class worker final : public result_writer {
   /// while the parent shares this CPU would only delay it.
   void wait_for_task() {
     int parent_cpu = header_->parent_cpu.load(std::memory_order_relaxed);
-    int spin = (parent_cpu >= 0 && parent_cpu != ::sched_getcpu()) ? spin_rounds : 0;
+    int spin = peer_on_other_cpu(parent_cpu) ? worker_spin_rounds : 0;
     if (trim_pending_) {
       // Keep the freed heap for the next task unless the worker stays idle:
       // then give it back, so an idle worker holds little memory.
@@ -273,7 +274,7 @@ class worker final : public result_writer {
       spin = 0;
       rearm_death_signal();  // a task may have cleared it; leaves if orphaned
     }
-    view_.shared->worker_cpu.store(::sched_getcpu(), std::memory_order_relaxed);
+    view_.shared->worker_cpu.store(current_cpu(), std::memory_order_relaxed);
   }
 
   static void apply_limits(const worker_limits& limits) {
@@ -326,7 +327,6 @@ class worker final : public result_writer {
     ::_exit(worker_exit_retired);
   }
 
-  static constexpr int spin_rounds = 4000;  // about 20-40 us of pause instructions
   /// Longest sleep before a worker checks its zygote again (issue 13.8: an
   /// orphan leaves within 1 s).
   static constexpr timespec recheck{0, 250'000'000};

@@ -1,39 +1,22 @@
 #include "coproc/executors/detail/zygote.hpp"
 
-#include <fcntl.h>
-#include <limits.h>
 #include <poll.h>
 #include <signal.h>
-#include <spawn.h>
-#include <sys/mman.h>
-#include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/signalfd.h>
-#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <csignal>
-#include <cstdio>
-#include <cstdlib>
-#include <cstring>
-#include <fstream>
-#include <stdexcept>
-#include <string>
 #include <vector>
 
-#include "coproc/executors/detail/callable.hpp"
-#include "coproc/executors/detail/code_identity.hpp"
 #include "coproc/runtime/detail/child_setup.hpp"
 #include "coproc/runtime/detail/fd_io.hpp"
 #include "coproc/runtime/detail/system_error.hpp"
-#include "coproc/runtime/unique_fd.hpp"
 #include "process_tree.hpp"
 #include "zygote_start.hpp"
-
-extern "C" char** environ;
 
 namespace coproc::detail {
 
