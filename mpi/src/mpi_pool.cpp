@@ -60,7 +60,7 @@ std::size_t runtime::open(const pool_options& options, const mpi_options& mpi) {
     throw std::system_error(coproc::errc::pool_stopped,
                             "mpi_pool: the job needs at least 2 ranks (rank 0 submits)");
   }
-  if (open_) {
+  if (session_ != pool_state::closed) {
     throw std::system_error(coproc::errc::pool_stopped, "mpi_pool: another pool is open");
   }
   if (fatal_) {
@@ -83,8 +83,7 @@ std::size_t runtime::open(const pool_options& options, const mpi_options& mpi) {
   if (!hello_error_.empty()) {
     throw std::system_error(hello_code_, hello_error_);
   }
-  open_ = true;
-  accepting_ = true;
+  session_ = pool_state::running;
   stats_ = {};
   return static_cast<std::size_t>(size - 1);
 }
@@ -95,8 +94,7 @@ void runtime::close() {
   {
     std::lock_guard lk(m_);
     take_all_locked(all);
-    open_ = false;
-    accepting_ = false;
+    session_ = pool_state::closed;
     done = std::move(shutdown_done_);
     for (int r = 1; r < size; ++r) {
       control_.push_back({r, tag_bye, {}});
@@ -116,7 +114,7 @@ void runtime::close() {
 void runtime::start(task_op* op) {
   {
     std::lock_guard lk(m_);
-    if (open_ && accepting_ && !fatal_) {
+    if (accepts_tasks(session_) && !fatal_) {
       // Back-pressure: past queue_capacity the task waits (in order) until
       // the queue has room, instead of growing the queue.
       if (waiting_.empty() && queue_.size() < capacity_) {
@@ -164,7 +162,9 @@ void runtime::shutdown(shutdown_mode mode, std::function<void()> done) {
   std::vector<task_op*> all;
   {
     std::lock_guard lk(m_);
-    accepting_ = false;
+    if (session_ == pool_state::running) {
+      session_ = pool_state::draining;
+    }
     if (mode == shutdown_mode::cancel) {
       take_all_locked(all);
       stats_.tasks_failed += all.size();
@@ -230,7 +230,8 @@ void runtime::finish() {
 }
 
 std::function<void()> runtime::idle_done_locked() {
-  if (shutdown_done_ && !accepting_ && queue_.empty() && sent_.empty() && waiting_.empty()) {
+  if (shutdown_done_ && !accepts_tasks(session_) && queue_.empty() && sent_.empty() &&
+      waiting_.empty()) {
     return std::exchange(shutdown_done_, nullptr);
   }
   return nullptr;

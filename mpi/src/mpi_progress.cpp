@@ -26,7 +26,8 @@ void runtime::take_all_locked(std::vector<task_op*>& all) {
 }
 
 bool runtime::has_work_locked() const {
-  return stopping_ || !control_.empty() || (open_ && !queue_.empty() && free_rank_locked() > 0);
+  return stopping_ || !control_.empty() ||
+         (session_ != pool_state::closed && !queue_.empty() && free_rank_locked() > 0);
 }
 
 int runtime::free_rank_locked() const {
@@ -67,7 +68,7 @@ void runtime::collect_locked(std::vector<outgoing>& out, std::vector<task_op*>& 
     out.push_back(std::move(c));
   }
   control_.clear();
-  while (open_ && !queue_.empty()) {
+  while (session_ != pool_state::closed && !queue_.empty()) {
     int r = free_rank_locked();
     if (r < 0) {
       break;

@@ -23,6 +23,7 @@
 #include <thread>
 #include <vector>
 
+#include "coproc/executors/detail/pool_lifecycle.hpp"
 #include "coproc/executors/detail/task_op.hpp"
 #include "coproc/mpi/mpi_pool.hpp"
 #include "coproc/runtime/errc.hpp"
@@ -120,8 +121,11 @@ class runtime {
   mutable std::mutex m_;
   std::condition_variable cv_;      // wakes the progress thread
   std::condition_variable opened_;  // wakes a constructor waiting for acks
-  bool open_ = false;
-  bool accepting_ = false;
+  // The session's lifecycle, the one enum of every pool (running: accepts
+  // tasks; draining: async_shutdown asked; closed: no mpi_pool open). The
+  // two flags are the process's, not a session's: stopping_, rank 0 exits;
+  // fatal_, an MPI call failed and no later session can open.
+  pool_state session_ = pool_state::closed;
   bool stopping_ = false;
   bool fatal_ = false;
   std::size_t per_rank_ = 2;
