@@ -28,22 +28,6 @@ void die_with_parent_or_leave(pid_t parent, int sig) {
 
 namespace {
 
-/// Closes every descriptor of the host but stdio and `keep`: a worker must not
-/// hold the host's sockets or files open.
-void close_all_but(std::vector<int> keep) {
-  std::sort(keep.begin(), keep.end());
-  unsigned first = 3;
-  for (int fd : keep) {
-    if (fd >= static_cast<int>(first)) {
-      if (fd > static_cast<int>(first)) {
-        ::close_range(first, static_cast<unsigned>(fd) - 1, 0);
-      }
-      first = static_cast<unsigned>(fd) + 1;
-    }
-  }
-  ::close_range(first, ~0U, 0);
-}
-
 bool write_report(int fd, const zygote_report& r) {
   return write_full(fd, &r, sizeof r);
 }
@@ -208,7 +192,8 @@ class zygote {
 /// The zygote's life once it is a process of its own (forked, or exec'd and
 /// configured): only its pipes and the doorbell stay open.
 void serve(const worker_config& config, int cmd_read, int report_write, bool bad_image) {
-  close_all_but({cmd_read, report_write, config.doorbell_fd});
+  // A worker must not hold the host's sockets or files open.
+  close_fds_except({cmd_read, report_write, config.doorbell_fd});
   drop_foreign_shared_mappings(config);
   // SIGCHLD and SIGTERM arrive through the signalfd. SIGTERM is also the
   // death signal from here on (it was SIGKILL until now): a zygote whose

@@ -1,11 +1,15 @@
 #pragma once
 // What a process coproc forks does first: die with its parent, leave the
-// host's process group, take a name, take its signal dispositions. One place
-// for it: the zygote, its workers and coproc::process's child use it.
+// host's process group, take a name, take its signal dispositions, close
+// what it must not hold. One place for it: the zygote, its workers and
+// coproc::process's child use it.
 
 #include <signal.h>
 #include <sys/prctl.h>
 #include <unistd.h>
+
+#include <algorithm>
+#include <vector>
 
 namespace coproc::detail {
 
@@ -34,6 +38,24 @@ inline void name_process(const char* name) noexcept {
 /// than to init, so it can find and end them.
 inline void adopt_orphans() noexcept {
   ::prctl(PR_SET_CHILD_SUBREAPER, 1);
+}
+
+/// Closes every descriptor but stdio and `keep` (fd hygiene: a child of
+/// coproc's must not keep the host's sockets and files open). coproc::process
+/// does not call it: like Python's fork start method, its child keeps what
+/// the parent had open (every fd coproc opens is close-on-exec).
+inline void close_fds_except(std::vector<int> keep) {
+  std::sort(keep.begin(), keep.end());
+  unsigned first = 3;
+  for (int fd : keep) {
+    if (fd >= static_cast<int>(first)) {
+      if (fd > static_cast<int>(first)) {
+        ::close_range(first, static_cast<unsigned>(fd) - 1, 0);
+      }
+      first = static_cast<unsigned>(fd) + 1;
+    }
+  }
+  ::close_range(first, ~0U, 0);
 }
 
 /// Whom a forked process serves, which decides its signal dispositions.
