@@ -216,6 +216,8 @@ def build_groups(build):
          + both_backends("bench_lock", "lock")),
         # mpi_pool through MPI ranks next to process_pool, in one program (bench/mpi.cpp).
         ("mpi", "", [MpiContender(os.path.join(b, "bench_mpi"))]),
+        # The parent's cost per task against the worker count (bench/sweep.cpp).
+        ("sweep", "", [cxx("bench_sweep")]),
     ]
 
 
@@ -448,10 +450,48 @@ def backend_lines(results, markdown):
     return ["  ".join(head)] + ["  ".join(r) for r in out]
 
 
+SWEEP = (("sweep_submit", "single submits/s"), ("sweep_cpu_per_task", "parent CPU per task"),
+         ("sweep_map", "map items/s"), ("sweep_ready", "construct to first result"))
+
+
+def sweep_of(rec):
+    """(metric prefix, workers) of a sweep record, or None."""
+    m = re.match(r"(sweep_[a-z_]+)_w([0-9]+)$", rec["metric"])
+    return (m.group(1), int(m.group(2))) if m else None
+
+
+def sweep_lines(results, markdown):
+    """The sweep group: one row per worker count, one column per metric, and
+    the parent CPU per task relative to 2 workers (issue: per-task cost)."""
+    cells = {}
+    for rec in results.values():
+        key = sweep_of(rec)
+        if key:
+            cells.setdefault(key[1], {})[key[0]] = rec
+    if not cells:
+        return []
+    head = ["workers"] + [title for _, title in SWEEP] + ["CPU per task / 2 workers"]
+    base = cells.get(2, {}).get("sweep_cpu_per_task")
+    out = []
+    for w in sorted(cells):
+        by = cells[w]
+        row = [str(w)]
+        for metric, _ in SWEEP:
+            rec = by.get(metric)
+            row.append(fmt_cell(rec, rec["unit"]) if rec else "")
+        cpu = by.get("sweep_cpu_per_task")
+        row.append(fmt_ratio(cpu, base) if cpu and base else "")
+        out.append(row)
+    if markdown:
+        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        return lines + ["| " + " | ".join(r) + " |" for r in out]
+    return ["  ".join(head)] + ["  ".join(r) for r in out]
+
+
 def summarise(results, cpus):
     by_row = {}
     for rec in results.values():
-        if rec["metric"].endswith("_dist") or backend_of(rec):
+        if rec["metric"].endswith("_dist") or backend_of(rec) or sweep_of(rec):
             continue
         by_row.setdefault(rec["row"], []).append(rec)
     order = [k for k, _ in known_rows(cpus)]
@@ -662,6 +702,13 @@ def write_markdown(path, info, rows, results, plots, log, plot_dir):
               "`COPROC_IO_BACKEND=uring` and once with `COPROC_IO_BACKEND=epoll` in the same "
               "repetition (docs/ARCHITECTURE.md, \"Backends\").", ""]
     lines += backend_lines(results, markdown=True)
+    lines += ["", "## The parent's cost against the worker count", "",
+              "`bench_sweep` (bench/sweep.cpp): a fresh pool per worker count, 2 x workers "
+              "coroutines each awaiting no-op submits, the parent's CPU time (getrusage, every "
+              "thread) over them per task, one map of no-op items, and the time from "
+              "constructing the pool to its first result. Worker counts past the CPU count "
+              "oversubscribe the machine.", ""]
+    lines += sweep_lines(results, markdown=True) or ["not measured"]
     lines += [""]
     if plots:
         lines += ["## Plots", ""]
@@ -682,7 +729,8 @@ def write_markdown(path, info, rows, results, plots, log, plot_dir):
 
 PLOTS = [("latency.png", "Submit round-trip latency distribution"),
          ("payload.png", "Round-trip throughput against payload size"),
-         ("speedup.png", "CPU-bound speedup against worker count")]
+         ("speedup.png", "CPU-bound speedup against worker count"),
+         ("sweep.png", "The parent's cost per task against the worker count")]
 
 SIZES = {"8B": 8, "4KiB": 4096, "1MiB": 1 << 20, "64MiB": 64 << 20}
 
@@ -761,6 +809,26 @@ def make_plots(data_path, out_dir):
         ax.legend(fontsize=7)
     fig.tight_layout()
     fig.savefig(os.path.join(out_dir, "speedup.png"), dpi=110)
+    plt.close(fig)
+    plot_sweep(recs, out_dir, plt)
+
+
+def plot_sweep(recs, out_dir, plt):
+    fig, axes = plt.subplots(1, 3, figsize=(14, 4.2))
+    for ax, (metric, title) in zip(axes, SWEEP[:3]):
+        mine = [r for r in recs if sweep_of(r) and sweep_of(r)[0] == metric]
+        pts = sorted((sweep_of(r)[1], r["median"], r["min"], r["max"]) for r in mine)
+        if pts:
+            ax.errorbar([p[0] for p in pts], [p[1] for p in pts],
+                        yerr=[[p[1] - p[2] for p in pts], [p[3] - p[1] for p in pts]],
+                        marker="o", capsize=3, lw=2)
+            ax.set_ylabel(mine[0]["unit"])
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("workers (log)")
+        ax.set_title(title)
+        ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(os.path.join(out_dir, "sweep.png"), dpi=110)
     plt.close(fig)
 
 
@@ -870,6 +938,8 @@ def report(info, results, results_dir, md_path, log, strict=False):
     print("\n".join(table_lines(rows, markdown=False)))
     print("\nio backends side by side:")
     print("\n".join(backend_lines(results, markdown=False)))
+    print("\nworker-count sweep:")
+    print("\n".join(sweep_lines(results, markdown=False)))
 
     data_path = os.path.join(results_dir, "latest.json")
     write_csv(os.path.join(results_dir, "latest.csv"), results)

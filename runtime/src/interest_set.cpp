@@ -13,8 +13,9 @@ interest_set::interest_set()
     : epoll_(check_syscall(::epoll_create1(EPOLL_CLOEXEC), "epoll_create1")) {}
 
 int interest_set::update(int fd, entry& e) noexcept {
-  std::uint32_t want = (e.readers.empty() ? 0u : std::uint32_t{EPOLLIN | EPOLLRDHUP}) |
-                       (e.writers.empty() ? 0u : std::uint32_t{EPOLLOUT});
+  const std::uint32_t in = e.edge ? std::uint32_t{EPOLLIN | EPOLLET} : EPOLLIN | EPOLLRDHUP;
+  std::uint32_t want =
+      (e.readers.empty() ? 0u : in) | (e.writers.empty() ? 0u : std::uint32_t{EPOLLOUT});
   if (want == e.registered) {
     return 0;
   }
@@ -32,6 +33,7 @@ int interest_set::update(int fd, entry& e) noexcept {
 
 int interest_set::add(io_op* op) noexcept {
   entry& e = by_fd_[op->fd];
+  e.edge = op->edge_triggered;
   (op->wants_write ? e.writers : e.readers).push_back(op);
   int err = update(op->fd, e);
   if (err != 0) {
@@ -83,6 +85,10 @@ std::vector<io_op*> interest_set::take_ready() {
       ready.insert(ready.end(), e.writers.begin(), e.writers.end());
       e.writers.clear();
     }
+    if (e.edge) {
+      unsettled_.push_back(it->first);
+      continue;
+    }
     update(it->first, e);
     if (e.registered == 0) {
       by_fd_.erase(it);
@@ -92,6 +98,18 @@ std::vector<io_op*> interest_set::take_ready() {
     op->waiting = false;
   }
   return ready;
+}
+
+void interest_set::settle() noexcept {
+  for (int fd : unsettled_) {
+    auto it = by_fd_.find(fd);
+    if (it == by_fd_.end() || !it->second.readers.empty()) {
+      continue;
+    }
+    update(fd, it->second);
+    by_fd_.erase(it);
+  }
+  unsettled_.clear();
 }
 
 }  // namespace coproc::detail

@@ -1,8 +1,9 @@
 // The epoll backend of uring_service: an op is attempted without blocking on
 // a thread running the io_context; when it would block, it joins the
 // service's interest set (its own epoll instance) and Asio's reactor waits on
-// that set's fd; when its fd is ready it is attempted again. Futex waits never
-// come here (they go to the futex watcher, uring_service.cpp).
+// that set's fd; when its fd is ready it is attempted again. Futex waits come
+// here only with a doorbell (coproc::futex_doorbell: its eventfd is watched);
+// others go to the futex watcher (uring_service.cpp).
 
 #include <fcntl.h>
 
@@ -22,7 +23,7 @@ void uring_service::reactor_open() {
   int dup =
       detail::check_syscall(::fcntl(interest_->fd(), F_DUPFD_CLOEXEC, 0), "fcntl(F_DUPFD_CLOEXEC)");
   try {
-    interest_wait_.emplace(*ctx_, dup);
+    interest_wait_ = std::make_unique<asio::posix::stream_descriptor>(*ctx_, dup);
   } catch (...) {
     ::close(dup);
     throw;
@@ -36,6 +37,7 @@ void uring_service::reactor_start(detail::io_op* op) {
     op->pending = 1;
     op->fd = plan.fd;  // before any cancel_fd can look for it
     op->wants_write = plan.what == detail::reactor_plan::kind::writable;
+    op->edge_triggered = plan.what == detail::reactor_plan::kind::doorbell;
     in_flight_.push(op);
   }
   // Never inline: the first attempt runs after the initiating function returned.
@@ -103,6 +105,7 @@ void uring_service::arm_interest_locked() {
                                  reactor_step(op);
                                }
                                std::lock_guard lock(mutex_);
+                               interest_->settle();
                                arm_interest_locked();
                              });
 }

@@ -68,7 +68,7 @@ bool uring_service::ring_open(const uring_options& options) {
     if (rc < 0) {
       throw_unavailable("io_uring_register_eventfd", -rc);
     }
-    event_.emplace(*ctx_, efd.release());
+    event_ = std::make_unique<asio::posix::stream_descriptor>(*ctx_, efd.release());
   } catch (...) {
     io_uring_queue_exit(&ring_);
     ring_ready_ = false;

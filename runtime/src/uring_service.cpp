@@ -5,6 +5,8 @@
 
 #include "coproc/runtime/uring_service.hpp"
 
+#include <unistd.h>
+
 #include <asio/post.hpp>
 #include <asio/strand.hpp>
 #include <cerrno>
@@ -73,7 +75,7 @@ uring_service& uring_service::of_any(const asio::any_io_executor& ex,
 }
 
 uring_service::uring_service(asio::io_context& ctx, uring_options options)
-    : asio::execution_context::service(ctx), ctx_(&ctx) {
+    : asio::execution_context::service(ctx), ctx_(&ctx), owner_(::getpid()) {
   io_backend wanted = io_backend::automatic;
   if (options.backend) {
     wanted = *options.backend;
@@ -104,7 +106,30 @@ uring_service::~uring_service() {
   shutdown();
   event_.reset();
   if (ring_ready_) {
-    io_uring_queue_exit(&ring_);
+    io_uring_queue_exit(&ring_);  // this process's mappings and fd only
+  }
+}
+
+bool uring_service::inherited() const noexcept {
+  return ::getpid() != owner_;
+}
+
+void uring_service::abandon_inherited() noexcept {
+  // Closing our copies of the fds is harmless; destroying Asio's descriptor
+  // objects is not (they would EPOLL_CTL_DEL the parent's registrations from
+  // the shared epoll instance), nor is stopping the watcher (its threads are
+  // the parent's: joining them would wait for ever). Both are left unfreed.
+  for (auto* d : {event_.release(), interest_wait_.release()}) {
+    if (d != nullptr) {
+      ::close(d->native_handle());
+    }
+  }
+  (void)watcher_.release();
+  detail::io_op* op = in_flight_.take_all();
+  while (op != nullptr) {
+    detail::io_op* next = op->next;
+    op->complete(false);
+    op = next;
   }
 }
 
@@ -116,7 +141,13 @@ uring_service& uring_service::install(asio::io_context& ctx, uring_options optio
 
 void uring_service::start(detail::io_op* op) {
   if (op->waits_on_futex && !has_futex_wait_) {
-    watch_futex(op);
+    // A futex wait with a doorbell waits on its eventfd in the interest set;
+    // any other takes the watcher thread.
+    if (backend_ == io_backend::epoll && op->plan().what == detail::reactor_plan::kind::doorbell) {
+      reactor_start(op);
+    } else {
+      watch_futex(op);
+    }
   } else if (backend_ == io_backend::uring) {
     ring_start(op);
   } else {
@@ -125,6 +156,9 @@ void uring_service::start(detail::io_op* op) {
 }
 
 void uring_service::cancel(detail::io_op* op) noexcept {
+  if (inherited()) {
+    return;  // the op is a copy of the parent's, which the parent still runs
+  }
   if (backend_ == io_backend::uring && !op->on_watcher) {
     ring_cancel(op);
     return;
@@ -140,6 +174,9 @@ void uring_service::cancel(detail::io_op* op) noexcept {
 }
 
 void uring_service::cancel_fd(int fd) noexcept {
+  if (inherited()) {
+    return;  // a cancel on the shared ring would withdraw the parent's ops on fd
+  }
   if (backend_ == io_backend::uring) {
     ring_cancel_fd(fd);
     return;
@@ -242,6 +279,11 @@ void uring_service::shutdown() {
     return;
   }
   shut_down_ = true;
+  if (inherited()) {
+    lock.unlock();
+    abandon_inherited();
+    return;
+  }
   if (backend_ == io_backend::uring) {
     ring_shutdown(lock);  // waits for the kernel to let go of every op's buffers
   }

@@ -352,6 +352,44 @@ TEST_CASE("async_get in the loop receives from a producer process; the loop stay
   CHECK(wait_child(pid) == ok);
 }
 
+TEST_CASE("on the epoll backend async_get and async_put wait without a watcher thread", "[queue]") {
+  // Each wait rides the queue's futex_doorbell (an eventfd the loop watches);
+  // a futex word alone would take the service's watcher thread.
+  coproc::queue<std::uint64_t> q({.max_items = 1});
+  latch_pipe go;
+  constexpr int n = 2000;
+  // The child reports the parent's threads while the parent's loop waits
+  // for room (its first put filled the queue), as its exit code.
+  const std::string parent_tasks = "/proc/" + std::to_string(::getpid()) + "/task";
+  pid_t pid = fork_child([&] {
+    go.wait();
+    std::this_thread::sleep_for(50ms);
+    const int threads = static_cast<int>(count_entries(parent_tasks.c_str())) - 2;
+    for (int i = 0; i < n; ++i) {
+      if (q.get() != static_cast<std::uint64_t>(i)) {
+        return 100;
+      }
+    }
+    for (int i = 0; i < n; ++i) {
+      q.put(static_cast<std::uint64_t>(i));
+    }
+    return threads;
+  });
+  int bad = 0;
+  coproc::test::run_async([&](asio::io_context& ctx) -> asio::awaitable<void> {
+    coproc::uring_service::install(ctx, {.backend = coproc::io_backend::epoll});
+    go.signal();
+    for (int i = 0; i < n; ++i) {  // a queue of one item: most puts wait for room
+      co_await q.async_put(static_cast<std::uint64_t>(i), asio::use_awaitable);
+    }
+    for (int i = 0; i < n; ++i) {
+      bad += co_await q.async_get(asio::use_awaitable) != static_cast<std::uint64_t>(i);
+    }
+  });
+  CHECK(wait_child(pid) == 1);  // the loop's thread alone
+  CHECK(bad == 0);
+}
+
 TEST_CASE("get_some and async_get_some take batches in FIFO order", "[queue]") {
   coproc::queue<std::uint64_t> q({.max_items = 100});
   constexpr std::uint64_t n = 20'000;

@@ -8,13 +8,16 @@
 #include <liburing.h>
 #include <signal.h>
 #include <stdlib.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <asio.hpp>
 #include <asio/experimental/awaitable_operators.hpp>
+#include <atomic>
 #include <catch2/catch_test_macros.hpp>
 #include <catch2/generators/catch_generators.hpp>
 #include <cerrno>
+#include <chrono>
 #include <coproc/runtime/child_process.hpp>
 #include <coproc/runtime/detail/futex.hpp>
 #include <coproc/runtime/errc.hpp>
@@ -273,4 +276,52 @@ TEST_CASE("a pipe_writer whose reader is gone gets EPIPE, never SIGPIPE", "[io_b
   INFO(status->describe());
   CHECK(status->exited);
   CHECK(status->code == 0);
+}
+
+TEST_CASE("a forked child that destroys an inherited io_context leaves the parent's ops alone",
+          "[io_backend]") {
+  // A daemonizing host's other half, or a plain fork() child that returns
+  // from main: its copy of the service shares the ring, Asio's epoll
+  // instance and the interest set with the parent, and has none of the
+  // parent's threads.
+  auto backend = GENERATE(coproc::io_backend::uring, coproc::io_backend::epoll);
+  if (backend == coproc::io_backend::uring && !ring_allowed()) {
+    SUCCEED("io_uring is refused here: only the epoll backend can run");
+    return;
+  }
+  auto region = coproc::mapped_region::create(4096);
+  auto& word = *::new (region.data()) std::atomic<std::uint32_t>(0);
+  auto [r, w] = coproc::make_pipe();
+  std::optional<asio::io_context> ctx(std::in_place);
+  coproc::uring_service::install(*ctx, {.backend = backend});
+  std::optional<coproc::pipe_reader> reader(std::in_place, ctx->get_executor(), std::move(r));
+  char buf[8] = {};
+  std::error_code read_ec = asio::error::would_block;
+  std::size_t got = 0;
+  reader->async_read_some(asio::buffer(buf), [&](std::error_code ec, std::size_t n) {
+    read_ec = ec;
+    got = n;
+  });
+  std::error_code futex_ec = asio::error::would_block;
+  coproc::async_futex_wait(ctx->get_executor(), word, 0,
+                           [&](std::error_code ec) { futex_ec = ec; });
+  ctx->poll();  // both ops wait: in the ring, or in the interest set and on the watcher
+  pid_t pid = ::fork();
+  if (pid == 0) {
+    ::alarm(5);  // a hang (joining a watcher thread only the parent has) ends as SIGALRM
+    reader.reset();
+    ctx.reset();
+    ::_exit(0);
+  }
+  int status = 0;
+  REQUIRE(::waitpid(pid, &status, 0) == pid);
+  CHECK(WIFEXITED(status));
+  CHECK((WIFSIGNALED(status) ? 128 + WTERMSIG(status) : WEXITSTATUS(status)) == 0);
+  REQUIRE(::write(w.get(), "x", 1) == 1);
+  word.store(1);
+  coproc::detail::futex_wake(word, 1);
+  ctx->run_for(std::chrono::seconds(5));
+  CHECK(read_ec == std::error_code());
+  CHECK(got == 1);
+  CHECK(futex_ec == std::error_code());
 }

@@ -324,9 +324,9 @@ class connection {
         phase = 1;
         std::span<std::byte> space = core->read_space();
         uring_service& service = core->service();
-        detail::launch_io_op<detail::pipe_rw_impl<true>>(service, core->executor(), std::move(self),
-                                                         core->fd(),
-                                                         asio::buffer(space.data(), space.size()));
+        detail::launch_io_op<detail::pipe_read_impl>(service, core->executor(), std::move(self),
+                                                     core->fd(),
+                                                     asio::buffer(space.data(), space.size()));
         return;
       }
       if (phase == 0) {

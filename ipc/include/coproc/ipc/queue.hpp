@@ -65,8 +65,9 @@ struct queue_options {
 ///
 /// Ordering: FIFO overall (one total order of puts; gets take them in it).
 /// Doorbells: a side makes a wake-up system call only when the other side
-/// announced that it sleeps; a blocking side whose peer last ran on another
-/// CPU spins briefly (bounded) before it sleeps.
+/// announced that it sleeps (one more, an eventfd write, when an event loop
+/// on the epoll backend waits: coproc::futex_doorbell); a blocking side whose peer last ran on
+/// another CPU spins briefly (bounded) before it sleeps.
 ///
 /// Does not move or copy (other processes point into its state).
 /// Thread safety: every member may be called concurrently from any thread of
@@ -219,8 +220,8 @@ class queue {
   /// Closes the queue (idempotent) and wakes every waiter, in every process.
   void close() noexcept {
     s_->closed.store(1, std::memory_order_seq_cst);
-    detail::bell_force(s_->not_empty);
-    detail::bell_force(s_->not_full);
+    detail::bell_force(s_->not_empty, door_, s_->not_empty_listeners);
+    detail::bell_force(s_->not_full, door_, s_->not_full_listeners);
   }
 
   bool closed() const noexcept { return s_->closed.load(std::memory_order_acquire) != 0; }
@@ -423,7 +424,7 @@ class queue {
       // quarter of the ring is free again.
       const std::uint64_t tail = s_->tail.load(std::memory_order_relaxed);
       if (detail::cursor_bytes(rung_at, tail) >= cap_ / 4) {
-        detail::bell_ring(s_->not_full);
+        ring_not_full();
         rung_at = tail;
       }
       one.reset();
@@ -452,7 +453,7 @@ class queue {
 
   put_outcome finish_put(put_outcome r) {
     if (r == put_outcome::done) {
-      detail::bell_ring(s_->not_empty);
+      ring_not_empty();
     } else if (r == put_outcome::closed) {
       throw std::system_error(make_error_code(errc::queue_closed), "coproc::queue::put");
     }
@@ -470,13 +471,18 @@ class queue {
       r = locked_get(out, max);
     }
     if (r == get_outcome::done) {
-      detail::bell_ring(s_->not_full);
+      ring_not_full();
     }
     return r;
   }
 
   get_outcome locked_get(std::optional<T>& out, std::size_t) { return get_locked(out); }
   get_outcome locked_get(std::vector<T>& out, std::size_t max) { return get_many_locked(out, max); }
+
+  void ring_not_empty() noexcept {
+    detail::bell_ring(s_->not_empty, door_, s_->not_empty_listeners);
+  }
+  void ring_not_full() noexcept { detail::bell_ring(s_->not_full, door_, s_->not_full_listeners); }
 
   // Lock-free hints for the spin and the re-check before sleeping.
   bool readable() const noexcept {
@@ -632,7 +638,7 @@ class queue {
             r = qu.put_locked(value, n, seen);
           }
           if (r == put_outcome::done) {
-            detail::bell_ring(qu.s_->not_empty);
+            qu.ring_not_empty();
             return detail::futex_step::finish();
           }
           if (r == put_outcome::closed) {
@@ -640,7 +646,8 @@ class queue {
           }
           const std::uint32_t v = detail::bell_arm(qu.s_->not_full);
           if (!qu.writable_hint(seen)) {
-            return detail::futex_step::wait(qu.s_->not_full, v);
+            return detail::futex_step::wait(qu.s_->not_full, v, qu.door_,
+                                            qu.s_->not_full_listeners);
           }
         }
       } catch (...) {
@@ -670,7 +677,7 @@ class queue {
             r = qu.locked_get(out, max);
           }
           if (r == get_outcome::done) {
-            detail::bell_ring(qu.s_->not_full);
+            qu.ring_not_full();
             return detail::futex_step::finish();
           }
           if (r == get_outcome::closed) {
@@ -678,7 +685,8 @@ class queue {
           }
           const std::uint32_t v = detail::bell_arm(qu.s_->not_empty);
           if (!qu.readable()) {
-            return detail::futex_step::wait(qu.s_->not_empty, v);
+            return detail::futex_step::wait(qu.s_->not_empty, v, qu.door_,
+                                            qu.s_->not_empty_listeners);
           }
         }
       } catch (...) {
@@ -696,6 +704,9 @@ class queue {
 
   mapped_region region_;
   detail::queue_state* s_;
+  // Rung beside both bells for loops on the epoll backend; shared by fork as
+  // the mapping is.
+  futex_doorbell door_;
   std::byte* data_;
   // This process's copy of the ring size: the one in shared memory could be
   // overwritten by another process, and offsets derive from it.

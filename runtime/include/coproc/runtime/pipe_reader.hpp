@@ -55,7 +55,7 @@ class pipe_reader {
   /// The buffers must stay valid until completion.
   template <class MutableBufferSequence, class Token>
   auto async_read_some(const MutableBufferSequence& buffers, Token&& token) {
-    return end_.async_io<true>(buffers, std::forward<Token>(token));
+    return end_.async_read(buffers, std::forward<Token>(token));
   }
 
  private:

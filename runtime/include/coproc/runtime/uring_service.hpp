@@ -4,6 +4,7 @@
 /// where io_uring is refused, Asio's own reactor (epoll).
 
 #include <liburing.h>
+#include <sys/types.h>
 
 #include <asio/any_io_executor.hpp>
 #include <asio/execution_context.hpp>
@@ -71,6 +72,12 @@ struct uring_options {
 /// Thread safety: operations may be started and cancelled from any thread
 /// (under an internal mutex); completions run on a thread running the
 /// io_context, through each handler's associated executor.
+///
+/// fork(): a child's copy may be destroyed (with the io_context), and I/O
+/// objects in it closed: nothing the parent shares is touched (no cancel
+/// reaches the ring, no registration leaves Asio's epoll instance, no thread
+/// of the parent is joined) and pending ops are dropped without completion.
+/// Running the inherited io_context in the child is not supported.
 class uring_service final : public asio::execution_context::service {
  public:
   using key_type = uring_service;
@@ -161,7 +168,14 @@ class uring_service final : public asio::execution_context::service {
   void arm_interest_locked();
   bool reactor_cancel_locked(detail::io_op* op);
 
+  // A forked child's copy of the service shares the ring, Asio's epoll
+  // instance and the interest set with this process and has none of its
+  // threads: it must leave all of them alone (abandon_inherited()).
+  bool inherited() const noexcept;
+  void abandon_inherited() noexcept;
+
   asio::io_context* ctx_ = nullptr;
+  pid_t owner_ = 0;
   io_backend backend_ = io_backend::epoll;
   std::string fallback_reason_;
   bool has_waitid_ = false;
@@ -172,13 +186,13 @@ class uring_service final : public asio::execution_context::service {
   bool shut_down_ = false;
   std::unique_ptr<detail::futex_watcher> watcher_;  // created at the first watched wait
 
-  std::optional<detail::interest_set> interest_;                 // epoll backend
-  std::optional<asio::posix::stream_descriptor> interest_wait_;  // Asio's view of its fd
+  std::optional<detail::interest_set> interest_;                   // epoll backend
+  std::unique_ptr<asio::posix::stream_descriptor> interest_wait_;  // Asio's view of its fd
   bool interest_armed_ = false;
 
   io_uring ring_{};
   bool ring_ready_ = false;
-  std::optional<asio::posix::stream_descriptor> event_;  // owns the ring's eventfd
+  std::unique_ptr<asio::posix::stream_descriptor> event_;  // owns the ring's eventfd
   std::size_t untracked_ = 0;  // CQEs expected that belong to no op (cancel_fd)
   bool flush_posted_ = false;
   bool wait_armed_ = false;

@@ -5,7 +5,7 @@
 //
 // The wait is coproc::async_futex_wait (io_uring FUTEX_WAIT on the runtime's
 // uring_service, or its futex watcher thread where the ring lacks it or the
-// service runs on epoll).
+// service runs on epoll, unless the word comes with a futex_doorbell).
 
 #include <asio/associated_cancellation_slot.hpp>
 #include <asio/bind_cancellation_slot.hpp>
@@ -24,28 +24,38 @@
 
 namespace coproc::detail {
 
-/// Completes with void(std::error_code) once `word` may differ from `expected`
-/// (spurious completions allowed), or with operation_aborted on cancellation.
-template <class Executor, class Token>
-auto async_word_wait(const Executor& ex, std::atomic<std::uint32_t>& word, std::uint32_t expected,
-                     Token&& token) {
-  return coproc::async_futex_wait(asio::any_io_executor(ex), word, expected,
-                                  std::forward<Token>(token));
-}
-
 /// What a machine's step() decided: finished with `ec`, or wait on `word`
-/// while it still holds `expected`.
+/// while it still holds `expected` (through `bell` when its wakers ring one).
 struct futex_step {
   bool done = false;
   std::error_code ec;
   std::atomic<std::uint32_t>* word = nullptr;
   std::uint32_t expected = 0;
+  const futex_doorbell* bell = nullptr;
+  std::atomic<std::uint32_t>* listeners = nullptr;
 
   static futex_step finish(std::error_code e = {}) { return {true, e, nullptr, 0}; }
   static futex_step wait(std::atomic<std::uint32_t>& w, std::uint32_t v) {
     return {false, {}, &w, v};
   }
+  static futex_step wait(std::atomic<std::uint32_t>& w, std::uint32_t v, const futex_doorbell& b,
+                         std::atomic<std::uint32_t>& l) {
+    return {false, {}, &w, v, &b, &l};
+  }
 };
+
+/// Completes with void(std::error_code) once the step's word may differ from
+/// its expected value (spurious completions allowed), or with
+/// operation_aborted on cancellation.
+template <class Executor, class Token>
+auto async_word_wait(const Executor& ex, const futex_step& s, Token&& token) {
+  if (s.bell != nullptr) {
+    return coproc::async_futex_wait(asio::any_io_executor(ex), *s.word, s.expected, *s.bell,
+                                    *s.listeners, std::forward<Token>(token));
+  }
+  return coproc::async_futex_wait(asio::any_io_executor(ex), *s.word, s.expected,
+                                  std::forward<Token>(token));
+}
 
 /// Drives a Machine { futex_step step(); void after_wait(); bool abandon();
 /// bool cancellable() const; [value()] } to completion. after_wait() follows
@@ -111,11 +121,11 @@ class futex_loop_op {
     }
     auto ex = self.get_executor();
     if (m_.cancellable()) {
-      async_word_wait(ex, *s.word, s.expected, std::move(self));
+      async_word_wait(ex, s, std::move(self));
     } else {
       // A phase that must finish even after cancellation (a condition's
       // re-acquisition of its lock) waits with no cancellation slot.
-      async_word_wait(ex, *s.word, s.expected,
+      async_word_wait(ex, s,
                       asio::bind_cancellation_slot(asio::cancellation_slot(), std::move(self)));
     }
   }

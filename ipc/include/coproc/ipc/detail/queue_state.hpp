@@ -22,6 +22,7 @@
 
 #include "coproc/ipc/detail/sync_state.hpp"
 #include "coproc/runtime/detail/futex.hpp"
+#include "coproc/runtime/futex_doorbell.hpp"
 
 namespace coproc::detail {
 
@@ -64,9 +65,13 @@ struct queue_state {
   std::atomic<std::int32_t> producer_cpu{-1};      ///< CPU of the last put (spin hint)
   alignas(64) std::atomic<std::uint64_t> tail{0};  ///< released by consumers
   std::atomic<std::int32_t> consumer_cpu{-1};      ///< CPU of the last get (spin hint)
-  /// Doorbells: a sequence in bits 1.., bit 0 set while someone sleeps on it.
+  /// Doorbells: a sequence in bits 1.., bit 0 set while someone sleeps on it;
+  /// beside each, the event loops waiting for it on the queue's
+  /// futex_doorbell (epoll backend).
   alignas(64) std::atomic<std::uint32_t> not_empty{0};
+  std::atomic<std::uint32_t> not_empty_listeners{0};
   alignas(64) std::atomic<std::uint32_t> not_full{0};
+  std::atomic<std::uint32_t> not_full_listeners{0};
   alignas(64) std::atomic<std::uint32_t> closed{0};
   const std::uint64_t capacity;  ///< ring bytes, a power of two
   const std::uint32_t max_items;
@@ -89,21 +94,29 @@ inline std::uint32_t bell_arm(std::atomic<std::uint32_t>& bell) noexcept {
 /// one load. Every sleeper is woken (not one): a sleeper that is killed or
 /// cancelled after its wake-up must not strand another, and a stale bit
 /// (left by a killed sleeper) costs one spurious wake, then clears.
-inline void bell_ring(std::atomic<std::uint32_t>& bell) noexcept {
+/// Loops that listen on `door` (an async waiter that armed `bell`) are rung
+/// after the sequence moved: the seq_cst bump and the listeners' seq_cst
+/// count pair up, so a loop either sees the new value or is rung.
+inline void bell_ring(std::atomic<std::uint32_t>& bell, const futex_doorbell& door,
+                      const std::atomic<std::uint32_t>& listeners) noexcept {
   std::atomic_thread_fence(std::memory_order_seq_cst);
   std::uint32_t v = bell.load(std::memory_order_relaxed);
   if ((v & 1) == 0) {
     return;
   }
-  while ((v & 1) != 0 && !bell.compare_exchange_weak(v, v + 1, std::memory_order_relaxed)) {
+  while ((v & 1) != 0 && !bell.compare_exchange_weak(v, v + 1, std::memory_order_seq_cst,
+                                                     std::memory_order_relaxed)) {
   }
   futex_wake(bell, INT_MAX);
+  door.ring(listeners);
 }
 
-/// Wakes every sleeper unconditionally (close()).
-inline void bell_force(std::atomic<std::uint32_t>& bell) noexcept {
+/// Wakes every sleeper and listening loop unconditionally (close()).
+inline void bell_force(std::atomic<std::uint32_t>& bell, const futex_doorbell& door,
+                       const std::atomic<std::uint32_t>& listeners) noexcept {
   bell.fetch_add(2, std::memory_order_seq_cst);
   futex_wake(bell, INT_MAX);
+  door.ring(listeners);
 }
 
 /// Holds a lock_state for one operation and releases it on every path.

@@ -7,6 +7,13 @@
 // share. Registered level-triggered while an op waits, removed as soon as none
 // does, so no registration ever outlives the ops of its fd.
 //
+// A doorbell eventfd (coproc::futex_doorbell) is the exception in one way: it
+// is never read (every process watching it must see every ring), so it stays
+// readable once rung and is registered edge-triggered. Adding it while
+// readable reports it once at once; to pay that only once per wait, not once
+// per attempt, its registration stays through a ready batch and settle()
+// removes it afterwards if no op waits on it again.
+//
 // Not thread-safe: the service calls it under its mutex.
 
 #include <cstdint>
@@ -34,17 +41,22 @@ class interest_set {
   /// Every op whose fd is ready now (epoll_wait without blocking); they are
   /// no longer waiting.
   std::vector<io_op*> take_ready();
+  /// After the ops take_ready() returned were attempted: drops the
+  /// registrations of doorbells that no op waits on any more.
+  void settle() noexcept;
 
  private:
   struct entry {
     std::vector<io_op*> readers;
     std::vector<io_op*> writers;
     std::uint32_t registered = 0;  // events in the epoll instance, 0: not in it
+    bool edge = false;             // a doorbell: EPOLLET, kept until settle()
   };
   int update(int fd, entry& e) noexcept;
 
   unique_fd epoll_;
   std::unordered_map<int, entry> by_fd_;
+  std::vector<int> unsettled_;  // doorbells take_ready() left registered
 };
 
 }  // namespace coproc::detail

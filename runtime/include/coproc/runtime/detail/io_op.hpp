@@ -17,16 +17,22 @@ namespace coproc::detail {
 
 /// How the reactor backend waits before it tries an op again.
 struct reactor_plan {
-  enum class kind { readable, writable, futex };
+  /// doorbell: a futex wait whose wakers also ring an eventfd
+  /// (coproc::futex_doorbell): the reactor watches the eventfd, edge-triggered;
+  /// elsewhere it is a futex wait on word/expected.
+  enum class kind { readable, writable, futex, doorbell };
   kind what = kind::readable;
-  int fd = -1;                                 ///< readable/writable: the op's own fd, -1 for futex
-  std::atomic<std::uint32_t>* word = nullptr;  ///< futex: the word
-  std::uint32_t expected = 0;                  ///< futex: wait while word == expected
+  int fd = -1;  ///< readable/writable: the op's own fd; doorbell: its eventfd; futex: -1
+  std::atomic<std::uint32_t>* word = nullptr;  ///< futex, doorbell: the word
+  std::uint32_t expected = 0;                  ///< futex, doorbell: wait while word == expected
 
   static reactor_plan readable(int fd) { return {kind::readable, fd, nullptr, 0}; }
   static reactor_plan writable(int fd) { return {kind::writable, fd, nullptr, 0}; }
   static reactor_plan futex(std::atomic<std::uint32_t>& w, std::uint32_t e) {
     return {kind::futex, -1, &w, e};
+  }
+  static reactor_plan doorbell(int bell, std::atomic<std::uint32_t>& w, std::uint32_t e) {
+    return {kind::doorbell, bell, &w, e};
   }
 };
 
@@ -44,7 +50,7 @@ class io_op {
   virtual reactor_plan plan() = 0;
   /// Reactor backend: the operation itself, without blocking: a result in the
   /// CQE convention (>= 0, or -errno), -EAGAIN when it must wait. Futex ops
-  /// are never attempted.
+  /// are never attempted; doorbell ops check their word.
   virtual int attempt() noexcept = 0;
 
   int res = 0;                    ///< the op's own result (CQE convention)
@@ -54,6 +60,7 @@ class io_op {
   bool on_watcher = false;        ///< handed to the futex watcher (both backends)
   bool waiting = false;           ///< reactor backend: in the interest set, waiting for readiness
   bool wants_write = false;       ///< reactor backend: waits for POLLOUT (else POLLIN)
+  bool edge_triggered = false;    ///< reactor backend: a doorbell eventfd, never read
   int fd = -1;                    ///< reactor backend: the fd it waits on (cancel_fd)
   io_op* prev = nullptr;          ///< in-flight list (owned by the service)
   io_op* next = nullptr;

@@ -35,13 +35,14 @@ inline std::error_code uring_error(int res, bool cancel_requested) noexcept {
   return {-res, asio::error::get_system_category()};
 }
 
-template <bool IsRead>
-struct pipe_rw_impl {
+// One read of a pipe into up to 16 buffers. (Writes are pipe_write_op's,
+// below: they must also never raise SIGPIPE.)
+struct pipe_read_impl {
   static constexpr std::size_t max_iov = 16;
   static constexpr std::size_t max_len = 0x7ffff000;  // the kernel's MAX_RW_COUNT
 
   template <class Buffers>
-  pipe_rw_impl(int fd_in, const Buffers& buffers) : fd(fd_in) {
+  pipe_read_impl(int fd_in, const Buffers& buffers) : fd(fd_in) {
     auto it = asio::buffer_sequence_begin(buffers);
     auto end = asio::buffer_sequence_end(buffers);
     for (; it != end && count < max_iov; ++it) {
@@ -62,31 +63,21 @@ struct pipe_rw_impl {
     constexpr std::uint64_t current_position = ~std::uint64_t{0};  // pipes have no offset
     if (count <= 1) {
       void* base = count == 1 ? iov[0].iov_base : nullptr;
-      auto len = static_cast<unsigned>(total);
-      if constexpr (IsRead) {
-        io_uring_prep_read(&sqe, fd, base, len, current_position);
-      } else {
-        io_uring_prep_write(&sqe, fd, base, len, current_position);
-      }
-    } else if constexpr (IsRead) {
-      io_uring_prep_readv(&sqe, fd, iov.data(), count, current_position);
+      io_uring_prep_read(&sqe, fd, base, static_cast<unsigned>(total), current_position);
     } else {
-      io_uring_prep_writev(&sqe, fd, iov.data(), count, current_position);
+      io_uring_prep_readv(&sqe, fd, iov.data(), count, current_position);
     }
     return sqe;
   }
 
-  reactor_plan plan() const {
-    return IsRead ? reactor_plan::readable(fd) : reactor_plan::writable(fd);
-  }
+  reactor_plan plan() const { return reactor_plan::readable(fd); }
 
   int attempt() noexcept {
     if (total == 0) {
       return 0;
     }
     for (;;) {
-      ssize_t r = IsRead ? ::preadv2(fd, iov.data(), static_cast<int>(count), -1, RWF_NOWAIT)
-                         : pwritev_nosigpipe(fd, iov.data(), static_cast<int>(count), RWF_NOWAIT);
+      ssize_t r = ::preadv2(fd, iov.data(), static_cast<int>(count), -1, RWF_NOWAIT);
       if (r >= 0) {
         return static_cast<int>(r);
       }
@@ -96,14 +87,13 @@ struct pipe_rw_impl {
       if (errno != EOPNOTSUPP) {
         return -errno;
       }
-      // A file without RWF_NOWAIT support: do the call only once poll says it
-      // will not block (a write of more than the room left still may).
-      pollfd p{fd, static_cast<short>(IsRead ? POLLIN : POLLOUT), 0};
+      // A file without RWF_NOWAIT support: read only once poll says it will
+      // not block.
+      pollfd p{fd, POLLIN, 0};
       if (::poll(&p, 1, 0) == 0) {
         return -EAGAIN;
       }
-      r = IsRead ? ::readv(fd, iov.data(), static_cast<int>(count))
-                 : pwritev_nosigpipe(fd, iov.data(), static_cast<int>(count), 0);
+      r = ::readv(fd, iov.data(), static_cast<int>(count));
       return r >= 0 ? static_cast<int>(r) : -errno;
     }
   }
@@ -112,7 +102,7 @@ struct pipe_rw_impl {
     if (res < 0) {
       return {uring_error(res, cancel_requested), 0};
     }
-    if (IsRead && res == 0 && total > 0) {
+    if (res == 0 && total > 0) {
       return {asio::error::eof, 0};
     }
     return {std::error_code(), static_cast<std::size_t>(res)};
@@ -252,13 +242,13 @@ class pipe_end {
                                                                           ex_);
   }
 
-  template <bool IsRead, class Buffers, class Token>
-  auto async_io(const Buffers& buffers, Token&& token) {
+  template <class Buffers, class Token>
+  auto async_read(const Buffers& buffers, Token&& token) {
     return asio::async_initiate<Token, void(std::error_code, std::size_t)>(
         [](auto&& handler, pipe_end* self, const Buffers& b) {
-          launch_io_op<pipe_rw_impl<IsRead>>(*self->service_, self->ex_,
-                                             std::forward<decltype(handler)>(handler),
-                                             self->fd_.get(), b);
+          launch_io_op<pipe_read_impl>(*self->service_, self->ex_,
+                                       std::forward<decltype(handler)>(handler), self->fd_.get(),
+                                       b);
         },
         token, this, buffers);
   }
