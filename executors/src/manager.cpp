@@ -10,6 +10,7 @@
 #include <cstring>
 #include <list>
 
+#include "coproc/runtime/detail/fd_io.hpp"
 #include "coproc/runtime/detail/system_error.hpp"
 
 namespace coproc::detail {
@@ -39,10 +40,7 @@ unique_fd receive_fd(int sock, bool& closed) {
   msg.msg_iovlen = 1;
   msg.msg_control = control;
   msg.msg_controllen = sizeof control;
-  ssize_t r;
-  do {
-    r = ::recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
-  } while (r < 0 && errno == EINTR);
+  ssize_t r = retry_eintr([&] { return ::recvmsg(sock, &msg, MSG_CMSG_CLOEXEC); });
   if (r == 0) {
     closed = true;
     return {};
@@ -134,10 +132,7 @@ unique_fd manager_connect(int connect_fd) {
   c->cmsg_len = CMSG_LEN(sizeof(int));
   int fd = theirs.get();
   std::memcpy(CMSG_DATA(c), &fd, sizeof fd);
-  ssize_t r;
-  do {
-    r = ::sendmsg(connect_fd, &msg, MSG_NOSIGNAL);
-  } while (r < 0 && errno == EINTR);
+  ssize_t r = retry_eintr([&] { return ::sendmsg(connect_fd, &msg, MSG_NOSIGNAL); });
   if (r < 0) {
     if (errno == EPIPE || errno == ECONNRESET || errno == ECONNREFUSED || errno == ENOTCONN) {
       throw std::system_error(errc::peer_died, "coproc::manager: connect");

@@ -77,7 +77,7 @@ struct worker_rec {
   std::string init_error;         // what its initializer threw, as it told us
 };
 
-class pool_core : public std::enable_shared_from_this<pool_core> {
+class pool_core : public std::enable_shared_from_this<pool_core>, public task_canceller {
  public:
   pool_core(const asio::any_io_executor& ex, pool_options options);
   ~pool_core() { close(); }
@@ -90,7 +90,7 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
   void on_context_gone() noexcept;
   void close_foreign() noexcept;
   void start(task_op* op);
-  void cancel(std::uint64_t id);
+  void cancel(std::uint64_t id) override;
   void shutdown(shutdown_mode mode, std::function<void()> done);
   pool_stats stats();
 
@@ -135,6 +135,7 @@ class pool_core : public std::enable_shared_from_this<pool_core> {
   void arm_timeout(worker_rec& w);
   void on_timeout(worker_rec& w);
   void fail_all(const std::exception_ptr& e);
+  std::vector<task_op*> take_all_ops();
   void maybe_finish_shutdown();
   void remove_inflight(worker_rec& w, task_op* op);
   void fail_corrupt_worker(worker_rec& w);

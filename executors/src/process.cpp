@@ -2,7 +2,6 @@
 
 #include <pthread.h>
 #include <signal.h>
-#include <sys/prctl.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -11,55 +10,17 @@
 #include <string>
 
 #include "coproc/ipc/remote_error.hpp"
+#include "coproc/runtime/detail/child_setup.hpp"
+#include "coproc/runtime/detail/fd_io.hpp"
 #include "coproc/runtime/errc.hpp"
 
 namespace coproc {
 namespace detail {
 namespace {
 
-// Writes the whole message with write(2): stdio may be in any state in a child.
-void write_stderr(const std::string& text) noexcept {
-  const char* p = text.data();
-  std::size_t left = text.size();
-  while (left > 0) {
-    ssize_t r = ::write(STDERR_FILENO, p, left);
-    if (r < 0) {
-      if (errno == EINTR) {
-        continue;
-      }
-      return;
-    }
-    p += r;
-    left -= static_cast<std::size_t>(r);
-  }
-}
-
-// The host's signal handlers serve the host (a self-pipe its loop watches, a
-// test framework's reporter): in the child they would act on the parent's
-// behalf, and a blocked SIGTERM would defeat terminate(). Handlers go back to
-// their defaults (ignored signals stay ignored, as across exec) and nothing is
-// blocked.
-void reset_signals() noexcept {
-  for (int sig = 1; sig < NSIG; ++sig) {
-    struct sigaction old {};
-    if (::sigaction(sig, nullptr, &old) == 0 && old.sa_handler != SIG_DFL &&
-        old.sa_handler != SIG_IGN) {
-      struct sigaction dfl {};
-      dfl.sa_handler = SIG_DFL;
-      ::sigaction(sig, &dfl, nullptr);
-    }
-  }
-  sigset_t none;
-  ::sigemptyset(&none);
-  ::sigprocmask(SIG_SETMASK, &none, nullptr);
-}
-
 [[noreturn]] void run_child(process_body& body, pid_t parent) noexcept {
-  reset_signals();
-  // Die with the parent; the getppid() check closes the race where the parent
-  // died before prctl ran (the child was then already re-parented).
-  ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-  if (::getppid() != parent) {
+  reset_signals(child_role::user);
+  if (!die_with_parent(parent)) {
     ::_exit(1);
   }
   int code = 0;
@@ -74,7 +35,8 @@ void reset_signals() noexcept {
       text = "coproc::process: uncaught exception\n";
     }
     std::fflush(nullptr);
-    write_stderr(text);
+    // write(2), not stdio: stdio may be in any state in a child.
+    write_full(STDERR_FILENO, text.data(), text.size());
     code = 1;
   }
   std::fflush(nullptr);

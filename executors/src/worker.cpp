@@ -20,7 +20,10 @@
 
 #include "coproc/executors/detail/callable.hpp"
 #include "coproc/executors/detail/zygote.hpp"
+#include "coproc/ipc/detail/peer_spin.hpp"
 #include "coproc/ipc/remote_error.hpp"
+#include "coproc/runtime/detail/child_setup.hpp"
+#include "coproc/runtime/detail/fd_io.hpp"
 #include "coproc/runtime/errc.hpp"
 #include "output_relay.hpp"
 
@@ -70,7 +73,7 @@ class worker final : public result_writer {
       rearm_death_signal();  // setuid in the initializer cleared it
     }
     view_.shared->ready.store(1, std::memory_order_release);
-    view_.shared->worker_cpu.store(::sched_getcpu(), std::memory_order_relaxed);
+    view_.shared->worker_cpu.store(current_cpu(), std::memory_order_relaxed);
     std::uint64_t done = 0;
     for (;;) {
       std::span<std::byte> frame = view_.tasks.try_peek();
@@ -215,10 +218,7 @@ class worker final : public result_writer {
     if (header_->parent_sleeping.load(std::memory_order_relaxed) != 0 &&
         header_->parent_sleeping.exchange(0, std::memory_order_relaxed) != 0) {
       std::uint64_t one = 1;
-      ssize_t n;
-      do {
-        n = ::write(config_.doorbell_fd, &one, sizeof one);
-      } while (n < 0 && errno == EINTR);
+      ssize_t n = retry_eintr([&] { return ::write(config_.doorbell_fd, &one, sizeof one); });
       if (n < 0 && errno != EAGAIN) {
         ::_exit(worker_exit_lost_parent);
       }
@@ -233,8 +233,9 @@ class worker final : public result_writer {
   /// groups when the host dies, and the host SIGKILLs its busy workers
   /// through their pidfds when the zygote dies.
   void rearm_death_signal() {
-    ::prctl(PR_SET_PDEATHSIG, SIGKILL);
-    leave_if_orphaned();
+    if (!die_with_parent(zygote_)) {
+      ::_exit(worker_exit_orphaned);
+    }
   }
 
   /// The zygote (this worker's parent) is gone: by getppid, which changes
@@ -251,7 +252,7 @@ class worker final : public result_writer {
   /// while the parent shares this CPU would only delay it.
   void wait_for_task() {
     int parent_cpu = header_->parent_cpu.load(std::memory_order_relaxed);
-    int spin = (parent_cpu >= 0 && parent_cpu != ::sched_getcpu()) ? spin_rounds : 0;
+    int spin = peer_on_other_cpu(parent_cpu) ? worker_spin_rounds : 0;
     if (trim_pending_) {
       // Keep the freed heap for the next task unless the worker stays idle:
       // then give it back, so an idle worker holds little memory.
@@ -274,7 +275,7 @@ class worker final : public result_writer {
       spin = 0;
       rearm_death_signal();  // a task may have cleared it; leaves if orphaned
     }
-    view_.shared->worker_cpu.store(::sched_getcpu(), std::memory_order_relaxed);
+    view_.shared->worker_cpu.store(current_cpu(), std::memory_order_relaxed);
   }
 
   static void apply_limits(const worker_limits& limits) {
@@ -327,7 +328,6 @@ class worker final : public result_writer {
     ::_exit(worker_exit_retired);
   }
 
-  static constexpr int spin_rounds = 4000;  // about 20-40 us of pause instructions
   /// Longest sleep before a worker checks its zygote again (issue 13.8: an
   /// orphan leaves within 1 s).
   static constexpr timespec recheck{0, 250'000'000};
@@ -345,26 +345,6 @@ class worker final : public result_writer {
 };
 
 }  // namespace
-
-void image_anchor() noexcept {}
-
-const void* checked_code_address(std::int64_t offset) {
-  const void* p = code_address(offset);
-  const auto& allowed = allowed_code();
-  if (allowed.count == 0) {
-    return p;
-  }
-  const auto a = reinterpret_cast<std::uintptr_t>(p);
-  for (int i = 0; i < allowed.count; ++i) {
-    if (a >= allowed.begin[i] && a < allowed.end[i]) {
-      return p;
-    }
-  }
-  throw std::system_error(coproc::errc::function_mismatch,
-                          "the task's code is not in the main executable (a function of a "
-                          "shared library): start_method::spawn workers run a separately "
-                          "exec'd image where only the executable's code has known addresses");
-}
 
 void worker_main(const worker_config& config, std::size_t slot) {
   if (config.output_fd >= 0) {

@@ -6,6 +6,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "coproc/runtime/detail/fd_io.hpp"
 #include "coproc/runtime/detail/system_error.hpp"
 
 namespace coproc::detail {
@@ -25,10 +26,8 @@ bool zygote_reports::read_available(std::vector<zygote_report>& out) {
     // still end inside one: the rest waits in `partial_`.
     std::byte buffer[64 * sizeof(zygote_report)];
     std::memcpy(buffer, partial_, have_);
-    ssize_t n = ::read(fd_.native_handle(), buffer + have_, sizeof buffer - have_);
-    if (n < 0 && errno == EINTR) {
-      continue;
-    }
+    ssize_t n = retry_eintr(
+        [&] { return ::read(fd_.native_handle(), buffer + have_, sizeof buffer - have_); });
     if (n < 0) {
       return errno == EAGAIN || errno == EWOULDBLOCK;
     }

@@ -1,6 +1,5 @@
 #include <fcntl.h>
 #include <poll.h>
-#include <sched.h>
 #include <signal.h>
 #include <sys/socket.h>
 #include <sys/uio.h>
@@ -10,6 +9,7 @@
 #include <cerrno>
 #include <cstring>
 
+#include "coproc/ipc/detail/peer_spin.hpp"
 #include "coproc/ipc/pipe.hpp"
 #include "coproc/runtime/detail/nosigpipe.hpp"
 #include "coproc/runtime/detail/system_error.hpp"
@@ -34,10 +34,6 @@ struct header {
   std::uint64_t size;
 };
 static_assert(sizeof(header) == frame_header_size);
-
-std::int32_t current_cpu() noexcept {
-  return ::sched_getcpu();
-}
 
 bool is_end_of_stream(int err) noexcept {
   return err == EPIPE || err == ECONNRESET || err == ENOTCONN || err == ESHUTDOWN;
@@ -240,7 +236,7 @@ std::error_code connection_core::read_blocking() {
   if (!fd_) {
     return asio::error::bad_descriptor;
   }
-  bool may_spin = options_.spin.count() > 0 && peer_cpu_ >= 0 && peer_cpu_ != current_cpu();
+  bool may_spin = options_.spin.count() > 0 && peer_on_other_cpu(peer_cpu_);
   if (may_spin && spin_skip_ > 0) {
     --spin_skip_;
     may_spin = false;

@@ -2,42 +2,14 @@
 /// coproc::process_pool: co_await functions run by a pool of forked worker processes.
 
 #include <asio/any_io_executor.hpp>
-#include <asio/async_result.hpp>
-#include <asio/awaitable.hpp>
-#include <asio/bind_executor.hpp>
 #include <asio/io_context.hpp>
-#include <asio/redirect_error.hpp>
-#include <asio/steady_timer.hpp>
-#include <asio/this_coro.hpp>
-#include <asio/use_awaitable.hpp>
-#include <chrono>
-#include <cstddef>
-#include <exception>
-#include <functional>
-#include <iterator>
-#include <memory>
-#include <tuple>
-#include <type_traits>
 #include <utility>
-#include <vector>
 
-#include "coproc/executors/detail/callable.hpp"
-#include "coproc/executors/detail/input_items.hpp"
-#include "coproc/executors/detail/pool_algorithms.hpp"
-#include "coproc/executors/detail/submit_support.hpp"
-#include "coproc/executors/detail/task_checks.hpp"
-#include "coproc/executors/detail/task_op.hpp"
+#include "coproc/executors/basic_pool.hpp"
+#include "coproc/executors/detail/local_backend.hpp"
 #include "coproc/executors/pool_options.hpp"
-#include "coproc/executors/pool_stats.hpp"
-#include "coproc/executors/result_stream.hpp"
 
 namespace coproc {
-
-/// How async_shutdown treats work that is queued or running.
-enum class shutdown_mode {
-  drain,   ///< finish every accepted task, then stop the workers
-  cancel,  ///< fail queued and running tasks with errc::pool_stopped, then stop
-};
 
 /// A pool of worker processes forked from a zygote, fed through shared-memory
 /// rings. Create it early in main(), before the host starts threads: the
@@ -60,6 +32,11 @@ enum class shutdown_mode {
 /// word it reads there and replaces that worker, failing its task with
 /// errc::frame_corrupt). No write of the pool raises SIGPIPE in the host.
 ///
+/// The members (submit, async_submit, submit_for, map, map_unordered,
+/// async_shutdown, stats, size) are basic_pool's, documented there. Here a
+/// cancelled or timed-out running task's worker is killed and replaced;
+/// map_unordered submits its first window at once.
+///
 /// Thread safety: every member function may be called from any thread (the
 /// pool serialises them with a mutex). The pool must outlive the operations it
 /// started; destroying it completes them with asio::error::operation_aborted.
@@ -68,219 +45,19 @@ enum class shutdown_mode {
 /// of pending operations uncalled (as Asio destroys the handlers still queued
 /// in a context that goes away); the pool's destructor then touches nothing
 /// of the context. Use the pool no more after that.
-class process_pool {
+class process_pool : public basic_pool<detail::local_backend> {
  public:
-  using executor_type = asio::any_io_executor;
-
   /// Forks the zygote and starts `options.workers` workers.
   /// Throws std::system_error naming the failing system call, and
   /// std::invalid_argument for `options.workers == 0`.
-  process_pool(const executor_type& ex, pool_options options = {});
+  process_pool(const executor_type& ex, pool_options options = {})
+      : basic_pool(ex, std::move(options)) {}
   /// The same on `ctx`'s executor, as Asio's own I/O objects accept either.
   explicit process_pool(asio::io_context& ctx, pool_options options = {})
       : process_pool(executor_type(ctx.get_executor()), std::move(options)) {}
-  process_pool(const process_pool&) = delete;
-  process_pool& operator=(const process_pool&) = delete;
   /// Kills every worker and the zygote and reaps them; operations still
   /// pending complete with asio::error::operation_aborted.
-  ~process_pool();
-
-  executor_type get_executor() const noexcept { return ex_; }
-
-  /// Runs `fn(args...)` in a worker: `async_submit(fn, args..., token)`.
-  ///
-  /// Completion signature: void(std::exception_ptr, R), or void(std::exception_ptr)
-  /// when R is void. The exception is the task's own: a standard exception type
-  /// (std::out_of_range, std::system_error of any category, ...) arrives as
-  /// itself, any other type as coproc::remote_error naming it (see
-  /// coproc::to_exception_ptr). Or a std::system_error with errc::task_timeout,
-  /// errc::pool_stopped, errc::pool_broken, errc::payload_too_large,
-  /// errc::frame_corrupt, what an argument's encoding threw (a cereal save():
-  /// that task alone fails), or a coproc::worker_crashed_error
-  /// (errc::worker_crashed; status() holds the signal or exit status and max
-  /// RSS).
-  /// Cancellation: terminal, partial and total. A queued task is dropped; a
-  /// running task's worker is killed and replaced. The handler gets
-  /// asio::error::operation_aborted.
-  /// Waiting: pool_options::task_timeout bounds a running task,
-  /// pool_options::start_timeout the wait for a worker to start; a pool that
-  /// can no longer start workers fails its tasks with errc::pool_broken.
-  /// Callables: functions, member pointers (the object is the first argument,
-  /// as for std::invoke), captureless lambdas, stateless function objects and
-  /// declared task objects (coproc/executors/task_object.hpp). Lambdas with
-  /// captures are refused at compile time: pass the data as arguments.
-  /// Arguments and results: any coproc::codable type.
-  template <class F, class... Ts>
-  auto async_submit(F fn, Ts&&... args_and_token) {
-    static_assert(sizeof...(Ts) >= 1, "coproc: async_submit takes a completion token last");
-    return async_submit_tuple(
-        std::move(fn),
-        detail::all_but_last(std::make_index_sequence<sizeof...(Ts) - 1>{},
-                             std::forward<Ts>(args_and_token)...),
-        std::forward<decltype(detail::last_of(std::forward<Ts>(args_and_token)...))>(
-            detail::last_of(std::forward<Ts>(args_and_token)...)));
-  }
-
-  /// `co_await pool.submit(fn, args...)`: the coroutine form of async_submit.
-  template <class F, class... Args>
-  auto submit(F fn, Args&&... args) {
-    return async_submit(std::move(fn), std::forward<Args>(args)..., asio::use_awaitable);
-  }
-
-  /// Like submit(), with a per-call deadline: when the task has not finished
-  /// `timeout` after the call, it fails with std::system_error of
-  /// errc::task_timeout, and a running task's worker is killed and replaced.
-  template <class F, class... Args>
-  auto submit_for(std::chrono::steady_clock::duration timeout, F fn, Args&&... args) {
-    return submit_for_values<F, detail::wire_t<Args>...>(timeout, std::move(fn),
-                                                         std::forward<Args>(args)...);
-  }
-
-  /// Applies `fn` to every element of `items` in the workers and returns the
-  /// results in input order. Items travel in chunks (automatic size, or
-  /// `chunk_size` when not zero) so that per-task costs are amortised.
-  /// Throws the first failing chunk's exception, of its own type, its message
-  /// starting with "coproc::map: items [first, last) of n failed: ".
-  /// Any input range: the items are copied when map is called, so the range
-  /// need not outlive it.
-  /// Cancellation: terminal (e.g. `co_await (pool.map(...) || timer)`): the
-  /// chunks still out are cancelled as submits are (queued: dropped; running:
-  /// the worker is killed and replaced) and map throws std::system_error with
-  /// asio::error::operation_aborted.
-  template <class F, detail::input_items Range>
-  auto map(F fn, Range&& items, std::size_t chunk_size = 0);
-
-  /// Applies `fn` to every element of `items` and yields results as their
-  /// tasks complete: Python's imap_unordered. Items travel in chunks of
-  /// `chunk_size` (0: adaptive: one item per task at first, then sized from the
-  /// measured time per item so that a task takes about 2 ms, never more than
-  /// the items left over the window), at most `window` tasks in flight (0:
-  /// twice the worker count). A failed chunk yields its error for each item.
-  /// The first `window` tasks are submitted at once, before the first next().
-  /// `while (auto r = co_await s.next()) { r->index; r->get(); }`; for many
-  /// tiny items, drain what is buffered without a co_await each:
-  /// `while (auto r = co_await s.next()) { do use(*r); while ((r = s.try_next())); }`
-  template <class F, detail::input_items Range>
-  auto map_unordered(F fn, Range&& items, std::size_t window = 0, std::size_t chunk_size = 0);
-
-  /// Stops accepting work, then drains or cancels what was accepted, then
-  /// stops the workers and the zygote.
-  /// Completion signature: void(). Every call's handler completes once the
-  /// pool has stopped (a call after that completes at once). Later submits
-  /// fail with errc::pool_stopped.
-  ///
-  /// A drain has no deadline: it waits for every accepted task (replacing
-  /// workers that retire or crash meanwhile), however long they run. A later
-  /// `cancel` call fails what is left, so a bounded drain is written:
-  ///
-  ///     asio::steady_timer grace(ex, std::chrono::seconds(5));
-  ///     pool.async_shutdown(shutdown_mode::drain, [&] { grace.cancel(); });
-  ///     std::error_code ec;  // operation_aborted: drained within the grace period
-  ///     co_await grace.async_wait(asio::redirect_error(asio::use_awaitable, ec));
-  ///     // Fails what the drain left (nothing if it finished); completes once stopped.
-  ///     co_await pool.async_shutdown(shutdown_mode::cancel, asio::use_awaitable);
-  ///
-  /// async_shutdown ignores cancellation slots: `shutdown || timer` would wait
-  /// for the drain all the same (an awaitable operator waits for both).
-  template <class Token>
-  auto async_shutdown(shutdown_mode mode, Token&& token);
-
-  /// A snapshot of the pool's counters, true whenever it is taken (an idle
-  /// pool reads the zygote's reports that arrived before answering).
-  pool_stats stats() const;
-
-  /// The number of worker processes the pool keeps alive.
-  std::size_t size() const noexcept { return workers_; }
-
- private:
-  template <class F, class Args, class Token>
-  auto async_submit_tuple(F fn, Args args, Token&& token);
-
-  template <class F, class... W>
-  auto submit_for_values(std::chrono::steady_clock::duration timeout, F fn, W... args);
-
-  void start(detail::task_op* op);
-  void start_shutdown(shutdown_mode mode, std::function<void()> done);
-
-  executor_type ex_;
-  std::size_t workers_;
-  std::shared_ptr<detail::pool_core> core_;
+  ~process_pool() = default;
 };
-
-template <class F, class Args, class Token>
-auto process_pool::async_submit_tuple(F fn, Args args, Token&& token) {
-  return std::apply(
-      [&]<class... A>(A&&... a) {
-        using tuple_t = std::tuple<std::decay_t<A>...>;
-        return [&]<class... W>(std::tuple<W...>*) {
-          if constexpr (!detail::check_task<F, W...>()) {
-            // The check reported the mistake; a placeholder keeps the caller's
-            // code compiling so that it is the only error.
-            return asio::async_initiate<Token,
-                                        void(std::exception_ptr, detail::result_or_int_t<F, W...>)>(
-                [](auto&&...) {}, token);
-          } else {
-            return asio::async_initiate<Token, detail::submit_signature<F, W...>>(
-                [this](auto handler, F f, tuple_t task_args) {
-                  using op_t = detail::submit_op<F, std::decay_t<decltype(handler)>, W...>;
-                  auto* op = new op_t(ex_, std::move(f), std::move(task_args), std::move(handler));
-                  start(op);
-                },
-                token, std::move(fn), tuple_t(std::forward<A>(a)...));
-          }
-        }(static_cast<tuple_t*>(nullptr));
-      },
-      std::move(args));
-}
-
-template <class F, class... W>
-auto process_pool::submit_for_values(std::chrono::steady_clock::duration timeout, F fn, W... args) {
-  if constexpr (!detail::check_task<F, W...>()) {
-    return asio::awaitable<detail::result_or_int_t<F, W...>>{};  // the check reported it
-  } else {
-    // The loser of the race is cancelled: a running task's worker is killed.
-    return detail::submit_within(*this, timeout, "process_pool: per-call deadline passed",
-                                 std::move(fn), std::move(args)...);
-  }
-}
-
-template <class F, detail::input_items Range>
-auto process_pool::map(F fn, Range&& items, std::size_t chunk_size) {
-  using T = detail::item_t<Range>;
-  if constexpr (!detail::check_map_task<F, T>()) {
-    return asio::awaitable<std::vector<detail::result_or_int_t<F, T>>>{};
-  } else {
-    return detail::ordered_map<detail::task_result_t<F, T>>(
-        *this, &detail::map_chunk<F, T>, detail::to_wire(fn),
-        detail::collect(std::forward<Range>(items)), chunk_size);
-  }
-}
-
-template <class F, detail::input_items Range>
-auto process_pool::map_unordered(F fn, Range&& items, std::size_t window, std::size_t chunk_size) {
-  using T = detail::item_t<Range>;
-  if constexpr (!detail::check_map_task<F, T>()) {
-    return result_stream<detail::result_or_int_t<F, T>>(nullptr, 0, 0);
-  } else {
-    return detail::unordered_map<detail::task_result_t<F, T>>(
-        *this, &detail::map_chunk<F, T>, detail::to_wire(fn),
-        detail::collect(std::forward<Range>(items)), window, chunk_size, ex_);
-  }
-}
-
-template <class Token>
-auto process_pool::async_shutdown(shutdown_mode mode, Token&& token) {
-  return asio::async_initiate<Token, void()>(
-      [this, mode](auto handler) {
-        auto ex = asio::get_associated_executor(handler, ex_);
-        auto shared = std::make_shared<std::decay_t<decltype(handler)>>(std::move(handler));
-        auto work = std::make_shared<asio::executor_work_guard<decltype(ex)>>(ex);
-        start_shutdown(mode, [shared, work, ex]() mutable {
-          asio::post(ex, [shared]() mutable { std::move (*shared)(); });
-          work->reset();
-        });
-      },
-      token);
-}
 
 }  // namespace coproc

@@ -18,6 +18,7 @@
 
 #include "coproc/ipc/codec.hpp"
 #include "coproc/ipc/detail/futex_async_loop.hpp"
+#include "coproc/ipc/detail/peer_spin.hpp"
 #include "coproc/ipc/detail/queue_state.hpp"
 #include "coproc/ipc/detail/sync_state.hpp"
 #include "coproc/ipc/process_shared.hpp"
@@ -242,10 +243,6 @@ class queue {
   enum class put_outcome { done, full, closed, timeout };
   enum class get_outcome { done, empty, closed, timeout };
   using time_point = std::chrono::steady_clock::time_point;
-
-  // How long a blocking side spins on a peer running on another CPU before
-  // it sleeps: a cross-CPU wake-up costs ~45 us here, the spin far less.
-  static constexpr std::chrono::nanoseconds spin_limit{30'000};
 
   static std::uint64_t ring_bytes(const queue_options& o) {
     if (o.max_items < 1 || o.max_items > detail::queue_max_items) {
@@ -496,23 +493,12 @@ class queue {
     return s_->tail.load(std::memory_order_acquire) != seen_tail || closed();
   }
 
-  // Spins (bounded) while `peer_cpu` is another CPU than ours, until ready().
+  // Spins (bounded) while `peer_cpu` is another CPU than ours, until ready()
+  // (detail/peer_spin.hpp).
   template <class Ready>
   static bool spin(const std::atomic<std::int32_t>& peer_cpu, Ready ready) noexcept {
-    const int peer = peer_cpu.load(std::memory_order_relaxed);
-    if (peer < 0 || peer == detail::current_cpu()) {
-      return false;
-    }
-    const auto start = std::chrono::steady_clock::now();
-    for (unsigned i = 1;; ++i) {
-      if (ready()) {
-        return true;
-      }
-      shm_ring::cpu_relax();
-      if ((i & 63) == 0 && std::chrono::steady_clock::now() - start > spin_limit) {
-        return false;
-      }
-    }
+    return detail::peer_on_other_cpu(peer_cpu.load(std::memory_order_relaxed)) &&
+           detail::spin_until(detail::blocking_spin_budget, ready);
   }
 
   // Sleeps on `bell` (already armed with `v`) until woken or `deadline`.

@@ -2,10 +2,9 @@
 // The identity of a callable and of the code that runs it in a worker.
 //
 // A task names the code to run by its offset from an anchor function of this
-// binary, not by a raw address: forked workers share the parent's addresses,
-// and a later exec-based start method can resolve the same offset against the
-// same build. What the callable carries (a code offset, a member pointer, or
-// a declared task object's encoding) travels in front of the task's arguments.
+// binary (detail/code_identity.hpp), not by a raw address. What the callable
+// carries (a code offset, a member pointer, or a declared task object's
+// encoding) travels in front of the task's arguments.
 
 #include <cstddef>
 #include <cstdint>
@@ -19,40 +18,11 @@
 #include <utility>
 #include <variant>
 
+#include "coproc/executors/detail/code_identity.hpp"
 #include "coproc/executors/task_object.hpp"
 #include "coproc/ipc/codec.hpp"
 
 namespace coproc::detail {
-
-/// The function whose address anchors every code offset (defined in src/).
-void image_anchor() noexcept;
-
-inline std::int64_t code_offset(const void* p) noexcept {
-  return reinterpret_cast<std::intptr_t>(p) - reinterpret_cast<std::intptr_t>(&image_anchor);
-}
-inline const void* code_address(std::int64_t offset) noexcept {
-  return reinterpret_cast<const void*>(reinterpret_cast<std::intptr_t>(&image_anchor) + offset);
-}
-
-/// Where a worker may jump: the executable code of the main program. Filled
-/// only in a spawned zygote (an exec'd image, where a shared library may load
-/// at another address, so an offset into one would land on foreign bytes);
-/// empty under fork_server, whose workers share the parent's whole layout.
-struct worker_code_ranges {
-  static constexpr int max_ranges = 8;
-  std::uintptr_t begin[max_ranges] = {};
-  std::uintptr_t end[max_ranges] = {};
-  int count = 0;
-};
-inline worker_code_ranges& allowed_code() noexcept {
-  static worker_code_ranges ranges;
-  return ranges;
-}
-
-/// code_address, refused with errc::function_mismatch where the worker's
-/// allowed code does not hold it (a task function of a shared library under
-/// start_method::spawn): never a jump to an unknown address.
-const void* checked_code_address(std::int64_t offset);
 
 /// Type an argument crosses as: string literals and char pointers become
 /// std::string, everything else its decayed type.

@@ -21,6 +21,17 @@
 
 namespace coproc::detail {
 
+/// What a task's cancellation slot reaches: the pool that holds the task.
+class task_canceller {
+ public:
+  /// Cancels task `id`; no effect when it already finished. Called on the
+  /// handler's executor, where Asio emits cancellation.
+  virtual void cancel(std::uint64_t id) = 0;
+
+ protected:
+  ~task_canceller() = default;
+};
+
 class task_op {
  public:
   std::uint64_t id = 0;
@@ -50,8 +61,8 @@ class task_op {
   /// this thread: the pool calls it from its own completion handler, never
   /// from an initiating function), else posted.
   virtual void deliver(bool may_run_inline) = 0;
-  /// Connects the handler's cancellation slot (if any) to the pool core.
-  virtual void bind_cancellation(void* core) = 0;
+  /// Connects the handler's cancellation slot (if any) to `pool`.
+  virtual void bind_cancellation(task_canceller& pool) = 0;
   /// Destroys the handler uncalled and deletes this: the handler's io_context
   /// is being destroyed, so nothing may be posted to it.
   virtual void drop() noexcept = 0;
@@ -59,9 +70,6 @@ class task_op {
  protected:
   virtual ~task_op() = default;
 };
-
-/// The pool-side cancellation entry point (defined by the pool core).
-void cancel_task(void* core, std::uint64_t id);
 
 template <class R>
 using completion_value_t = std::conditional_t<std::is_void_v<R>, std::tuple<>, std::tuple<R>>;
@@ -82,10 +90,10 @@ class submit_op final : public task_op {
   }
 
   /// Connects the handler's cancellation slot to the pool.
-  void bind_cancellation(void* core) override {
+  void bind_cancellation(task_canceller& pool) override {
     auto slot = asio::get_associated_cancellation_slot(handler_);
     if (slot.is_connected()) {
-      slot.assign([core, id = this->id](asio::cancellation_type) { cancel_task(core, id); });
+      slot.assign([pool = &pool, id = this->id](asio::cancellation_type) { pool->cancel(id); });
     }
   }
 

@@ -10,8 +10,8 @@
 // With start_method::spawn the zygote is forked and exec'd from /proc/self/exe;
 // a constructor in zygote.cpp takes control of the new image before main, reads
 // a serialized configuration from the fd named by COPROC_ZYGOTE, maps the memfd
-// anew, stores its own image_anchor in the pool header (the same offset at
-// another load address) and then serves exactly like a forked zygote.
+// anew, checks that its image is the parent's (detail/code_identity.hpp) and
+// then serves exactly like a forked zygote.
 
 #include <sys/types.h>
 
@@ -19,6 +19,7 @@
 #include <cstdint>
 #include <type_traits>
 
+#include "coproc/executors/detail/code_identity.hpp"
 #include "coproc/executors/detail/pool_layout.hpp"
 #include "coproc/executors/pool_options.hpp"
 
@@ -74,15 +75,6 @@ struct worker_config {
 inline constexpr const char* spawn_marker = "COPROC_ZYGOTE";
 inline constexpr std::uint64_t spawn_wire_magic = 0x31'6e'77'61'70'73'63'70ULL;  // "pcspawn1"
 
-/// Who an executable is: what an exec'd zygote compares with its parent.
-struct spawn_image_id {
-  std::uint32_t build_id_len = 0;
-  unsigned char build_id[64] = {};  // the GNU build id note of the main program
-  std::int64_t anchor_offset = 0;   // image_anchor minus the main program's load bias
-  std::uint64_t exe_dev = 0;        // /proc/self/exe
-  std::uint64_t exe_ino = 0;
-};
-
 /// Everything an exec'd zygote needs, trivially copyable, written whole into
 /// a pipe before the zygote exists (it fits PIPE_BUF).
 struct spawn_wire {
@@ -105,7 +97,7 @@ struct spawn_wire {
   std::uint64_t limit_cpu_seconds;
   std::uint64_t limit_open_files;
   std::uint32_t idle_priority;
-  spawn_image_id image;  // the parent's
+  image_id image;  // the parent's (detail/code_identity.hpp)
 };
 static_assert(std::is_trivially_copyable_v<spawn_wire>);
 

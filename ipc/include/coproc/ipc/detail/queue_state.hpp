@@ -16,8 +16,6 @@
 // producer); a consumer killed while holding get_lock never advanced `tail`
 // past the item it was copying, so the item stays for the next consumer.
 
-#include <sched.h>
-
 #include <atomic>
 #include <climits>
 #include <cstdint>
@@ -119,10 +117,6 @@ inline void bell_force(std::atomic<std::uint32_t>& bell, const futex_doorbell& d
   bell.fetch_add(2, std::memory_order_seq_cst);
   futex_wake(bell, INT_MAX);
   door.ring(listeners);
-}
-
-inline int current_cpu() noexcept {
-  return ::sched_getcpu();
 }
 
 /// Holds a lock_state for one operation and releases it on every path.

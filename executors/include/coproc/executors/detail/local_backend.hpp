@@ -1,0 +1,55 @@
+#pragma once
+// process_pool's backend under basic_pool: forked workers on this host, fed
+// through shared-memory rings by pool_core (executors/src/pool_core.hpp).
+
+#include <asio/any_io_executor.hpp>
+#include <cstddef>
+#include <functional>
+#include <memory>
+#include <tuple>
+#include <utility>
+
+#include "coproc/executors/basic_pool.hpp"
+#include "coproc/executors/detail/submit_support.hpp"
+#include "coproc/executors/detail/task_op.hpp"
+#include "coproc/executors/pool_options.hpp"
+#include "coproc/executors/pool_stats.hpp"
+
+namespace coproc::detail {
+
+class pool_core;
+
+class local_backend {
+ public:
+  static constexpr const char* deadline_message = "process_pool: per-call deadline passed";
+  static constexpr bool streams_start_at_once = true;
+  template <class F, class T>
+  static constexpr auto chunk_task = &map_chunk<F, T>;
+
+  /// Forks the zygote and asks it for `options.workers` workers.
+  local_backend(const asio::any_io_executor& ex, pool_options options);
+  /// Kills every worker and the zygote and reaps them; pending operations
+  /// complete with asio::error::operation_aborted.
+  ~local_backend();
+  local_backend(const local_backend&) = delete;
+  local_backend& operator=(const local_backend&) = delete;
+
+  /// The typed operation, handed to the core on the caller's thread (no post
+  /// on the way in); the core binds its cancellation slot.
+  template <class F, class Handler, class... W>
+  void submit(const asio::any_io_executor& ex, F f, std::tuple<W...> args, Handler handler) {
+    start(new submit_op<F, Handler, W...>(ex, std::move(f), std::move(args), std::move(handler)));
+  }
+
+  void shutdown(shutdown_mode mode, std::function<void()> done);
+  pool_stats stats() const;
+  std::size_t size() const noexcept { return workers_; }
+
+ private:
+  void start(task_op* op);
+
+  std::size_t workers_;
+  std::shared_ptr<pool_core> core_;
+};
+
+}  // namespace coproc::detail

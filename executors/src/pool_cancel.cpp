@@ -1,0 +1,295 @@
+// The parent side of a process_pool, what ends a task early: cancellation
+// (a queued task withdrawn, a running one's worker killed), task timeouts,
+// failing everything, and the pool's teardown (in its creator, and in a
+// forked child that only lets go of its copy).
+
+#include <fcntl.h>
+#include <sched.h>
+#include <signal.h>
+#include <sys/syscall.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <string>
+#include <utility>
+
+#include "coproc/ipc/remote_error.hpp"
+#include "coproc/runtime/detail/nosigpipe.hpp"
+#include "coproc/runtime/errc.hpp"
+#include "coproc/runtime/exit_status.hpp"
+#include "pool_core.hpp"
+
+namespace coproc::detail {
+
+bool pool_core::charge_death(const worker_rec& w, task_op& op, std::uint64_t oldest_id) {
+  constexpr std::uint8_t deaths_before_failing = 3;
+  if (w.killing || op.id != oldest_id) {
+    return false;
+  }
+  return ++op.deaths >= deaths_before_failing;
+}
+
+// What a worker's own exit code means, for the task's error message.
+std::string pool_core::own_reason(const exit_status& status) {
+  if (!status.exited) {
+    return "";
+  }
+  switch (status.code) {
+    case worker_exit_corrupt_frame:
+      return ": it found its shared ring overwritten";
+    case worker_exit_lost_parent:
+      return ": its doorbell fd was gone (a task closed it)";
+    case worker_exit_orphaned:
+      return ": its zygote was gone";
+    default:
+      return "";
+  }
+}
+
+// A worker that left on finding a ring overwritten fails its task as corrupt.
+coproc::errc pool_core::death_errc(const exit_status& status) {
+  return status.exited && status.code == worker_exit_corrupt_frame ? coproc::errc::frame_corrupt
+                                                                   : coproc::errc::worker_crashed;
+}
+
+void pool_core::kill(worker_rec& w, std::uint64_t target) {
+  w.killing = true;
+  w.kill_target = target;
+  if (w.pidfd) {
+    ::syscall(SYS_pidfd_send_signal, w.pidfd.get(), SIGKILL, nullptr, 0);
+  }
+}
+
+void pool_core::cancel(std::uint64_t id) {
+  std::lock_guard lock(mutex_);
+  withdraw(id);
+  listen_or_rest();
+}
+
+// Cancels task `id`: a queued task is dropped; a task in a worker's ring but
+// not taken is withdrawn (the worker skips its frame); a running task's
+// worker is killed. A result already published wins over the cancellation.
+void pool_core::withdraw(std::uint64_t id) {
+  auto it = ops_.find(id);
+  if (it == ops_.end()) {
+    return;
+  }
+  task_op* op = it->second;
+  auto aborted = std::make_exception_ptr(
+      std::system_error(asio::error::operation_aborted, "process_pool: task cancelled"));
+  if (op->worker < 0) {
+    if (auto q = std::find(queue_.begin(), queue_.end(), op); q != queue_.end()) {
+      queue_.erase(q);
+    } else {
+      waiting_.erase(std::find(waiting_.begin(), waiting_.end(), op));
+    }
+    ops_.erase(it);
+    ++stats_.tasks_cancelled;
+    op->fail(aborted);
+    return;
+  }
+  worker_rec& w = *workers_[static_cast<std::size_t>(op->worker)];
+  std::uint32_t queued = task_queued;
+  if (w.view.shared->consumed.load(std::memory_order_acquire) <= op->seq &&
+      op->state->compare_exchange_strong(queued, task_cancelled, std::memory_order_acq_rel)) {
+    bool held_arena = op->in_arena && w.arena_busy && w.arena_seq == op->seq;
+    remove_inflight(w, op);
+    if (held_arena) {
+      w.arena_busy = w.arena_skip = true;  // free once the worker passed the frame
+    }
+    ++stats_.tasks_cancelled;
+    op->fail(aborted);
+    return;
+  }
+  drain(w);
+  if (ops_.find(id) == ops_.end()) {
+    return;
+  }
+  remove_inflight(w, op);
+  kill(w, id);
+  ++stats_.tasks_cancelled;
+  op->fail(aborted);
+}
+
+void pool_core::arm_timeout(worker_rec& w) {
+  if (options_.task_timeout.count() == 0 || w.timer_armed || w.inflight.empty()) {
+    return;
+  }
+  if (!w.timer) {
+    w.timer = std::make_unique<asio::steady_timer>(ex_);
+  }
+  std::int64_t started = w.view.shared->started_ns.load(std::memory_order_relaxed);
+  bool running = w.view.shared->running_id.load(std::memory_order_relaxed) != 0;
+  auto timeout = std::chrono::duration_cast<std::chrono::nanoseconds>(options_.task_timeout);
+  auto left = running ? timeout - std::chrono::nanoseconds(monotonic_ns() - started) : timeout;
+  // started_ns is the worker's to write: a time in the future must not
+  // stretch the wait past one timeout.
+  left = std::clamp(left, std::chrono::nanoseconds(0), timeout);
+  w.timer->expires_after(left);
+  w.timer_armed = true;
+  w.timer->async_wait([self = shared_from_this(), &w, gen = w.timer_gen](std::error_code ec) {
+    std::lock_guard lock(self->mutex_);
+    if (gen != w.timer_gen) {
+      return;  // disarmed since: a later arm_timeout owns the timer
+    }
+    w.timer_armed = false;
+    if (!ec && !self->closed()) {
+      self->on_timeout(w);
+      self->listen_or_rest();
+    }
+  });
+}
+
+// A resting pool's workers need no deadline, and a pending wait would keep
+// io_context::run() from returning for a whole task_timeout.
+void pool_core::disarm_timeout(worker_rec& w) {
+  if (w.timer_armed) {
+    w.timer_armed = false;
+    ++w.timer_gen;
+    w.timer->cancel();
+  }
+}
+
+void pool_core::on_timeout(worker_rec& w) {
+  drain(w);
+  std::uint64_t running = w.view.shared->running_id.load(std::memory_order_acquire);
+  std::int64_t started = w.view.shared->started_ns.load(std::memory_order_acquire);
+  auto elapsed = std::chrono::nanoseconds(monotonic_ns() - started);
+  auto it = std::find_if(w.inflight.begin(), w.inflight.end(),
+                         [&](task_op* op) { return op->id == running; });
+  if (running != 0 && it != w.inflight.end() && elapsed >= options_.task_timeout && !w.killing) {
+    task_op* op = *it;
+    remove_inflight(w, op);
+    kill(w, running);
+    ++stats_.tasks_failed;
+    op->fail(error(coproc::errc::task_timeout,
+                   "task ran past " + std::to_string(options_.task_timeout.count()) + " ms"));
+    return;
+  }
+  arm_timeout(w);
+}
+
+// Takes every accepted task out of the pool's books; the caller completes them.
+std::vector<task_op*> pool_core::take_all_ops() {
+  std::vector<task_op*> all;
+  all.reserve(ops_.size());
+  for (auto& [id, op] : ops_) {
+    all.push_back(op);
+  }
+  ops_.clear();
+  queue_.clear();
+  waiting_.clear();
+  for (auto& w : workers_) {
+    w->inflight.clear();
+  }
+  return all;
+}
+
+void pool_core::fail_all(const std::exception_ptr& e) {
+  for (auto& w : workers_) {
+    if (!w->inflight.empty() && w->st != worker_rec::state::dead) {
+      kill(*w, 0);
+    }
+  }
+  std::vector<task_op*> all = take_all_ops();
+  for (task_op* op : all) {
+    ++stats_.tasks_failed;
+    op->fail(e);
+  }
+}
+
+void pool_core::close(bool drop_completions) noexcept {
+  std::lock_guard lock(mutex_);
+  if (closed()) {
+    return;
+  }
+  if (::getpid() != owner_) {
+    close_foreign();
+    return;
+  }
+  state_ = pool_state::closed;
+  for (auto& w : workers_) {
+    if (w->pidfd) {
+      ::syscall(SYS_pidfd_send_signal, w->pidfd.get(), SIGKILL, nullptr, 0);
+    }
+  }
+  if (zygote_cmd_) {
+    zygote_command c{zygote_stop, 0};
+    [[maybe_unused]] ssize_t n = write_nosigpipe(zygote_cmd_.get(), &c, sizeof c);
+    zygote_cmd_.reset();
+  }
+  // The zygote kills and reaps its workers on the stop command; give it a
+  // moment, then make sure (its death takes the workers along by their death signal).
+  if (zygote_) {
+    pollfd p{zygote_.pidfd(), POLLIN, 0};
+    ::poll(&p, 1, 500);
+  }
+  zygote_.kill_and_reap();
+  if (relay_) {
+    relay_->stop(drop_completions);  // the workers are gone: their last lines
+  }
+  auto aborted = std::make_exception_ptr(
+      std::system_error(asio::error::operation_aborted, "process_pool destroyed"));
+  std::vector<task_op*> all = take_all_ops();
+  for (auto& w : workers_) {
+    if (w->timer) {
+      w->timer->cancel();
+    }
+  }
+  for (task_op* op : all) {
+    if (drop_completions) {
+      op->drop();
+    } else {
+      op->fail(aborted);
+    }
+  }
+  if (doorbell_) {
+    doorbell_->cancel();
+  }
+  if (reports_) {
+    reports_->descriptor().cancel();
+  }
+  if (rest_timer_) {
+    rest_timer_->cancel();
+  }
+}
+
+// The pool's destructor in a process that did not create it (a plain fork()
+// child, a daemonizing host's parent half): the zygote and the workers are
+// the creator's, reached through inherited fds. Nothing is signalled,
+// stopped or waited for, and the event loop's kernel objects (an epoll or
+// io_uring instance the fork shares with the creator) are not touched: the
+// objects registered there are left unreleased and only their fds closed.
+// The mapping goes with this object. Pending tasks are the creator's too:
+// dropped without completion.
+void pool_core::close_foreign() noexcept {
+  state_ = pool_state::closed;
+  if (relay_) {
+    relay_->abandon();  // its thread is the creator's
+  }
+  for (auto& w : workers_) {
+    w->pidfd.reset();
+    w->inflight.clear();
+    (void)w->timer.release();
+  }
+  zygote_cmd_.reset();
+  if (zygote_) {
+    // child_process would SIGKILL and reap through its pidfd: point that fd
+    // number at a harmless file first (the kill and the wait then fail).
+    ::dup3(doorbell_fd_.get(), zygote_.pidfd(), O_CLOEXEC);
+  }
+  if (doorbell_) {
+    ::close(doorbell_->native_handle());
+    (void)doorbell_.release();
+  }
+  if (reports_) {
+    ::close(reports_->descriptor().native_handle());
+    (void)reports_.release();
+  }
+  ops_.clear();
+  queue_.clear();
+  waiting_.clear();
+}
+
+}  // namespace coproc::detail

@@ -1,0 +1,154 @@
+#pragma once
+// mpi_pool's rank 0: one runtime per process, whose MPI thread is the
+// progress thread (sends tasks, receives results) while the event loop runs
+// elsewhere. Pool operations (mpi_pool.cpp) run on any thread under m_; the
+// progress loop is mpi_progress.cpp. Private to mpi/src.
+
+#define OMPI_SKIP_MPICXX 1
+#define MPICH_SKIP_MPICXX 1
+#include <mpi.h>
+
+#include <condition_variable>
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <exception>
+#include <functional>
+#include <future>
+#include <map>
+#include <mutex>
+#include <span>
+#include <string>
+#include <system_error>
+#include <thread>
+#include <vector>
+
+#include "coproc/executors/detail/pool_lifecycle.hpp"
+#include "coproc/executors/detail/task_op.hpp"
+#include "coproc/mpi/mpi_pool.hpp"
+#include "coproc/runtime/errc.hpp"
+#include "mpi_wire.hpp"
+
+namespace coproc::detail {
+
+inline std::exception_ptr error_ptr(coproc::errc e, const char* what) {
+  return std::make_exception_ptr(std::system_error(e, what));
+}
+
+class runtime {
+ public:
+  // Set once by the MPI thread before init() returns.
+  int rank = -1;
+  int size = 0;
+
+  void init(int* argc, char*** argv);
+
+  static runtime& instance() {
+    static auto* r = new runtime;  // leaked: the atexit handler needs it last
+    return *r;
+  }
+
+  // --- pool operations (any thread) -------------------------------------
+
+  std::size_t open(const pool_options& options, const mpi_options& mpi);
+
+  void close();
+
+  void start(task_op* op);
+
+  void cancel(std::uint64_t id);
+
+  void shutdown(shutdown_mode mode, std::function<void()> done);
+
+  pool_stats stats() const;
+
+ private:
+  struct outgoing {
+    int rank;
+    int tag;
+    std::vector<std::byte> bytes;
+    task_op* op = nullptr;  // for tasks: failed if the send fails
+  };
+  struct in_flight_send {
+    MPI_Request req;
+    std::vector<std::byte> bytes;
+  };
+
+  void thread_main(int* argc, char*** argv, std::promise<int>& ready);
+
+  /// Rank 0 at exit: tells the worker ranks to stop, then finalises.
+  void finish();
+
+  void take_all_locked(std::vector<task_op*>& all);
+
+  std::function<void()> idle_done_locked();
+
+  bool has_work_locked() const;
+
+  int free_rank_locked() const;
+
+  /// Moves waiting tasks into the queue while it has room.
+  void admit_locked();
+
+  static std::int64_t now_ns() {
+    return std::chrono::duration_cast<std::chrono::nanoseconds>(
+               std::chrono::steady_clock::now().time_since_epoch())
+        .count();
+  }
+
+  /// Under the lock: the tasks whose rank has run them for task_timeout. A
+  /// rank runs its tasks in the order received, so the oldest outstanding
+  /// task of a rank is the running one, since the previous result arrived.
+  void expire_locked(std::vector<task_op*>& expired);
+
+  /// Under the lock: control messages, then tasks for ranks with room.
+  void collect_locked(std::vector<outgoing>& out, std::vector<task_op*>& too_large);
+
+  void progress_loop();
+
+  void on_result(int source, std::span<const std::byte> m);
+
+  void on_ack(int source, std::span<const std::byte> m);
+
+  void rank_failed(int rank, task_op* op);
+
+  void fail_everything();
+
+  std::once_flag once_;
+  std::thread thread_;
+  int worker_status_ = 0;
+
+  mutable std::mutex m_;
+  std::condition_variable cv_;      // wakes the progress thread
+  std::condition_variable opened_;  // wakes a constructor waiting for acks
+  // The session's lifecycle, the one enum of every pool (running: accepts
+  // tasks; draining: async_shutdown asked; closed: no mpi_pool open). The
+  // two flags are the process's, not a session's: stopping_, rank 0 exits;
+  // fatal_, an MPI call failed and no later session can open.
+  pool_state session_ = pool_state::closed;
+  bool stopping_ = false;
+  bool fatal_ = false;
+  std::size_t per_rank_ = 2;
+  int acks_pending_ = 0;
+  std::string hello_error_;
+  coproc::errc hello_code_ = coproc::errc::function_mismatch;
+  std::size_t capacity_ = 4096;  // pool_options::queue_capacity
+  std::size_t max_payload_ = message_limit;
+  std::int64_t timeout_ns_ = 0;                // pool_options::task_timeout
+  std::map<std::uint64_t, task_op*> waiting_;  // submitted while the queue was full
+  std::vector<outgoing> control_;
+  std::map<std::uint64_t, task_op*> queue_;  // ids grow: map order is FIFO
+  std::map<std::uint64_t, task_op*> sent_;
+  std::vector<std::size_t> load_;  // tasks a rank holds (cancelled ones too)
+  std::vector<int> pids_;
+  std::vector<std::deque<std::uint64_t>> order_;  // ids a rank holds, oldest (running) first
+  std::vector<std::int64_t> head_since_;          // when order_[r].front() started running
+  std::size_t expected_ = 0;                      // results still to come
+  std::function<void()> shutdown_done_;
+  pool_stats stats_;
+};
+
+/// The build id rank 0 announces: the real one unless a test set another.
+const std::string& announced_build_id();
+
+}  // namespace coproc::detail
