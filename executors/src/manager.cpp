@@ -11,6 +11,7 @@
 #include <list>
 
 #include "coproc/runtime/detail/fd_io.hpp"
+#include "coproc/runtime/detail/fd_passing.hpp"
 #include "coproc/runtime/detail/system_error.hpp"
 
 namespace coproc::detail {
@@ -31,32 +32,12 @@ int keep_only(int fd) {
 }
 
 unique_fd receive_fd(int sock, bool& closed) {
-  closed = false;
   char byte = 0;
-  iovec iov{&byte, 1};
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))];
-  msghdr msg{};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  msg.msg_control = control;
-  msg.msg_controllen = sizeof control;
-  ssize_t r = retry_eintr([&] { return ::recvmsg(sock, &msg, MSG_CMSG_CLOEXEC); });
-  if (r == 0) {
-    closed = true;
-    return {};
-  }
-  if (r < 0) {
-    closed = errno != EAGAIN;
-    return {};
-  }
-  for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c != nullptr; c = CMSG_NXTHDR(&msg, c)) {
-    if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
-      int fd;
-      std::memcpy(&fd, CMSG_DATA(c), sizeof fd);
-      return unique_fd(fd);
-    }
-  }
-  return {};
+  int fd = -1;
+  std::size_t got = 0;
+  ssize_t r = recv_with_fds(sock, &byte, 1, std::span<int>(&fd, 1), got);
+  closed = r == 0 || (r < 0 && errno != EAGAIN);
+  return got == 1 ? unique_fd(fd) : unique_fd();
 }
 
 }  // namespace
@@ -118,21 +99,9 @@ unique_fd manager_connect(int connect_fd) {
   check_syscall(::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, fds), "socketpair");
   unique_fd mine(fds[0]);
   unique_fd theirs(fds[1]);
-  char byte = 'c';
-  iovec iov{&byte, 1};
-  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))] = {};
-  msghdr msg{};
-  msg.msg_iov = &iov;
-  msg.msg_iovlen = 1;
-  msg.msg_control = control;
-  msg.msg_controllen = sizeof control;
-  cmsghdr* c = CMSG_FIRSTHDR(&msg);
-  c->cmsg_level = SOL_SOCKET;
-  c->cmsg_type = SCM_RIGHTS;
-  c->cmsg_len = CMSG_LEN(sizeof(int));
-  int fd = theirs.get();
-  std::memcpy(CMSG_DATA(c), &fd, sizeof fd);
-  ssize_t r = retry_eintr([&] { return ::sendmsg(connect_fd, &msg, MSG_NOSIGNAL); });
+  const char byte = 'c';
+  const int fd = theirs.get();
+  ssize_t r = send_with_fds(connect_fd, &byte, 1, std::span<const int>(&fd, 1));
   if (r < 0) {
     if (errno == EPIPE || errno == ECONNRESET || errno == ECONNREFUSED || errno == ENOTCONN) {
       throw std::system_error(errc::peer_died, "coproc::manager: connect");

@@ -14,6 +14,7 @@
 #include <system_error>
 #include <utility>
 
+#include "coproc/runtime/detail/fd_passing.hpp"
 #include "coproc/runtime/detail/nosigpipe.hpp"
 #include "coproc/runtime/detail/system_error.hpp"
 
@@ -86,28 +87,12 @@ void output_relay::abandon() noexcept {
 void output_relay::receive(std::vector<stream>& streams) noexcept {
   for (;;) {
     hello h{};
-    iovec iov{&h, sizeof h};
-    alignas(cmsghdr) char control[CMSG_SPACE(2 * sizeof(int))];
-    msghdr m{};
-    m.msg_iov = &iov;
-    m.msg_iovlen = 1;
-    m.msg_control = control;
-    m.msg_controllen = sizeof control;
-    ssize_t n = ::recvmsg(host_end_.get(), &m, MSG_DONTWAIT | MSG_CMSG_CLOEXEC);
-    if (n < 0 && errno == EINTR) {
-      continue;
-    }
-    if (n <= 0) {
+    int fds[2] = {-1, -1};
+    std::size_t count = 0;
+    if (recv_with_fds(host_end_.get(), &h, sizeof h, fds, count, MSG_DONTWAIT) <= 0) {
       return;
     }
-    cmsghdr* c = CMSG_FIRSTHDR(&m);
-    if (c == nullptr || c->cmsg_level != SOL_SOCKET || c->cmsg_type != SCM_RIGHTS) {
-      continue;
-    }
-    std::size_t count = (c->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-    int fds[2] = {-1, -1};
-    std::memcpy(fds, CMSG_DATA(c), std::min<std::size_t>(count, 2) * sizeof(int));
-    for (std::size_t i = 0; i < count && i < 2; ++i) {
+    for (std::size_t i = 0; i < count; ++i) {
       if (streams.size() >= max_streams) {
         ::close(fds[i]);  // a task sending pipes in a loop: the host keeps its fds
         continue;
@@ -245,23 +230,8 @@ void redirect_worker_output(int socket_fd) noexcept {
     return;
   }
   hello h{static_cast<std::int32_t>(::getpid())};
-  iovec iov{&h, sizeof h};
-  alignas(cmsghdr) char control[CMSG_SPACE(2 * sizeof(int))] = {};
-  msghdr m{};
-  m.msg_iov = &iov;
-  m.msg_iovlen = 1;
-  m.msg_control = control;
-  m.msg_controllen = sizeof control;
-  cmsghdr* c = CMSG_FIRSTHDR(&m);
-  c->cmsg_level = SOL_SOCKET;
-  c->cmsg_type = SCM_RIGHTS;
-  c->cmsg_len = CMSG_LEN(2 * sizeof(int));
-  int reads[2] = {out[0], err[0]};
-  std::memcpy(CMSG_DATA(c), reads, sizeof reads);
-  ssize_t sent;
-  do {
-    sent = ::sendmsg(socket_fd, &m, MSG_NOSIGNAL);
-  } while (sent < 0 && errno == EINTR);
+  const int reads[2] = {out[0], err[0]};
+  ssize_t sent = send_with_fds(socket_fd, &h, sizeof h, reads);
   if (sent == static_cast<ssize_t>(sizeof h)) {
     std::fflush(nullptr);
     ::dup2(out[1], STDOUT_FILENO);  // dup2 leaves the copies inheritable, as stdio is
