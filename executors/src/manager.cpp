@@ -5,7 +5,9 @@
 #include <sys/socket.h>
 #include <unistd.h>
 
+#include <asio/experimental/channel.hpp>
 #include <asio/io_context.hpp>
+#include <asio/use_awaitable.hpp>
 #include <cerrno>
 #include <cstring>
 #include <list>
@@ -109,6 +111,27 @@ unique_fd manager_connect(int connect_fd) {
     throw_errno("sendmsg");
   }
   return mine;
+}
+
+// Orders a process's async requests: one slot, taken by a send, given back by
+// a receive. Asio 1.22's channel_traits is ambiguous for void(error_code): a
+// dummy bool.
+struct manager_client::gate {
+  explicit gate(const asio::any_io_executor& ex) : channel(ex, 1) {}
+  asio::experimental::channel<void(std::error_code, bool)> channel;
+};
+
+manager_client::manager_client(const asio::any_io_executor& ex, unique_fd connect_fd)
+    : ex_(ex), connect_fd_(std::move(connect_fd)), gate_(std::make_unique<gate>(ex)) {}
+
+manager_client::~manager_client() = default;
+
+asio::awaitable<void> manager_client::acquire_gate() {
+  co_await gate_->channel.async_send(std::error_code(), true, asio::use_awaitable);
+}
+
+void manager_client::release_gate() noexcept {
+  gate_->channel.try_receive([](std::error_code, bool) {});
 }
 
 connection& manager_client::ensure() {

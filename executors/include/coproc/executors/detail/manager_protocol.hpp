@@ -5,7 +5,6 @@
 #include <sys/types.h>
 #include <asio/any_io_executor.hpp>
 #include <asio/co_spawn.hpp>
-#include <asio/experimental/channel.hpp>
 #include <asio/use_awaitable.hpp>
 #include <cstdint>
 #include <map>
@@ -158,8 +157,10 @@ struct manager_store {
 /// so a child forked after the proxy was obtained talks over its own socket).
 class manager_client {
  public:
-  manager_client(const asio::any_io_executor& ex, unique_fd connect_fd)
-      : ex_(ex), connect_fd_(std::move(connect_fd)), gate_(ex, 1) {}
+  manager_client(const asio::any_io_executor& ex, unique_fd connect_fd);
+  ~manager_client();
+  manager_client(const manager_client&) = delete;
+  manager_client& operator=(const manager_client&) = delete;
 
   const asio::any_io_executor& executor() const noexcept { return ex_; }
 
@@ -179,12 +180,10 @@ class manager_client {
   /// Async request/reply, one at a time per process (the gate orders them).
   template <class Reply, class Request>
   asio::awaitable<Reply> call_async(Request req) {
-    co_await gate_.async_send(std::error_code(), true, asio::use_awaitable);
+    co_await acquire_gate();
     struct release {
       manager_client* self;
-      ~release() {
-        self->gate_.try_receive([](std::error_code, bool) {});
-      }
+      ~release() { self->release_gate(); }
     } guard{this};
     bool done = false;
     try {
@@ -205,13 +204,17 @@ class manager_client {
   connection& ensure();
   void drop() noexcept;
   [[noreturn]] static void throw_peer_died(const std::system_error& e);
+  // The gate lives in manager.cpp, so that Asio's experimental channel is not
+  // parsed and instantiated by every includer of coproc.hpp.
+  struct gate;
+  asio::awaitable<void> acquire_gate();
+  void release_gate() noexcept;
 
   asio::any_io_executor ex_;
   unique_fd connect_fd_;
   std::optional<connection> conn_;
   pid_t conn_pid_ = -1;
-  // Asio 1.22's channel_traits is ambiguous for void(error_code): a dummy bool.
-  asio::experimental::channel<void(std::error_code, bool)> gate_;
+  std::unique_ptr<gate> gate_;
 };
 
 }  // namespace coproc::detail
