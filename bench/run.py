@@ -218,6 +218,8 @@ def build_groups(build):
         ("mpi", "", [MpiContender(os.path.join(b, "bench_mpi"))]),
         # The parent's cost per task against the worker count (bench/sweep.cpp).
         ("sweep", "", [cxx("bench_sweep")]),
+        # map_unordered's stream consumed three ways, next to map (bench/stream.cpp).
+        ("stream", "", [cxx("bench_stream")]),
     ]
 
 
