@@ -354,8 +354,11 @@ TEST_CASE("async_get in the loop receives from a producer process; the loop stay
 
 TEST_CASE("on the epoll backend async_get and async_put wait without a watcher thread", "[queue]") {
   // Each wait rides the queue's futex_doorbell (an eventfd the loop watches);
-  // a futex word alone would take the service's watcher thread.
-  coproc::queue<std::uint64_t> q({.max_items = 1});
+  // a futex word alone would take the service's watcher thread. Two queues
+  // of one item: most puts wait for room, most gets for an item (one queue
+  // both ways would let the parent's first get take the child's last item).
+  coproc::queue<std::uint64_t> to_child({.max_items = 1});
+  coproc::queue<std::uint64_t> from_child({.max_items = 1});
   latch_pipe go;
   constexpr int n = 2000;
   // The child reports the parent's threads while the parent's loop waits
@@ -366,12 +369,12 @@ TEST_CASE("on the epoll backend async_get and async_put wait without a watcher t
     std::this_thread::sleep_for(50ms);
     const int threads = static_cast<int>(count_entries(parent_tasks.c_str())) - 2;
     for (int i = 0; i < n; ++i) {
-      if (q.get() != static_cast<std::uint64_t>(i)) {
+      if (to_child.get() != static_cast<std::uint64_t>(i)) {
         return 100;
       }
     }
     for (int i = 0; i < n; ++i) {
-      q.put(static_cast<std::uint64_t>(i));
+      from_child.put(static_cast<std::uint64_t>(i));
     }
     return threads;
   });
@@ -379,11 +382,11 @@ TEST_CASE("on the epoll backend async_get and async_put wait without a watcher t
   coproc::test::run_async([&](asio::io_context& ctx) -> asio::awaitable<void> {
     coproc::uring_service::install(ctx, {.backend = coproc::io_backend::epoll});
     go.signal();
-    for (int i = 0; i < n; ++i) {  // a queue of one item: most puts wait for room
-      co_await q.async_put(static_cast<std::uint64_t>(i), asio::use_awaitable);
+    for (int i = 0; i < n; ++i) {
+      co_await to_child.async_put(static_cast<std::uint64_t>(i), asio::use_awaitable);
     }
     for (int i = 0; i < n; ++i) {
-      bad += co_await q.async_get(asio::use_awaitable) != static_cast<std::uint64_t>(i);
+      bad += co_await from_child.async_get(asio::use_awaitable) != static_cast<std::uint64_t>(i);
     }
   });
   CHECK(wait_child(pid) == 1);  // the loop's thread alone
