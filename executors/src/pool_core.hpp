@@ -77,7 +77,7 @@ struct worker_rec {
   std::string init_error;         // what its initializer threw, as it told us
 };
 
-class pool_core : public std::enable_shared_from_this<pool_core>, public task_canceller {
+class pool_core final : public std::enable_shared_from_this<pool_core>, public task_canceller {
  public:
   pool_core(const asio::any_io_executor& ex, pool_options options);
   ~pool_core() { close(); }
