@@ -286,159 +286,17 @@ class queue {
     std::memcpy(data_ + pos, &len, sizeof len);
   }
 
-  // ---- the locked steps (the caller holds put_lock / get_lock) ----
+  // ---- the locked steps (the caller holds put_lock / get_lock), in
+  // detail/queue_steps.hpp ----
 
   // On full, `seen_tail` is the tail that did not leave room: a consumer
   // release after it changes tail, which the caller re-checks before sleeping.
-  put_outcome put_locked(const T& value, std::size_t n, std::uint64_t& seen_tail) {
-    detail::queue_state& s = *s_;
-    if (s.closed.load(std::memory_order_acquire) != 0) {
-      return put_outcome::closed;
-    }
-    const std::uint64_t cap = cap_;
-    const std::uint64_t head = s.head.load(std::memory_order_relaxed);
-    if ((head & 7) != 0) {
-      throw_overwritten();  // a frame would start (and its length word end) off the ring
-    }
-    if (head != last_head_) {
-      // Another producer ran since our last put: our view of tail may be
-      // arbitrarily old, so it is no longer a safe lower bound.
-      cached_tail_ = s.tail.load(std::memory_order_acquire);
-    }
-    const std::uint64_t need = detail::queue_frame_overhead + detail::align8(n);
-    std::uint64_t pos = detail::cursor_offset(head, cap);
-    const std::uint64_t to_end = cap - pos;
-    const std::uint64_t total = need <= to_end ? need : to_end + need;
-    auto fits = [&] {
-      return detail::cursor_bytes(cached_tail_, head) + total <= cap &&
-             detail::cursor_items(cached_tail_, head) < s.max_items;
-    };
-    if (!fits()) {
-      cached_tail_ = s.tail.load(std::memory_order_acquire);
-      if (!fits()) {
-        if (!cursors_sane(cached_tail_, head)) {
-          throw_overwritten();  // else the queue would stay "full" forever
-        }
-        last_head_ = head;
-        seen_tail = cached_tail_;
-        return put_outcome::full;
-      }
-    }
-    if (need > to_end) {
-      write_len(pos, detail::queue_wrap_marker);
-      pos = 0;
-    }
-    // Encoding may throw: nothing is published then.
-    encode(std::span<std::byte>(data_ + pos + detail::queue_frame_overhead, n), value);
-    write_len(pos, n);
-    const std::uint64_t next = detail::cursor_advance(head, total, 1);
-    s.head.store(next, std::memory_order_release);  // the commit
-    last_head_ = next;
-    s.producer_cpu.store(detail::current_cpu(), std::memory_order_relaxed);
-    return put_outcome::done;
-  }
-
+  put_outcome put_locked(const T& value, std::size_t n, std::uint64_t& seen_tail);
   // `drop_bad`: an item that fails to decode is released (and the error
   // thrown); false leaves it in place (a batch returns what it has first).
-  get_outcome get_locked(std::optional<T>& out, bool drop_bad = true) {
-    detail::queue_state& s = *s_;
-    const std::uint64_t cap = cap_;
-    std::uint64_t tail = s.tail.load(std::memory_order_relaxed);
-    if (tail != last_tail_) {
-      cached_head_ = s.head.load(std::memory_order_acquire);
-    }
-    if (cached_head_ == tail) {
-      cached_head_ = s.head.load(std::memory_order_acquire);
-      if (cached_head_ == tail) {
-        last_tail_ = tail;
-        if (s.closed.load(std::memory_order_acquire) == 0) {
-          return get_outcome::empty;
-        }
-        // A put published before close() is still drained.
-        cached_head_ = s.head.load(std::memory_order_acquire);
-        return cached_head_ == tail ? get_outcome::closed : get_locked(out);
-      }
-    }
-    // Every byte here may have been written by another process, which may
-    // be broken or hostile: the frame (and a wrap before it) must lie inside
-    // the ring and inside the published bytes, else the queue is lost
-    // (frame_corrupt, nothing released) - never a read outside the ring, nor
-    // a tail moved past head.
-    if (!cursors_sane(tail, cached_head_) || detail::cursor_items(tail, cached_head_) == 0) {
-      throw_overwritten();
-    }
-    const std::uint64_t avail = detail::cursor_bytes(tail, cached_head_);
-    std::uint64_t pos = detail::cursor_offset(tail, cap);
-    std::uint64_t len = read_len(pos);
-    std::uint64_t skip = 0;
-    if (len == detail::queue_wrap_marker) {
-      skip = cap - pos;  // a producer never writes a wrap marker at 0
-      if (pos == 0 || skip + detail::queue_frame_overhead > avail) {
-        throw_overwritten();
-      }
-      pos = 0;
-      len = read_len(0);
-    }
-    if (len > max_item_bytes() ||
-        skip + detail::queue_frame_overhead + detail::align8(len) > avail ||
-        pos + detail::queue_frame_overhead + detail::align8(len) > cap) {
-      throw_overwritten();
-    }
-    if (skip != 0) {
-      tail = detail::cursor_advance(tail, skip, 0);
-      s.tail.store(tail, std::memory_order_release);
-    }
-    last_tail_ = tail;
-    const std::uint64_t next =
-        detail::cursor_advance(tail, detail::queue_frame_overhead + detail::align8(len), 1);
-    auto release = [&] {
-      s.tail.store(next, std::memory_order_release);  // the release of the item
-      last_tail_ = next;
-      s.consumer_cpu.store(detail::current_cpu(), std::memory_order_relaxed);
-    };
-    try {
-      out.emplace(decode_from<T>(std::span<const std::byte>(
-          data_ + pos + detail::queue_frame_overhead, static_cast<std::size_t>(len))));
-    } catch (...) {
-      if (drop_bad) {
-        release();  // an item that cannot decode would fail every consumer
-      }
-      throw;
-    }
-    release();
-    return get_outcome::done;
-  }
-
+  get_outcome get_locked(std::optional<T>& out, bool drop_bad = true);
   // Up to `max` items into `out` (appended); `done` when at least one was taken.
-  get_outcome get_many_locked(std::vector<T>& out, std::size_t max) {
-    std::optional<T> one;
-    get_outcome r = get_locked(one);
-    if (r != get_outcome::done) {
-      return r;
-    }
-    out.push_back(std::move(*one));
-    std::uint64_t rung_at = s_->tail.load(std::memory_order_relaxed);
-    while (out.size() < max) {
-      // A producer waiting for room should not wait for the whole batch, nor
-      // be woken for every item (it would sleep again at once): ring once a
-      // quarter of the ring is free again.
-      const std::uint64_t tail = s_->tail.load(std::memory_order_relaxed);
-      if (detail::cursor_bytes(rung_at, tail) >= cap_ / 4) {
-        ring_not_full();
-        rung_at = tail;
-      }
-      one.reset();
-      try {
-        if (get_locked(one, false) != get_outcome::done) {
-          break;
-        }
-      } catch (...) {
-        break;  // the bad item stays first in line for the next call
-      }
-      out.push_back(std::move(*one));
-    }
-    return get_outcome::done;
-  }
+  get_outcome get_many_locked(std::vector<T>& out, std::size_t max);
 
   // ---- one attempt each: take the lock, step, ring the other side ----
 
@@ -574,133 +432,12 @@ class queue {
     }
   }
 
-  // ---- async machines (detail::futex_loop_op drives them) ----
-
-  // Shared shape: take a lock without blocking (waiting on its word through
-  // the loop when busy), run the locked step, or arm a doorbell and wait.
-  struct machine_base {
-    queue* q;
-    bool lock_contended = false;
-    detail::lock_state* waiting_lock = nullptr;
-
-    // Acquired: true. Busy: fills `wait` with the lock word to wait on.
-    bool try_lock(detail::lock_state& l, detail::futex_step& wait) {
-      detail::robust_thread& t = detail::this_robust_thread();
-      for (;;) {
-        if (detail::lock_try_acquire(l, t, lock_contended) != detail::acquire_result::busy) {
-          lock_contended = false;
-          return true;
-        }
-        std::uint32_t v = detail::lock_mark_waiting(l);
-        if (v != 0) {
-          lock_contended = true;
-          waiting_lock = &l;
-          wait = detail::futex_step::wait(l.word, v);
-          return false;
-        }
-      }
-    }
-    void after_wait() noexcept {}
-    bool abandon() noexcept {
-      // The lock's unlock wakes one waiter: hand its wake-up on. Doorbells
-      // wake everyone, so nothing is owed there.
-      if (waiting_lock != nullptr) {
-        detail::lock_pass_on(*waiting_lock);
-      }
-      return true;
-    }
-    bool cancellable() const noexcept { return true; }
-  };
-
-  struct put_machine : machine_base {
-    put_machine(queue* owner, T v) : machine_base{owner}, value(std::move(v)) {}
-    T value;
-    std::size_t n = 0;
-    bool sized = false;
-
-    detail::futex_step step() {
-      queue& qu = *this->q;
-      try {
-        if (!sized) {
-          n = qu.checked_size(value);
-          sized = true;
-        }
-        for (;;) {
-          this->waiting_lock = nullptr;
-          detail::futex_step wait;
-          if (!this->try_lock(qu.s_->put_lock, wait)) {
-            return wait;
-          }
-          put_outcome r;
-          std::uint64_t seen = 0;
-          {
-            detail::lock_hold hold(qu.s_->put_lock);
-            r = qu.put_locked(value, n, seen);
-          }
-          if (r == put_outcome::done) {
-            qu.ring_not_empty();
-            return detail::futex_step::finish();
-          }
-          if (r == put_outcome::closed) {
-            return detail::futex_step::finish(errc::queue_closed);
-          }
-          const std::uint32_t v = detail::bell_arm(qu.s_->not_full);
-          if (!qu.writable_hint(seen)) {
-            return detail::futex_step::wait(qu.s_->not_full, v, qu.door_,
-                                            qu.s_->not_full_listeners);
-          }
-        }
-      } catch (...) {
-        return detail::futex_step::finish(code_of_current_exception());
-      }
-    }
-  };
-
+  // ---- async machines (detail::futex_loop_op drives them), in
+  // detail/queue_machines.hpp ----
+  struct machine_base;
+  struct put_machine;
   template <class Out>
-  struct get_machine : machine_base {
-    get_machine(queue* owner, std::size_t m) : machine_base{owner}, max(m) {}
-    Out out;
-    std::size_t max;
-
-    detail::futex_step step() {
-      queue& qu = *this->q;
-      try {
-        for (;;) {
-          this->waiting_lock = nullptr;
-          detail::futex_step wait;
-          if (!this->try_lock(qu.s_->get_lock, wait)) {
-            return wait;
-          }
-          get_outcome r;
-          {
-            detail::lock_hold hold(qu.s_->get_lock);
-            r = qu.locked_get(out, max);
-          }
-          if (r == get_outcome::done) {
-            qu.ring_not_full();
-            return detail::futex_step::finish();
-          }
-          if (r == get_outcome::closed) {
-            return detail::futex_step::finish(errc::queue_closed);
-          }
-          const std::uint32_t v = detail::bell_arm(qu.s_->not_empty);
-          if (!qu.readable()) {
-            return detail::futex_step::wait(qu.s_->not_empty, v, qu.door_,
-                                            qu.s_->not_empty_listeners);
-          }
-        }
-      } catch (...) {
-        return detail::futex_step::finish(code_of_current_exception());
-      }
-    }
-    auto value() {
-      if constexpr (std::is_same_v<Out, std::vector<T>>) {
-        return std::move(out);
-      } else {
-        return out ? std::move(*out) : T{};
-      }
-    }
-  };
+  struct get_machine;
 
   mapped_region region_;
   detail::queue_state* s_;
@@ -723,3 +460,8 @@ template <class T>
 inline constexpr bool is_process_shared_v<queue<T>> = true;
 
 }  // namespace coproc
+
+// Out-of-line members, after the class: the locked ring steps and the async
+// machines.
+#include "coproc/ipc/detail/queue_machines.hpp"
+#include "coproc/ipc/detail/queue_steps.hpp"
