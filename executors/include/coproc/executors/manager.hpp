@@ -22,6 +22,7 @@
 #include "coproc/ipc/codec.hpp"
 #include "coproc/ipc/pipe.hpp"
 #include "coproc/ipc/process_shared.hpp"
+#include "coproc/runtime/detail/context_executor.hpp"
 #include "coproc/runtime/unique_fd.hpp"
 
 namespace coproc {
@@ -201,7 +202,7 @@ class manager {
  public:
   /// Forks the server. Throws std::system_error naming the failing call.
   /// The same on `ctx`'s executor.
-  explicit manager(asio::io_context& ctx) : manager(asio::any_io_executor(ctx.get_executor())) {}
+  explicit manager(asio::io_context& ctx) : manager(detail::context_executor(ctx)) {}
   explicit manager(const asio::any_io_executor& ex) {
     auto [client_end, server_end] = detail::make_manager_socket();
     server_.emplace(ex, &detail::manager_store<Key, Value>::serve, server_end.get());

@@ -24,6 +24,7 @@
 #include "coproc/executors/detail/task_checks.hpp"
 #include "coproc/ipc/codec.hpp"
 #include "coproc/runtime/child_process.hpp"
+#include "coproc/runtime/detail/context_executor.hpp"
 #include "coproc/runtime/exit_status.hpp"
 
 namespace coproc {
@@ -87,7 +88,7 @@ class process {
   /// The same on `ctx`'s executor, as Asio's own I/O objects accept either.
   template <class F, class... Args>
   process(asio::io_context& ctx, F fn, Args&&... args)
-      : process(executor_type(ctx.get_executor()), std::move(fn), std::forward<Args>(args)...) {}
+      : process(detail::context_executor(ctx), std::move(fn), std::forward<Args>(args)...) {}
   process(process&&) noexcept = default;
   process& operator=(process&&) noexcept = default;
   process(const process&) = delete;

@@ -8,6 +8,7 @@
 #include "coproc/executors/basic_pool.hpp"
 #include "coproc/executors/detail/local_backend.hpp"
 #include "coproc/executors/pool_options.hpp"
+#include "coproc/runtime/detail/context_executor.hpp"
 
 namespace coproc {
 
@@ -54,7 +55,7 @@ class process_pool : public basic_pool<detail::local_backend> {
       : basic_pool(ex, std::move(options)) {}
   /// The same on `ctx`'s executor, as Asio's own I/O objects accept either.
   explicit process_pool(asio::io_context& ctx, pool_options options = {})
-      : process_pool(executor_type(ctx.get_executor()), std::move(options)) {}
+      : process_pool(detail::context_executor(ctx), std::move(options)) {}
   /// Kills every worker and the zygote and reaps them; operations still
   /// pending complete with asio::error::operation_aborted.
   ~process_pool() = default;
