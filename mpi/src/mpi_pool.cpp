@@ -17,6 +17,20 @@ std::string build_id_override;
 
 std::atomic<std::uint64_t> next_id{1};
 
+std::int64_t to_ms(std::chrono::milliseconds d) {
+  return static_cast<std::int64_t>(d.count());
+}
+
+/// What every worker rank builds its own process_pool with.
+rank_pool_wire rank_pool_options(const pool_options& o, const mpi_options& mpi) {
+  return {
+      mpi.workers_per_rank,     o.max_tasks_per_worker, o.max_worker_rss,
+      to_ms(o.task_timeout),    to_ms(o.start_timeout), o.max_restarts,
+      to_ms(o.restart_period),  o.ring_bytes,           o.limits.address_space,
+      o.limits.cpu_seconds,     o.limits.open_files,    static_cast<std::uint32_t>(o.start_method),
+      o.idle_priority ? 1u : 0u};
+}
+
 }  // namespace
 
 const std::string& announced_build_id() {
@@ -43,7 +57,8 @@ void runtime::init(int* argc, char*** argv) {
 }
 
 std::size_t runtime::open(const pool_options& options, const mpi_options& mpi) {
-  hello_wire h{own_image().id.anchor_offset, 0, options.max_payload, 0, 0};
+  hello_wire h{own_image().id.anchor_offset,   0, options.max_payload, 0, 0,
+               rank_pool_options(options, mpi)};
   if (options.initializer) {
     auto* fn = options.initializer.target<void (*)()>();
     if (fn == nullptr || *fn == nullptr || !in_main_program(reinterpret_cast<const void*>(*fn))) {
@@ -66,11 +81,14 @@ std::size_t runtime::open(const pool_options& options, const mpi_options& mpi) {
   if (fatal_) {
     throw std::system_error(coproc::errc::worker_crashed, "mpi_pool: MPI failed earlier");
   }
-  per_rank_ = std::max<std::size_t>(1, mpi.tasks_per_rank);
+  per_rank_ = mpi.tasks_per_rank;
   capacity_ = std::max<std::size_t>(1, options.queue_capacity);
   max_payload_ = std::min(options.max_payload, message_limit);
-  timeout_ns_ = std::chrono::duration_cast<std::chrono::nanoseconds>(options.task_timeout).count();
   hello_error_.clear();
+  for (int r = 1; r < size; ++r) {
+    ranks_[r] = rank_stats{};
+    ranks_[r].rank = r;
+  }
   acks_pending_ = size - 1;
   for (int r = 1; r < size; ++r) {
     control_.push_back({r, tag_hello, message(&h, sizeof h, announced_build_id())});
@@ -85,7 +103,11 @@ std::size_t runtime::open(const pool_options& options, const mpi_options& mpi) {
   }
   session_ = pool_state::running;
   stats_ = {};
-  return static_cast<std::size_t>(size - 1);
+  std::size_t workers = 0;
+  for (int r = 1; r < size; ++r) {
+    workers += ranks_[r].workers_alive;
+  }
+  return workers;
 }
 
 void runtime::close() {
@@ -142,8 +164,12 @@ void runtime::cancel(std::uint64_t id) {
       op = w->second;
       waiting_.erase(w);
     } else if (auto s = sent_.find(id); s != sent_.end()) {
-      op = s->second;  // its rank still runs it; the result will be dropped
+      // Its rank kills the worker that runs it; the reply is dropped here.
+      op = s->second;
       sent_.erase(s);
+      cancel_wire c{id};
+      control_.push_back({op->worker, tag_cancel, message(&c, sizeof c, {})});
+      cv_.notify_one();
     }
     if (op == nullptr) {
       return;
@@ -184,14 +210,18 @@ void runtime::shutdown(shutdown_mode mode, std::function<void()> done) {
 pool_stats runtime::stats() const {
   std::lock_guard lk(m_);
   pool_stats s = stats_;
-  s.workers_alive = size > 0 ? static_cast<std::size_t>(size - 1) : 0;
   s.tasks_queued = queue_.size();
   s.tasks_waiting = waiting_.size();
   for (int r = 1; r < size; ++r) {
-    if (load_[r] > 0) {
-      ++s.workers_busy;
-    }
-    s.worker_pids.push_back(pids_[r]);
+    rank_stats one = ranks_[r];
+    one.tasks_held = load_[r];
+    one.workers_busy = std::min(load_[r], one.workers_alive);
+    s.workers_alive += one.workers_alive;
+    s.workers_busy += one.workers_busy;
+    s.worker_crashes += one.worker_crashes;
+    s.respawns += one.respawns;
+    s.worker_pids.insert(s.worker_pids.end(), one.worker_pids.begin(), one.worker_pids.end());
+    s.ranks.push_back(std::move(one));
   }
   return s;
 }
@@ -206,9 +236,8 @@ void runtime::thread_main(int* argc, char*** argv, std::promise<int>& ready) {
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
   MPI_Comm_size(MPI_COMM_WORLD, &size);
   load_.assign(static_cast<std::size_t>(size), 0);
-  order_.assign(static_cast<std::size_t>(size), {});
-  head_since_.assign(static_cast<std::size_t>(size), 0);
-  pids_.assign(static_cast<std::size_t>(size), 0);
+  slots_.assign(static_cast<std::size_t>(size), 0);
+  ranks_.assign(static_cast<std::size_t>(size), {});
   if (rank != 0) {
     ready.set_value(rank);  // the main thread waits for this thread to end
     worker_status_ = rank_worker_loop();

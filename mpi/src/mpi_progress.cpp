@@ -1,14 +1,38 @@
 // mpi_pool's rank 0, the progress thread: admission from the queue, sends
-// to the least loaded rank (at most tasks_per_rank each), task timeouts,
-// results and acks received, failures of a rank, failing everything.
+// to the rank with the most free slots (a rank's slots: mpi_options::
+// tasks_per_rank, by default twice its workers), results, acks and the ranks'
+// figures received, failures of a rank, failing everything. Timeouts,
+// cancellation of running tasks and crashes are the ranks' own pools' work.
 
 #include <algorithm>
 #include <cstring>
 
 #include "coproc/ipc/remote_error.hpp"
+#include "coproc/runtime/worker_crashed_error.hpp"
 #include "mpi_runtime.hpp"
 
 namespace coproc::detail {
+namespace {
+
+/// The worker_crashed_error of a task whose worker died on rank `source`.
+std::exception_ptr crash_error(int source, std::span<const std::byte> body) {
+  crash_wire c{};
+  if (body.size() < sizeof c) {
+    return error_ptr(coproc::errc::frame_corrupt, "mpi_pool: short crash report");
+  }
+  std::memcpy(&c, body.data(), sizeof c);
+  exit_status s;
+  s.exited = c.exited != 0;
+  s.code = c.code;
+  s.signal = c.signal;
+  s.core_dumped = c.core_dumped != 0;
+  s.max_rss_kb = static_cast<long>(c.max_rss_kb);
+  std::string text(reinterpret_cast<const char*>(body.data()) + sizeof c, body.size() - sizeof c);
+  return std::make_exception_ptr(
+      worker_crashed_error(s, "mpi_pool: rank " + std::to_string(source) + ": " + text, source));
+}
+
+}  // namespace
 
 void runtime::take_all_locked(std::vector<task_op*>& all) {
   for (auto& [id, op] : queue_) {
@@ -32,9 +56,12 @@ bool runtime::has_work_locked() const {
 
 int runtime::free_rank_locked() const {
   int best = -1;
+  std::size_t most = 0;
   for (int r = 1; r < size; ++r) {
-    if (load_[r] < per_rank_ && (best < 0 || load_[r] < load_[best])) {
+    std::size_t free = slots_[r] > load_[r] ? slots_[r] - load_[r] : 0;
+    if (free > most) {
       best = r;
+      most = free;
     }
   }
   return best;
@@ -43,23 +70,6 @@ int runtime::free_rank_locked() const {
 void runtime::admit_locked() {
   while (!waiting_.empty() && queue_.size() < capacity_) {
     queue_.insert(waiting_.extract(waiting_.begin()));
-  }
-}
-
-void runtime::expire_locked(std::vector<task_op*>& expired) {
-  if (timeout_ns_ <= 0) {
-    return;
-  }
-  std::int64_t now = now_ns();
-  for (int r = 1; r < size; ++r) {
-    if (order_[r].empty() || now - head_since_[r] < timeout_ns_) {
-      continue;
-    }
-    if (auto it = sent_.find(order_[r].front()); it != sent_.end()) {
-      expired.push_back(it->second);
-      sent_.erase(it);
-      ++stats_.tasks_failed;
-    }
   }
 }
 
@@ -87,11 +97,8 @@ void runtime::collect_locked(std::vector<outgoing>& out, std::vector<task_op*>& 
     task_wire t{op->id, op->thunk};
     std::memcpy(m.data(), &t, sizeof t);
     op->encode_body(std::span<std::byte>(m).subspan(sizeof t));
+    op->worker = r;
     sent_.emplace(op->id, op);
-    order_[r].push_back(op->id);
-    if (order_[r].size() == 1) {
-      head_since_[r] = now_ns();
-    }
     ++load_[r];
     ++expected_;
     out.push_back({r, tag_task, std::move(m), op});
@@ -101,8 +108,7 @@ void runtime::collect_locked(std::vector<outgoing>& out, std::vector<task_op*>& 
 void runtime::progress_loop() {
   std::vector<outgoing> out;
   std::vector<task_op*> too_large;
-  std::vector<task_op*> expired;
-  std::function<void()> expired_done;
+  std::function<void()> failed_done;
   std::vector<in_flight_send> sends;
   std::vector<std::byte> in;
   backoff idle;
@@ -120,9 +126,8 @@ void runtime::progress_loop() {
         break;
       }
       collect_locked(out, too_large);
-      expire_locked(expired);
-      if (!expired.empty() || !too_large.empty()) {
-        expired_done = idle_done_locked();
+      if (!too_large.empty()) {
+        failed_done = idle_done_locked();
       }
     }
     bool busy = !out.empty();
@@ -131,12 +136,8 @@ void runtime::progress_loop() {
                          "mpi_pool: task above pool_options::max_payload (or 2 GiB)"));
     }
     too_large.clear();
-    for (task_op* op : expired) {
-      op->fail(error_ptr(coproc::errc::task_timeout, "mpi_pool: task ran past task_timeout"));
-    }
-    expired.clear();
-    if (expired_done) {
-      std::exchange(expired_done, nullptr)();
+    if (failed_done) {
+      std::exchange(failed_done, nullptr)();
     }
     for (outgoing& o : out) {
       in_flight_send s{MPI_REQUEST_NULL, std::move(o.bytes)};
@@ -183,6 +184,8 @@ void runtime::progress_loop() {
         on_result(st.MPI_SOURCE, in);
       } else if (st.MPI_TAG == tag_ack) {
         on_ack(st.MPI_SOURCE, in);
+      } else if (st.MPI_TAG == tag_stats) {
+        on_stats(st.MPI_SOURCE, in);
       }
     }
     if (busy) {
@@ -206,11 +209,6 @@ void runtime::on_result(int source, std::span<const std::byte> m) {
     std::lock_guard lk(m_);
     --load_[source];
     --expected_;
-    auto& order = order_[source];
-    if (auto o = std::find(order.begin(), order.end(), r.id); o != order.end()) {
-      order.erase(o);  // the front: a rank answers in order
-    }
-    head_since_[source] = now_ns();
     if (auto it = sent_.find(r.id); it != sent_.end()) {
       op = it->second;
       sent_.erase(it);
@@ -222,6 +220,8 @@ void runtime::on_result(int source, std::span<const std::byte> m) {
     auto body = m.subspan(sizeof r);
     if (r.status == status_value) {
       op->complete(body);
+    } else if (r.status == status_crash) {
+      op->fail(crash_error(source, body));
     } else {
       try {
         op->fail(to_exception_ptr(decode_from<remote_error>(body)));
@@ -236,14 +236,16 @@ void runtime::on_result(int source, std::span<const std::byte> m) {
 }
 
 void runtime::on_ack(int source, std::span<const std::byte> m) {
-  ack_wire a{0, 0};
+  ack_wire a{0, 0, 0};
   std::string theirs;
   if (m.size() >= sizeof a) {
     std::memcpy(&a, m.data(), sizeof a);
     theirs.assign(reinterpret_cast<const char*>(m.data()) + sizeof a, m.size() - sizeof a);
   }
   std::lock_guard lk(m_);
-  pids_[source] = a.pid;
+  ranks_[source].pid = a.pid;
+  ranks_[source].workers_alive = a.workers;
+  slots_[source] = per_rank_ != 0 ? per_rank_ : 2 * a.workers;
   if (a.ok == ack_refused && hello_error_.empty()) {
     hello_code_ = coproc::errc::function_mismatch;
     hello_error_ = "mpi_pool: rank " + std::to_string(source) + " runs build " + theirs +
@@ -251,21 +253,35 @@ void runtime::on_ack(int source, std::span<const std::byte> m) {
   } else if (a.ok == ack_init_failed && hello_error_.empty()) {
     hello_code_ = coproc::errc::worker_crashed;
     hello_error_ =
-        "mpi_pool: the initializer failed on rank " + std::to_string(source) + ": " + theirs;
+        "mpi_pool: rank " + std::to_string(source) + " could not start its workers: " + theirs;
   }
   if (--acks_pending_ == 0) {
     opened_.notify_all();
   }
 }
 
+void runtime::on_stats(int source, std::span<const std::byte> m) {
+  stats_wire w{};
+  if (m.size() < sizeof w || (m.size() - sizeof w) % sizeof(std::int32_t) != 0) {
+    return;
+  }
+  std::memcpy(&w, m.data(), sizeof w);
+  std::vector<pid_t> pids((m.size() - sizeof w) / sizeof(std::int32_t));
+  for (std::size_t i = 0; i < pids.size(); ++i) {
+    std::int32_t pid = 0;
+    std::memcpy(&pid, m.data() + sizeof w + i * sizeof pid, sizeof pid);
+    pids[i] = pid;
+  }
+  std::lock_guard lk(m_);
+  rank_stats& r = ranks_[source];
+  r.workers_alive = w.workers_alive;
+  r.worker_crashes = w.worker_crashes;
+  r.respawns = w.respawns;
+  r.worker_pids = std::move(pids);
+}
+
 void runtime::rank_failed(int rank, task_op* op) {
   std::lock_guard lk(m_);
-  if (op != nullptr) {
-    auto& order = order_[rank];
-    if (auto o = std::find(order.begin(), order.end(), op->id); o != order.end()) {
-      order.erase(o);
-    }
-  }
   if (op != nullptr && sent_.erase(op->id) != 0) {
     --load_[rank];
     --expected_;

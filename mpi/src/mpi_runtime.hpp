@@ -96,11 +96,6 @@ class runtime {
         .count();
   }
 
-  /// Under the lock: the tasks whose rank has run them for task_timeout. A
-  /// rank runs its tasks in the order received, so the oldest outstanding
-  /// task of a rank is the running one, since the previous result arrived.
-  void expire_locked(std::vector<task_op*>& expired);
-
   /// Under the lock: control messages, then tasks for ranks with room.
   void collect_locked(std::vector<outgoing>& out, std::vector<task_op*>& too_large);
 
@@ -109,6 +104,8 @@ class runtime {
   void on_result(int source, std::span<const std::byte> m);
 
   void on_ack(int source, std::span<const std::byte> m);
+
+  void on_stats(int source, std::span<const std::byte> m);
 
   void rank_failed(int rank, task_op* op);
 
@@ -128,22 +125,22 @@ class runtime {
   pool_state session_ = pool_state::closed;
   bool stopping_ = false;
   bool fatal_ = false;
-  std::size_t per_rank_ = 2;
+  std::size_t per_rank_ = 0;  // mpi_options::tasks_per_rank (0: twice a rank's workers)
   int acks_pending_ = 0;
   std::string hello_error_;
   coproc::errc hello_code_ = coproc::errc::function_mismatch;
   std::size_t capacity_ = 4096;  // pool_options::queue_capacity
   std::size_t max_payload_ = message_limit;
-  std::int64_t timeout_ns_ = 0;                // pool_options::task_timeout
   std::map<std::uint64_t, task_op*> waiting_;  // submitted while the queue was full
   std::vector<outgoing> control_;
   std::map<std::uint64_t, task_op*> queue_;  // ids grow: map order is FIFO
   std::map<std::uint64_t, task_op*> sent_;
-  std::vector<std::size_t> load_;  // tasks a rank holds (cancelled ones too)
-  std::vector<int> pids_;
-  std::vector<std::deque<std::uint64_t>> order_;  // ids a rank holds, oldest (running) first
-  std::vector<std::int64_t> head_since_;          // when order_[r].front() started running
-  std::size_t expected_ = 0;                      // results still to come
+  // Per rank (index = rank; 0 unused): the tasks it holds until their replies
+  // come (cancelled ones too), as many as slots_ at once; its pool's figures.
+  std::vector<std::size_t> load_;
+  std::vector<std::size_t> slots_;
+  std::vector<rank_stats> ranks_;
+  std::size_t expected_ = 0;  // results still to come
   std::function<void()> shutdown_done_;
   pool_stats stats_;
 };

@@ -17,10 +17,20 @@
 
 namespace coproc::detail {
 
-enum tag : int { tag_hello = 101, tag_ack, tag_task, tag_result, tag_bye, tag_stop };
+enum tag : int {
+  tag_hello = 101,
+  tag_ack,
+  tag_task,
+  tag_result,
+  tag_bye,
+  tag_stop,
+  tag_cancel,  // rank 0 -> rank: cancel_wire; the rank kills the task's worker
+  tag_stats,   // rank -> rank 0: stats_wire, then the live workers' pids (int32 each)
+};
 inline constexpr std::uint32_t status_value = 0;
 inline constexpr std::uint32_t status_exception = 1;
-inline constexpr std::uint32_t ack_refused = 0;  // another build
+inline constexpr std::uint32_t status_crash = 2;  // the task's worker died: crash_wire + text
+inline constexpr std::uint32_t ack_refused = 0;   // another build
 inline constexpr std::uint32_t ack_ok = 1;
 inline constexpr std::uint32_t ack_init_failed = 2;  // the initializer threw; text = its message
 
@@ -33,18 +43,53 @@ struct result_wire {
   std::uint32_t status;
   std::uint32_t pad;
 };
+/// The pool_options a worker rank builds its own process_pool with.
+struct rank_pool_wire {
+  std::uint64_t workers;  // 0: the rank's CPUs (its affinity mask)
+  std::uint64_t max_tasks_per_worker;
+  std::uint64_t max_worker_rss;
+  std::int64_t task_timeout_ms;
+  std::int64_t start_timeout_ms;
+  std::uint64_t max_restarts;
+  std::int64_t restart_period_ms;
+  std::uint64_t ring_bytes;
+  std::uint64_t address_space;
+  std::uint64_t cpu_seconds;
+  std::uint64_t open_files;
+  std::uint32_t start_method;  // coproc::start_method
+  std::uint32_t idle_priority;
+};
 struct hello_wire {
   std::int64_t anchor_offset;  // image_id::anchor_offset: equal builds agree on it
   std::int64_t initializer;    // pool_options::initializer's code offset (if has_initializer)
   std::uint64_t max_result;    // pool_options::max_payload
   std::uint32_t has_initializer;
   std::uint32_t pad;
+  rank_pool_wire pool;
+};
+struct cancel_wire {
+  std::uint64_t id;
+};
+/// How the worker that ran a task ended (exit_status), ahead of the text.
+struct crash_wire {
+  std::int32_t exited;
+  std::int32_t code;
+  std::int32_t signal;
+  std::int32_t core_dumped;
+  std::int64_t max_rss_kb;
+};
+/// A worker rank's own pool, sent whenever its workers change.
+struct stats_wire {
+  std::uint64_t workers_alive;
+  std::uint64_t worker_crashes;
+  std::uint64_t respawns;
 };
 // The largest body one MPI message carries (its count is an int).
 inline constexpr std::size_t message_limit = static_cast<std::size_t>(INT_MAX) - 64;
 struct ack_wire {
   std::uint32_t ok;
   std::int32_t pid;
+  std::uint64_t workers;  // the workers of the rank's pool: its task slots
 };
 
 /// Spins a little while work is expected soon, then sleeps longer and longer

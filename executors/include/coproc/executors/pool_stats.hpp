@@ -8,6 +8,18 @@
 
 namespace coproc {
 
+/// One MPI rank's share of an mpi_pool (pool_stats::ranks).
+struct rank_stats {
+  int rank = 0;                      ///< the rank in MPI_COMM_WORLD
+  pid_t pid = 0;                     ///< the rank's own process, on its host
+  std::size_t workers_alive = 0;     ///< the rank's worker processes running now
+  std::size_t workers_busy = 0;      ///< of them, those running a task (at most)
+  std::size_t tasks_held = 0;        ///< tasks sent to the rank, reply not yet back
+  std::uint64_t worker_crashes = 0;  ///< its workers that died unexpectedly
+  std::uint64_t respawns = 0;        ///< its workers forked to replace another
+  std::vector<pid_t> worker_pids;    ///< pids of its live workers, on its host
+};
+
 /// Counters of a process_pool, as returned by process_pool::stats().
 struct pool_stats {
   std::size_t workers_alive = 0;      ///< worker processes running now
@@ -19,7 +31,9 @@ struct pool_stats {
   std::uint64_t tasks_cancelled = 0;  ///< dropped or killed through cancellation
   std::uint64_t worker_crashes = 0;   ///< workers that died unexpectedly
   std::uint64_t respawns = 0;         ///< workers forked to replace another
-  std::vector<pid_t> worker_pids;     ///< pids of the live workers
+  std::vector<pid_t> worker_pids;     ///< pids of the live workers (of every rank)
+  /// mpi_pool only: the same figures per worker rank (empty for a process_pool).
+  std::vector<rank_stats> ranks;
 };
 
 }  // namespace coproc

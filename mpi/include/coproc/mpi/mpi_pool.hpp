@@ -15,6 +15,7 @@
 #include "coproc/executors/process_pool.hpp"
 #include "coproc/mpi/detail/mpi_backend.hpp"
 #include "coproc/mpi/mpi_options.hpp"
+#include "coproc/runtime/detail/context_executor.hpp"
 
 namespace coproc {
 
@@ -101,7 +102,7 @@ class mpi_pool : public basic_pool<detail::mpi_backend> {
       : basic_pool(ex, options, mpi) {}
   /// The same on `ctx`'s executor.
   explicit mpi_pool(asio::io_context& ctx, pool_options options = {}, mpi_options mpi = {})
-      : mpi_pool(executor_type(ctx.get_executor()), std::move(options), std::move(mpi)) {}
+      : mpi_pool(detail::context_executor(ctx), std::move(options), std::move(mpi)) {}
   /// Closes the session: pending operations complete with
   /// asio::error::operation_aborted; tasks running on ranks finish there and
   /// their results are discarded.

@@ -22,14 +22,21 @@ namespace coproc {
 /// image mismatch) stays a plain std::system_error with errc::worker_crashed.
 class worker_crashed_error : public std::system_error {
  public:
-  worker_crashed_error(const exit_status& status, const std::string& what)
-      : std::system_error(make_error_code(errc::worker_crashed), what), status_(status) {}
+  /// `rank`: the MPI rank whose worker died (mpi_pool), -1 for this host's pool.
+  worker_crashed_error(const exit_status& status, const std::string& what, int rank = -1)
+      : std::system_error(make_error_code(errc::worker_crashed), what),
+        status_(status),
+        rank_(rank) {}
 
   /// How the worker ended (signal or exit status, core dump, max RSS in KiB).
   const exit_status& status() const noexcept { return status_; }
+  /// The MPI rank the worker ran on (an mpi_pool's task); -1 for a
+  /// process_pool's own worker.
+  int rank() const noexcept { return rank_; }
 
  private:
   exit_status status_;
+  int rank_;
 };
 
 }  // namespace coproc

@@ -45,9 +45,11 @@ class local_backend {
   pool_stats stats() const;
   std::size_t size() const noexcept { return workers_; }
 
- private:
+  /// Hands a built operation to the core, from any thread. Public for the
+  /// MPI worker ranks, which forward tasks that arrive already encoded.
   void start(task_op* op);
 
+ private:
   std::size_t workers_;
   std::shared_ptr<pool_core> core_;
 };
