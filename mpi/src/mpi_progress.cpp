@@ -116,7 +116,13 @@ void runtime::progress_loop() {
     {
       std::unique_lock lk(m_);
       if (expected_ == 0 && acks_pending_ == 0 && sends.empty()) {
-        cv_.wait(lk, [&] { return has_work_locked(); });
+        if (session_ == pool_state::closed) {
+          cv_.wait(lk, [&] { return has_work_locked(); });
+        } else {
+          // The ranks also send their pools' figures unasked (workers
+          // respawned, recycled): look for them 20 times a second.
+          cv_.wait_for(lk, std::chrono::milliseconds(50), [&] { return has_work_locked(); });
+        }
       } else if (auto d = idle.next_sleep(); d.count() > 0) {
         cv_.wait_for(lk, d, [&] { return has_work_locked(); });
       }

@@ -198,8 +198,14 @@ std::vector<rank_pool::reply> rank_pool::take(std::chrono::microseconds wait) {
     }
     out.swap(replies_);
   }
+  // A crash changes the figures: they follow its reply at once.
+  bool crash = std::any_of(out.begin(), out.end(), [](const reply& r) {
+    result_wire w{};
+    std::memcpy(&w, r.bytes.data(), sizeof w);
+    return w.status == status_crash;
+  });
   auto now = std::chrono::steady_clock::now();
-  if (now >= next_check_) {
+  if (crash || now >= next_check_) {
     next_check_ = now + std::chrono::milliseconds(50);
     report_changes(out);
   }

@@ -51,8 +51,8 @@ class rank_pool {
   /// worker is killed. Its reply still comes (operation_aborted).
   void cancel(std::uint64_t id);
   /// The replies ready now (results, and the pool's figures when its workers
-  /// changed, checked every 50 ms); when there is none, waits up to `wait`
-  /// for one.
+  /// changed, checked after a crash and every 50 ms); when there is none,
+  /// waits up to `wait` for one.
   std::vector<reply> take(std::chrono::microseconds wait);
 
   /// Kills the workers and the zygote, stops the loop thread, and returns

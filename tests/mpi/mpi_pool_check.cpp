@@ -278,7 +278,12 @@ asio::awaitable<void> back_pressure(coproc::mpi_pool& pool) {
       asio::bind_executor(ex, [&gated](std::exception_ptr e, int) { gated += e ? 100 : 1; });
   pool.async_submit(wait_for_file, gate, count);
   pool.async_submit(wait_for_file, gate, count);
-  co_await until([&] { return pool.stats().workers_busy == 2; });
+  // Both gated tasks sent, one per rank (a rank may still owe the reply of
+  // a task of the previous pool, and count it: wait for the state itself).
+  co_await until([&] {
+    auto s = pool.stats();
+    return s.workers_busy == 2 && s.tasks_queued == 0;
+  });
   std::vector<int> got(5, -1);
   std::vector<std::error_code> codes(5);
   asio::cancellation_signal cancel_last;
