@@ -1,9 +1,13 @@
-// bench_mpi: task round trip and no-op throughput through MPI ranks, next to
-// the local process_pool in the same run. Run under mpirun:
+// bench_mpi: task round trip, no-op throughput and CPU-bound speedup through
+// MPI ranks (each rank runs its tasks in its own pool of forked workers),
+// next to a local process_pool with as many workers, in the same run. Run
+// under mpirun:
 //   mpirun -np 3 bench_mpi [mpi] [--quick]
-// (bench/run.py's group `mpi` does that). Rank 0 measures (both pools get
-// world size - 1 workers); the other ranks serve mpi_pool tasks. Prints the
-// JSON lines of bench/run.py's protocol: mpi_rtt_p50/p99, mpi_noop_tput.
+// (bench/run.py's group `mpi` does that). Rank 0 measures; the other ranks
+// serve mpi_pool tasks, first with 1 worker each, then with 2. Prints the
+// JSON lines of bench/run.py's protocol: mpi_rtt_p50/p99, mpi_noop_tput (1
+// worker per rank), the same with the suffix _2w (2 workers per rank), and
+// mpi_cpu_speedup_1w/_2w (CPU-bound tasks: serial time over the pool's).
 
 #include <algorithm>
 #include <asio/co_spawn.hpp>
@@ -11,6 +15,7 @@
 #include <asio/io_context.hpp>
 #include <asio/use_awaitable.hpp>
 #include <chrono>
+#include <cstdint>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -27,11 +32,23 @@ int noop(int x) {
   return x;
 }
 
+// About `ms` milliseconds of arithmetic on one core.
+std::uint64_t spin(int ms) {
+  auto until = std::chrono::steady_clock::now() + std::chrono::milliseconds(ms);
+  std::uint64_t x = 1;
+  while (std::chrono::steady_clock::now() < until) {
+    for (int i = 0; i < 1000; ++i) {
+      x = x * 6364136223846793005u + 1442695040888963407u;
+    }
+  }
+  return x;
+}
+
 using clock_type = std::chrono::steady_clock;
 
 template <class Pool>
 asio::awaitable<void> measure(Pool& pool, std::string contender, int rtt_n, int tput_n,
-                              std::string extra) {
+                              std::string extra, std::string suffix) {
   for (int i = 0; i < 50; ++i) {  // warm up
     co_await pool.submit(noop, i);
   }
@@ -47,8 +64,8 @@ asio::awaitable<void> measure(Pool& pool, std::string contender, int rtt_n, int 
     us.push_back(std::chrono::duration<double, std::micro>(t1 - t0).count());
   }
   std::sort(us.begin(), us.end());
-  bench::emit("mpi_rtt_p50", contender, bench::percentile(us, 0.50), "us", "lower", extra);
-  bench::emit("mpi_rtt_p99", contender, bench::percentile(us, 0.99), "us", "lower", extra);
+  bench::emit("mpi_rtt_p50" + suffix, contender, bench::percentile(us, 0.50), "us", "lower", extra);
+  bench::emit("mpi_rtt_p99" + suffix, contender, bench::percentile(us, 0.99), "us", "lower", extra);
 
   // No-op throughput: one task per item, all submitted at once.
   std::vector<int> items(static_cast<std::size_t>(tput_n), 1);
@@ -56,8 +73,28 @@ asio::awaitable<void> measure(Pool& pool, std::string contender, int rtt_n, int 
   std::vector<int> out = co_await pool.map(noop, items, 1);
   auto t1 = clock_type::now();
   double s = std::chrono::duration<double>(t1 - t0).count();
-  bench::emit("mpi_noop_tput", contender, static_cast<double>(out.size()) / s, "tasks/s", "higher",
-              extra);
+  bench::emit("mpi_noop_tput" + suffix, contender, static_cast<double>(out.size()) / s, "tasks/s",
+              "higher", extra);
+}
+
+// CPU-bound tasks: the same work run here serially, over its time through
+// the pool (oversubscribed on a machine with fewer cores than workers).
+template <class Pool>
+asio::awaitable<void> speedup(Pool& pool, std::string contender, int items, int ms, double serial_s,
+                              std::string extra, std::string suffix) {
+  std::vector<int> work(static_cast<std::size_t>(items), ms);
+  auto t0 = clock_type::now();
+  co_await pool.map(spin, work, 1);
+  double s = std::chrono::duration<double>(clock_type::now() - t0).count();
+  bench::emit("mpi_cpu_speedup" + suffix, contender, serial_s / s, "x", "higher", extra);
+}
+
+double serial_seconds(int items, int ms) {
+  auto t0 = clock_type::now();
+  for (int i = 0; i < items; ++i) {
+    spin(ms);
+  }
+  return std::chrono::duration<double>(clock_type::now() - t0).count();
 }
 
 }  // namespace
@@ -70,22 +107,33 @@ int main(int argc, char** argv) {
   }
   int rtt_n = quick ? 500 : 5000;
   int tput_n = quick ? 5000 : 50000;
-  asio::io_context ctx;
-  coproc::mpi_pool mpi(ctx.get_executor());
-  coproc::process_pool local(ctx.get_executor(), {.workers = mpi.size()});
-  asio::co_spawn(
-      ctx,
-      [&]() -> asio::awaitable<void> {
-        // The local pool is the floor mpi_pool is compared with: reported as
-        // the row's "limit" column, mpi_pool as "coproc".
-        co_await measure(local, "coproc process_pool", rtt_n, tput_n, ", \"kind\": \"limit\"");
-        co_await measure(mpi, "coproc mpi_pool", rtt_n, tput_n, "");
-      },
-      [](std::exception_ptr e) {
-        if (e) {
-          std::rethrow_exception(e);
-        }
-      });
-  ctx.run();
+  int items = quick ? 8 : 16;
+  int ms = quick ? 10 : 25;
+  double serial_s = serial_seconds(items, ms);
+  // One mpi_pool at a time: 1 worker per rank, then 2. The local pool with
+  // as many workers is the floor mpi_pool is compared with: reported as the
+  // row's "limit" column, mpi_pool as "coproc".
+  for (std::size_t per_rank : {1, 2}) {
+    std::string suffix = per_rank == 1 ? "" : "_2w";
+    asio::io_context ctx;
+    coproc::mpi_pool mpi(ctx.get_executor(), {}, {.workers_per_rank = per_rank});
+    coproc::process_pool local(ctx.get_executor(), {.workers = mpi.size()});
+    std::string limit = ", \"kind\": \"limit\"";
+    asio::co_spawn(
+        ctx,
+        [&]() -> asio::awaitable<void> {
+          co_await measure(local, "coproc process_pool", rtt_n, tput_n, limit, suffix);
+          co_await measure(mpi, "coproc mpi_pool", rtt_n, tput_n, "", suffix);
+          std::string tail = per_rank == 1 ? "_1w" : "_2w";
+          co_await speedup(local, "coproc process_pool", items, ms, serial_s, limit, tail);
+          co_await speedup(mpi, "coproc mpi_pool", items, ms, serial_s, "", tail);
+        },
+        [](std::exception_ptr e) {
+          if (e) {
+            std::rethrow_exception(e);
+          }
+        });
+    ctx.run();
+  }
   return 0;
 }

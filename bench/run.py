@@ -276,10 +276,19 @@ MORE_ROWS = [
     ("codec_64MiB", "codec encode+decode 64 MiB vector<double>"),
     ("ring_pipe_rtt_cpu0", "pipe ping-pong through the ring, one core"),
     ("ring_pipe_rtt_free", "pipe ping-pong through the ring, free placement"),
-    # coproc = mpi_pool over 2 ranks, limit = process_pool with 2 workers.
+    # coproc = mpi_pool over 2 ranks with 1 worker each, limit = process_pool
+    # with 2 workers.
     ("mpi_rtt_p50", "mpi_pool round trip p50 (limit: process_pool)"),
     ("mpi_rtt_p99", "mpi_pool round trip p99 (limit: process_pool)"),
     ("mpi_noop_tput", "mpi_pool no-op tasks/s, map chunk 1 (limit: process_pool)"),
+    # The same with 2 workers per rank (4 workers on 2 ranks).
+    ("mpi_rtt_p50_2w", "mpi_pool round trip p50, 2 workers per rank (limit: process_pool)"),
+    ("mpi_rtt_p99_2w", "mpi_pool round trip p99, 2 workers per rank (limit: process_pool)"),
+    ("mpi_noop_tput_2w", "mpi_pool no-op tasks/s, 2 workers per rank (limit: process_pool)"),
+    # CPU-bound map, serial time / pool time; 2 ranks on 2 cores + rank 0:
+    # oversubscribed, so the 2-worker layout cannot pass 2x here.
+    ("mpi_cpu_speedup_1w", "mpi_pool CPU-bound speedup, 2 ranks x 1 worker (limit: process_pool)"),
+    ("mpi_cpu_speedup_2w", "mpi_pool CPU-bound speedup, 2 ranks x 2 workers (limit: process_pool)"),
 ]
 
 

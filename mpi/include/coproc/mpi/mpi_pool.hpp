@@ -38,41 +38,43 @@ namespace coproc {
 /// the main executable (not a shared library): its offset is what travels.
 /// A declared task object travels through the codec (its members are values).
 ///
+/// Where tasks run: each worker rank forks its own pool of worker processes
+/// (mpi_options::workers_per_rank, default the rank's CPUs) and runs every
+/// task in one of them, never in the rank: a task that crashes, runs past its
+/// deadline or is cancelled costs that worker (killed and replaced on its
+/// rank), as in a process_pool; the rank and the job go on. Only the death of
+/// a rank process itself (its host lost) ends the MPI job (Open MPI 4.1).
+///
 /// Options: the constructor takes process_pool's coproc::pool_options, so a
-/// program switches executors by changing the type it constructs. Applied:
-/// queue_capacity (a full queue on rank 0 defers further submits: they count
-/// as stats().tasks_waiting), task_timeout (measured from when the task
-/// becomes the oldest on its rank, i.e. starts running there), initializer
-/// (run on every worker rank when the pool opens; it must be a plain function
-/// pointer, `+[] {...}` for a captureless lambda, because a closure cannot
-/// travel to another exec), max_payload (arguments and results). Not
-/// applicable to ranks, ignored: workers (the job's size decides: mpirun -np),
-/// start_method (mpirun starts the ranks), max_tasks_per_worker and
-/// max_worker_rss (both recycle a worker, and a rank cannot be replaced: Open
-/// MPI 4.1 has no way to respawn a rank into MPI_COMM_WORLD), limits and
-/// ring_bytes (a rank outlives the pool and serves later pools; there are no
-/// rings, MPI messages carry the tasks).
+/// program switches executors by changing the type it constructs. On rank 0:
+/// queue_capacity (a full queue defers further submits: they count as
+/// stats().tasks_waiting) and max_payload (arguments; results are checked on
+/// the rank). On every worker rank's pool: task_timeout, max_tasks_per_worker,
+/// max_worker_rss, limits, start_method, idle_priority, ring_bytes,
+/// start_timeout, max_restarts, restart_period and initializer (run in every
+/// worker; it must be a plain function pointer, `+[] {...}` for a captureless
+/// lambda, because a closure cannot travel to another exec). Ignored:
+/// workers (mpi_options::workers_per_rank decides) and worker_output (the
+/// workers' output goes where the rank's goes, as mpirun forwards it).
 ///
 /// The members (submit, async_submit, submit_for, map, map_unordered,
 /// async_shutdown, stats, size) are basic_pool's, documented there. What is
 /// particular to ranks:
 /// - errors: errc::payload_too_large above 2 GiB (MPI's count limit),
 ///   errc::function_mismatch for code outside the main executable,
-///   errc::worker_crashed for an MPI error towards the rank, errc::task_timeout
-///   when pool_options::task_timeout passed (the rank finishes the task, its
-///   result is discarded, and the rank's next task waits for it);
-/// - cancellation (and submit_for's deadline): a task not yet sent to a rank
-///   is dropped; a task already sent keeps running on its rank (a rank cannot
-///   be killed and replaced) and its result is discarded. Either way the
-///   handler gets asio::error::operation_aborted at once;
+///   coproc::worker_crashed_error whose rank() names the rank, and
+///   errc::worker_crashed for an MPI error towards a rank;
+/// - cancellation (and submit_for's deadline): the handler gets
+///   asio::error::operation_aborted at once; a task not yet sent is dropped,
+///   a task on a rank is dropped there or, running, its worker is killed;
 /// - async_shutdown(cancel) fails queued and sent tasks with
-///   errc::pool_stopped (ranks finish what they run, the results are
-///   discarded); the worker ranks stay up for a later pool until rank 0 exits;
+///   errc::pool_stopped; the worker ranks stay up for a later pool until
+///   rank 0 exits;
 /// - map_unordered submits its first window at the first next(), and a window
-///   of 0 means twice the rank count;
-/// - stats(): worker_pids are the ranks' pids on their own hosts;
-///   workers_alive is the number of worker ranks; respawns stays 0. size() is
-///   the number of worker ranks (MPI_COMM_WORLD size - 1).
+///   of 0 means twice size();
+/// - stats(): totals over the ranks, and `ranks` with each rank's figures
+///   (its pid, workers alive and busy, crashes, respawns, worker pids on its
+///   host). size() is the number of workers over all worker ranks.
 ///
 /// Thread safety: every member function may be called from any thread.
 /// The pool must outlive the operations it started; destroying it completes
@@ -94,18 +96,17 @@ class mpi_pool : public basic_pool<detail::mpi_backend> {
   /// to ranks); `mpi` holds what only MPI has.
   /// Throws std::system_error: errc::function_mismatch when a rank runs
   /// another build (that rank then refuses every task) or the initializer is
-  /// not a function of the main executable, errc::worker_crashed when the
-  /// initializer threw on a rank (naming the rank and the message),
-  /// errc::pool_stopped when the job has a single rank or another mpi_pool
-  /// is open.
+  /// not a function of the main executable, errc::worker_crashed when a rank
+  /// could not start its pool (naming the rank and why), errc::pool_stopped
+  /// when the job has a single rank or another mpi_pool is open.
   explicit mpi_pool(const executor_type& ex, pool_options options = {}, mpi_options mpi = {})
       : basic_pool(ex, options, mpi) {}
   /// The same on `ctx`'s executor.
   explicit mpi_pool(asio::io_context& ctx, pool_options options = {}, mpi_options mpi = {})
       : mpi_pool(detail::context_executor(ctx), std::move(options), std::move(mpi)) {}
   /// Closes the session: pending operations complete with
-  /// asio::error::operation_aborted; tasks running on ranks finish there and
-  /// their results are discarded.
+  /// asio::error::operation_aborted; each rank stops its pool (workers
+  /// killed).
   ~mpi_pool() = default;
 };
 
