@@ -3,11 +3,14 @@
 // next to a local process_pool with as many workers, in the same run. Run
 // under mpirun:
 //   mpirun -np 3 bench_mpi [mpi] [--quick]
+//   mpirun -np 2 bench_mpi mpi_one_rank [--quick]
 // (bench/run.py's group `mpi` does that). Rank 0 measures; the other ranks
 // serve mpi_pool tasks, first with 1 worker each, then with 2. Prints the
 // JSON lines of bench/run.py's protocol: mpi_rtt_p50/p99, mpi_noop_tput (1
 // worker per rank), the same with the suffix _2w (2 workers per rank), and
-// mpi_cpu_speedup_1w/_2w (CPU-bound tasks: serial time over the pool's).
+// mpi_cpu_speedup_3x1 (-np 3, 2 worker ranks x 1 worker) and _2x2 (argument
+// mpi_one_rank under -np 2: 1 worker rank x 2 workers): CPU-bound tasks,
+// serial time over the pool's.
 
 #include <algorithm>
 #include <asio/co_spawn.hpp>
@@ -102,19 +105,26 @@ double serial_seconds(int items, int ms) {
 int main(int argc, char** argv) {
   coproc::mpi_pool::run_workers_if_not_root(argc, argv);  // ranks 1.. serve tasks
   bool quick = false;
+  bool one_rank = false;  // mpirun -np 2: one worker rank with 2 workers
   for (int i = 1; i < argc; ++i) {
     quick = quick || std::string_view(argv[i]) == "--quick";
+    one_rank = one_rank || std::string_view(argv[i]) == "mpi_one_rank";
   }
   int rtt_n = quick ? 500 : 5000;
   int tput_n = quick ? 5000 : 50000;
   int items = quick ? 8 : 16;
   int ms = quick ? 10 : 25;
   double serial_s = serial_seconds(items, ms);
-  // One mpi_pool at a time: 1 worker per rank, then 2. The local pool with
-  // as many workers is the floor mpi_pool is compared with: reported as the
-  // row's "limit" column, mpi_pool as "coproc".
-  for (std::size_t per_rank : {1, 2}) {
+  // One mpi_pool at a time. Under -np 3: 1 worker per rank, then 2 (round
+  // trip and throughput rows, and the 3x1 layout's speedup); under -np 2:
+  // the 2x2 layout's speedup. The local pool with as many workers is the
+  // floor mpi_pool is compared with: reported as the row's "limit" column,
+  // mpi_pool as "coproc".
+  std::vector<std::size_t> layouts =
+      one_rank ? std::vector<std::size_t>{2} : std::vector<std::size_t>{1, 2};
+  for (std::size_t per_rank : layouts) {
     std::string suffix = per_rank == 1 ? "" : "_2w";
+    std::string speedup_row = one_rank ? "_2x2" : per_rank == 1 ? "_3x1" : "";
     asio::io_context ctx;
     coproc::mpi_pool mpi(ctx.get_executor(), {}, {.workers_per_rank = per_rank});
     coproc::process_pool local(ctx.get_executor(), {.workers = mpi.size()});
@@ -122,11 +132,14 @@ int main(int argc, char** argv) {
     asio::co_spawn(
         ctx,
         [&]() -> asio::awaitable<void> {
-          co_await measure(local, "coproc process_pool", rtt_n, tput_n, limit, suffix);
-          co_await measure(mpi, "coproc mpi_pool", rtt_n, tput_n, "", suffix);
-          std::string tail = per_rank == 1 ? "_1w" : "_2w";
-          co_await speedup(local, "coproc process_pool", items, ms, serial_s, limit, tail);
-          co_await speedup(mpi, "coproc mpi_pool", items, ms, serial_s, "", tail);
+          if (!one_rank) {
+            co_await measure(local, "coproc process_pool", rtt_n, tput_n, limit, suffix);
+            co_await measure(mpi, "coproc mpi_pool", rtt_n, tput_n, "", suffix);
+          }
+          if (!speedup_row.empty()) {
+            co_await speedup(local, "coproc process_pool", items, ms, serial_s, limit, speedup_row);
+            co_await speedup(mpi, "coproc mpi_pool", items, ms, serial_s, "", speedup_row);
+          }
         },
         [](std::exception_ptr e) {
           if (e) {

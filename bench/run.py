@@ -91,11 +91,13 @@ class Contender:
 
 
 class MpiContender(Contender):
-    """bench_mpi under ``mpirun -np 3`` (rank 0 measures process_pool and mpi_pool
-    with 2 workers each; ranks 1-2 serve): one machine, shared-memory transport."""
+    """bench_mpi under ``mpirun -np N`` (rank 0 measures process_pool and mpi_pool
+    with as many workers; the other ranks serve): one machine, shared-memory
+    transport. N = 3 for the group mpi, 2 for its one-worker-rank layout."""
 
-    def __init__(self, program):
-        super().__init__("coproc", program, label="mpirun -np 3 bench_mpi")
+    def __init__(self, program, ranks=3, group=None):
+        super().__init__("coproc", program, label=f"mpirun -np {ranks} bench_mpi", group=group)
+        self.ranks = ranks
         self.mpirun = shutil.which("mpirun")
 
     def available(self):
@@ -109,7 +111,7 @@ class MpiContender(Contender):
         flags = ["--oversubscribe", "--mca", "btl", "self,vader"]
         if os.geteuid() == 0:
             flags.insert(0, "--allow-run-as-root")
-        return [self.mpirun, *flags, "-np", "3"] + super().argv(group, quick)
+        return [self.mpirun, *flags, "-np", str(self.ranks)] + super().argv(group, quick)
 
 
 def _line(metric, contender, value, unit, better, kind):
@@ -215,7 +217,8 @@ def build_groups(build):
         ("backend", "", both_backends("bench_pipe", "pipe") + both_backends("bench_queue", "queue")
          + both_backends("bench_lock", "lock")),
         # mpi_pool through MPI ranks next to process_pool, in one program (bench/mpi.cpp).
-        ("mpi", "", [MpiContender(os.path.join(b, "bench_mpi"))]),
+        ("mpi", "", [MpiContender(os.path.join(b, "bench_mpi")),
+                     MpiContender(os.path.join(b, "bench_mpi"), ranks=2, group="mpi_one_rank")]),
         # The parent's cost per task against the worker count (bench/sweep.cpp).
         ("sweep", "", [cxx("bench_sweep")]),
         # map_unordered's stream consumed three ways, next to map (bench/stream.cpp).
@@ -285,10 +288,11 @@ MORE_ROWS = [
     ("mpi_rtt_p50_2w", "mpi_pool round trip p50, 2 workers per rank (limit: process_pool)"),
     ("mpi_rtt_p99_2w", "mpi_pool round trip p99, 2 workers per rank (limit: process_pool)"),
     ("mpi_noop_tput_2w", "mpi_pool no-op tasks/s, 2 workers per rank (limit: process_pool)"),
-    # CPU-bound map, serial time / pool time; 2 ranks on 2 cores + rank 0:
-    # oversubscribed, so the 2-worker layout cannot pass 2x here.
-    ("mpi_cpu_speedup_1w", "mpi_pool CPU-bound speedup, 2 ranks x 1 worker (limit: process_pool)"),
-    ("mpi_cpu_speedup_2w", "mpi_pool CPU-bound speedup, 2 ranks x 2 workers (limit: process_pool)"),
+    # CPU-bound map, serial time / pool time, 2 workers in both layouts: 3
+    # ranks (rank 0 + 2 worker ranks x 1 worker) against 2 ranks (rank 0 + 1
+    # worker rank x 2 workers); on 2 cores with rank 0's loop: oversubscribed.
+    ("mpi_cpu_speedup_3x1", "mpi_pool CPU-bound speedup, 3 ranks x 1 worker (limit: process_pool)"),
+    ("mpi_cpu_speedup_2x2", "mpi_pool CPU-bound speedup, 2 ranks x 2 workers (limit: process_pool)"),
 ]
 
 
