@@ -73,9 +73,9 @@ class forwarded_op final : public task_op {
     if (result.size() > max_result_) {
       // The local pool passes a result that fits its ring; rank 0 asked for
       // pool_options::max_payload (and an MPI message holds at most 2 GiB).
-      return fail(std::make_exception_ptr(std::system_error(
-          coproc::errc::payload_too_large,
-          "mpi_pool: result of " + std::to_string(result.size()) + " bytes")));
+      return fail(std::make_exception_ptr(
+          std::system_error(coproc::errc::payload_too_large,
+                            "mpi_pool: result of " + std::to_string(result.size()) + " bytes")));
     }
     result_wire r{origin_, status_value, 0};
     reply_ = with_head(&r, sizeof r, result);
@@ -111,7 +111,12 @@ class forwarded_op final : public task_op {
       const exit_status& s = e.status();
       result_wire r{origin_, status_crash, 0};
       crash_wire c{s.exited ? 1 : 0, s.code, s.signal, s.core_dumped ? 1 : 0, s.max_rss_kb};
+      // The what_arg alone: rank 0's worker_crashed_error adds the code's text.
       std::string text = e.what();
+      std::string tail = ": " + e.code().message();
+      if (text.ends_with(tail)) {
+        text.resize(text.size() - tail.size());
+      }
       std::vector<std::byte> m(sizeof r + sizeof c + text.size());
       std::memcpy(m.data(), &r, sizeof r);
       std::memcpy(m.data() + sizeof r, &c, sizeof c);
