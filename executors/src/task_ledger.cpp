@@ -58,7 +58,9 @@ void deliveries::run(bool may_run_inline) {
 }
 
 void task_ledger::accept(task_op* op) {
-  op->id = next_id_++;
+  if (op->id == 0) {
+    op->id = next_id_++;
+  }
   op->hold_delivery = true;
   ops_.emplace(op->id, op);
   waiting_.push_back(op);

@@ -10,24 +10,9 @@
 
 namespace coproc::detail {
 
-void runtime::take_all_locked(std::vector<task_op*>& all) {
-  for (auto& [id, op] : queue_) {
-    all.push_back(op);
-  }
-  for (auto& [id, op] : sent_) {
-    all.push_back(op);
-  }
-  for (auto& [id, op] : waiting_) {
-    all.push_back(op);
-  }
-  queue_.clear();
-  sent_.clear();
-  waiting_.clear();
-}
-
 bool runtime::has_work_locked() const {
   return stopping_ || !control_.empty() ||
-         (session_ != pool_state::closed && !queue_.empty() && free_rank_locked() > 0);
+         (session_ != pool_state::closed && ledger_.front() != nullptr && free_rank_locked() > 0);
 }
 
 int runtime::free_rank_locked() const {
@@ -40,13 +25,7 @@ int runtime::free_rank_locked() const {
   return best;
 }
 
-void runtime::admit_locked() {
-  while (!waiting_.empty() && queue_.size() < capacity_) {
-    queue_.insert(waiting_.extract(waiting_.begin()));
-  }
-}
-
-void runtime::expire_locked(std::vector<task_op*>& expired) {
+void runtime::expire_locked() {
   if (timeout_ns_ <= 0) {
     return;
   }
@@ -55,54 +34,48 @@ void runtime::expire_locked(std::vector<task_op*>& expired) {
     if (order_[r].empty() || now - head_since_[r] < timeout_ns_) {
       continue;
     }
-    if (auto it = sent_.find(order_[r].front()); it != sent_.end()) {
-      expired.push_back(it->second);
-      sent_.erase(it);
-      ++stats_.tasks_failed;
+    if (task_op* op = ledger_.find(order_[r].front())) {
+      ledger_.fail(op,
+                   error_ptr(coproc::errc::task_timeout, "mpi_pool: task ran past task_timeout"));
     }
   }
 }
 
-void runtime::collect_locked(std::vector<outgoing>& out, std::vector<task_op*>& too_large) {
+void runtime::collect_locked(std::vector<outgoing>& out) {
   for (auto& c : control_) {
     out.push_back(std::move(c));
   }
   control_.clear();
-  while (session_ != pool_state::closed && !queue_.empty()) {
+  while (session_ != pool_state::closed && ledger_.front() != nullptr) {
     int r = free_rank_locked();
     if (r < 0) {
       break;
     }
-    auto it = queue_.begin();
-    task_op* op = it->second;
-    queue_.erase(it);
-    admit_locked();
+    task_op* op = ledger_.front();
+    ledger_.dispatched();
     std::size_t body = op->body_size();
     if (body > max_payload_) {
-      ++stats_.tasks_failed;
-      too_large.push_back(op);
+      ledger_.fail(op, error_ptr(coproc::errc::payload_too_large,
+                                 "mpi_pool: task above pool_options::max_payload (or 2 GiB)"));
       continue;
     }
     std::vector<std::byte> m(sizeof(task_wire) + body);
     task_wire t{op->id, op->thunk};
     std::memcpy(m.data(), &t, sizeof t);
     op->encode_body(std::span<std::byte>(m).subspan(sizeof t));
-    sent_.emplace(op->id, op);
     order_[r].push_back(op->id);
     if (order_[r].size() == 1) {
       head_since_[r] = now_ns();
     }
     ++load_[r];
     ++expected_;
-    out.push_back({r, tag_task, std::move(m), op});
+    out.push_back({r, tag_task, std::move(m), op->id});
   }
 }
 
 void runtime::progress_loop() {
   std::vector<outgoing> out;
-  std::vector<task_op*> too_large;
-  std::vector<task_op*> expired;
-  std::function<void()> expired_done;
+  deliveries settled;
   std::vector<in_flight_send> sends;
   std::vector<std::byte> in;
   backoff idle;
@@ -119,30 +92,18 @@ void runtime::progress_loop() {
       if (stopping_ && sends.empty() && expected_ == 0) {
         break;
       }
-      collect_locked(out, too_large);
-      expire_locked(expired);
-      if (!expired.empty() || !too_large.empty()) {
-        expired_done = idle_done_locked();
-      }
+      collect_locked(out);
+      expire_locked();
+      finish_if_idle_locked();
+      settled = ledger_.take_deliveries();
     }
     bool busy = !out.empty();
-    for (task_op* op : too_large) {
-      op->fail(error_ptr(coproc::errc::payload_too_large,
-                         "mpi_pool: task above pool_options::max_payload (or 2 GiB)"));
-    }
-    too_large.clear();
-    for (task_op* op : expired) {
-      op->fail(error_ptr(coproc::errc::task_timeout, "mpi_pool: task ran past task_timeout"));
-    }
-    expired.clear();
-    if (expired_done) {
-      std::exchange(expired_done, nullptr)();
-    }
+    settled.run(false);
     for (outgoing& o : out) {
       in_flight_send s{MPI_REQUEST_NULL, std::move(o.bytes)};
       if (MPI_Isend(s.bytes.data(), static_cast<int>(s.bytes.size()), MPI_BYTE, o.rank, o.tag,
                     MPI_COMM_WORLD, &s.req) != MPI_SUCCESS) {
-        rank_failed(o.rank, o.op);
+        rank_failed(o.rank, o.task);
         continue;
       }
       sends.push_back(std::move(s));
@@ -200,10 +161,7 @@ void runtime::on_result(int source, std::span<const std::byte> m) {
   }
   result_wire r;
   std::memcpy(&r, m.data(), sizeof r);
-  task_op* op = nullptr;
-  std::function<void()> done;
-  {
-    std::lock_guard lk(m_);
+  locked([&] {
     --load_[source];
     --expected_;
     auto& order = order_[source];
@@ -211,28 +169,23 @@ void runtime::on_result(int source, std::span<const std::byte> m) {
       order.erase(o);  // the front: a rank answers in order
     }
     head_since_[source] = now_ns();
-    if (auto it = sent_.find(r.id); it != sent_.end()) {
-      op = it->second;
-      sent_.erase(it);
-      ++(r.status == status_value ? stats_.tasks_completed : stats_.tasks_failed);
-    }
-    done = idle_done_locked();
-  }
-  if (op != nullptr) {
-    auto body = m.subspan(sizeof r);
-    if (r.status == status_value) {
-      op->complete(body);
-    } else {
-      try {
-        op->fail(to_exception_ptr(decode_from<remote_error>(body)));
-      } catch (...) {
-        op->fail(std::current_exception());
+    // Not found: cancelled or timed out meanwhile; its result is dropped.
+    if (task_op* op = ledger_.find(r.id)) {
+      auto body = m.subspan(sizeof r);
+      if (r.status == status_value) {
+        ledger_.complete(op, body);
+      } else {
+        std::exception_ptr e;
+        try {
+          e = to_exception_ptr(decode_from<remote_error>(body));
+        } catch (...) {
+          e = std::current_exception();
+        }
+        ledger_.fail(op, e);
       }
     }
-  }
-  if (done) {
-    done();
-  }
+    finish_if_idle_locked();
+  });
 }
 
 void runtime::on_ack(int source, std::span<const std::byte> m) {
@@ -258,33 +211,33 @@ void runtime::on_ack(int source, std::span<const std::byte> m) {
   }
 }
 
-void runtime::rank_failed(int rank, task_op* op) {
-  std::lock_guard lk(m_);
-  if (op != nullptr) {
-    auto& order = order_[rank];
-    if (auto o = std::find(order.begin(), order.end(), op->id); o != order.end()) {
-      order.erase(o);
+// `task`: the id of the task the failed send carried (0 for a control message).
+void runtime::rank_failed(int rank, std::uint64_t task) {
+  locked([&] {
+    if (task == 0) {
+      return;
     }
-  }
-  if (op != nullptr && sent_.erase(op->id) != 0) {
-    --load_[rank];
-    --expected_;
-    ++stats_.worker_crashes;
-    op->fail(error_ptr(coproc::errc::worker_crashed, "mpi_pool: send to a rank failed"));
-  }
+    auto& order = order_[rank];
+    if (auto o = std::find(order.begin(), order.end(), task); o != order.end()) {
+      order.erase(o);
+      --load_[rank];
+      --expected_;
+    }
+    if (task_op* op = ledger_.find(task)) {
+      ++ledger_.stats().worker_crashes;
+      ledger_.fail(op, error_ptr(coproc::errc::worker_crashed, "mpi_pool: send to a rank failed"));
+    }
+    finish_if_idle_locked();
+  });
 }
 
 void runtime::fail_everything() {
-  std::vector<task_op*> all;
-  {
-    std::lock_guard lk(m_);
+  locked([&] {
     fatal_ = true;
-    take_all_locked(all);
+    ledger_.fail_all(error_ptr(coproc::errc::worker_crashed, "mpi_pool: MPI failed"));
+    finish_if_idle_locked();
     opened_.notify_all();
-  }
-  for (task_op* op : all) {
-    op->fail(error_ptr(coproc::errc::worker_crashed, "mpi_pool: MPI failed"));
-  }
+  });
 }
 
 }  // namespace coproc::detail

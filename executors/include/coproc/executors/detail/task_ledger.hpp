@@ -65,8 +65,12 @@ class task_ledger {
   task_ledger(const task_ledger&) = delete;
   task_ledger& operator=(const task_ledger&) = delete;
 
-  /// Gives `op` a fresh id and takes it in: queued if the limit allows,
-  /// otherwise waiting (its caller stays suspended) until admitted in order.
+  /// Sets the limit (a pool that opens sessions sets it per session).
+  void set_limit(std::size_t limit) { limit_ = limit == 0 ? 1 : limit; }
+
+  /// Takes `op` in: queued if the limit allows, otherwise waiting (its
+  /// caller stays suspended) until admitted in order. An op without an id
+  /// gets a fresh one (mpi_pool's come with theirs: process-wide).
   void accept(task_op* op);
   /// Fails `op` without taking it in (the pool does not accept tasks now).
   void refuse(task_op* op, std::exception_ptr why);
