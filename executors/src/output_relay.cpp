@@ -14,6 +14,7 @@
 #include <system_error>
 #include <utility>
 
+#include "coproc/runtime/detail/fd_io.hpp"
 #include "coproc/runtime/detail/fd_passing.hpp"
 #include "coproc/runtime/detail/nosigpipe.hpp"
 #include "coproc/runtime/detail/system_error.hpp"
@@ -31,18 +32,10 @@ struct hello {
   std::int32_t pid;
 };
 
+// A host stream that is gone drops the line, not the relay.
 void write_all(int fd, const char* data, std::size_t size) noexcept {
-  while (size > 0) {
-    ssize_t n = write_nosigpipe(fd, data, size);
-    if (n < 0 && errno == EINTR) {
-      continue;
-    }
-    if (n <= 0) {
-      return;  // the host's stream is gone: the line is dropped, not the relay
-    }
-    data += n;
-    size -= static_cast<std::size_t>(n);
-  }
+  transfer_full(data, size,
+                [fd](const char* p, std::size_t n) { return write_nosigpipe(fd, p, n); });
 }
 
 }  // namespace

@@ -62,54 +62,41 @@ void pool_core::kill(worker_rec& w, std::uint64_t target) {
 }
 
 void pool_core::cancel(std::uint64_t id) {
-  std::lock_guard lock(mutex_);
-  withdraw(id);
-  listen_or_rest();
+  locked(false, [&] {
+    withdraw(id);
+    listen_or_rest();
+  });
 }
 
 // Cancels task `id`: a queued task is dropped; a task in a worker's ring but
 // not taken is withdrawn (the worker skips its frame); a running task's
 // worker is killed. A result already published wins over the cancellation.
 void pool_core::withdraw(std::uint64_t id) {
-  auto it = ops_.find(id);
-  if (it == ops_.end()) {
+  task_op* op = ledger_.find(id);
+  if (op == nullptr) {
     return;
   }
-  task_op* op = it->second;
   auto aborted = std::make_exception_ptr(
       std::system_error(asio::error::operation_aborted, "process_pool: task cancelled"));
+  constexpr auto cancelled = task_ledger::ending::cancelled;
   if (op->worker < 0) {
-    if (auto q = std::find(queue_.begin(), queue_.end(), op); q != queue_.end()) {
-      queue_.erase(q);
-    } else {
-      waiting_.erase(std::find(waiting_.begin(), waiting_.end(), op));
-    }
-    ops_.erase(it);
-    ++stats_.tasks_cancelled;
-    op->fail(aborted);
+    ledger_.withdraw_queued(op);
+    ledger_.fail(op, aborted, cancelled);
     return;
   }
   worker_rec& w = *workers_[static_cast<std::size_t>(op->worker)];
-  std::uint32_t queued = task_queued;
-  if (w.view.shared->consumed.load(std::memory_order_acquire) <= op->seq &&
-      op->state->compare_exchange_strong(queued, task_cancelled, std::memory_order_acq_rel)) {
-    bool held_arena = op->in_arena && w.arena_busy && w.arena_seq == op->seq;
+  if (w.channel.withdraw({op->state, op->seq})) {
     remove_inflight(w, op);
-    if (held_arena) {
-      w.arena_busy = w.arena_skip = true;  // free once the worker passed the frame
-    }
-    ++stats_.tasks_cancelled;
-    op->fail(aborted);
+    ledger_.fail(op, aborted, cancelled);
     return;
   }
   drain(w);
-  if (ops_.find(id) == ops_.end()) {
+  if (ledger_.find(id) == nullptr) {
     return;
   }
   remove_inflight(w, op);
   kill(w, id);
-  ++stats_.tasks_cancelled;
-  op->fail(aborted);
+  ledger_.fail(op, aborted, cancelled);
 }
 
 void pool_core::arm_timeout(worker_rec& w) {
@@ -119,8 +106,8 @@ void pool_core::arm_timeout(worker_rec& w) {
   if (!w.timer) {
     w.timer = std::make_unique<asio::steady_timer>(ex_);
   }
-  std::int64_t started = w.view.shared->started_ns.load(std::memory_order_relaxed);
-  bool running = w.view.shared->running_id.load(std::memory_order_relaxed) != 0;
+  std::int64_t started = w.channel.shared->started_ns.load(std::memory_order_relaxed);
+  bool running = w.channel.shared->running_id.load(std::memory_order_relaxed) != 0;
   auto timeout = std::chrono::duration_cast<std::chrono::nanoseconds>(options_.task_timeout);
   auto left = running ? timeout - std::chrono::nanoseconds(monotonic_ns() - started) : timeout;
   // started_ns is the worker's to write: a time in the future must not
@@ -129,15 +116,16 @@ void pool_core::arm_timeout(worker_rec& w) {
   w.timer->expires_after(left);
   w.timer_armed = true;
   w.timer->async_wait([self = shared_from_this(), &w, gen = w.timer_gen](std::error_code ec) {
-    std::lock_guard lock(self->mutex_);
-    if (gen != w.timer_gen) {
-      return;  // disarmed since: a later arm_timeout owns the timer
-    }
-    w.timer_armed = false;
-    if (!ec && !self->closed()) {
-      self->on_timeout(w);
-      self->listen_or_rest();
-    }
+    self->locked(false, [&] {
+      if (gen != w.timer_gen) {
+        return;  // disarmed since: a later arm_timeout owns the timer
+      }
+      w.timer_armed = false;
+      if (!ec && !self->closed()) {
+        self->on_timeout(w);
+        self->listen_or_rest();
+      }
+    });
   });
 }
 
@@ -153,8 +141,8 @@ void pool_core::disarm_timeout(worker_rec& w) {
 
 void pool_core::on_timeout(worker_rec& w) {
   drain(w);
-  std::uint64_t running = w.view.shared->running_id.load(std::memory_order_acquire);
-  std::int64_t started = w.view.shared->started_ns.load(std::memory_order_acquire);
+  std::uint64_t running = w.channel.shared->running_id.load(std::memory_order_acquire);
+  std::int64_t started = w.channel.shared->started_ns.load(std::memory_order_acquire);
   auto elapsed = std::chrono::nanoseconds(monotonic_ns() - started);
   auto it = std::find_if(w.inflight.begin(), w.inflight.end(),
                          [&](task_op* op) { return op->id == running; });
@@ -162,28 +150,12 @@ void pool_core::on_timeout(worker_rec& w) {
     task_op* op = *it;
     remove_inflight(w, op);
     kill(w, running);
-    ++stats_.tasks_failed;
-    op->fail(error(coproc::errc::task_timeout,
-                   "task ran past " + std::to_string(options_.task_timeout.count()) + " ms"));
+    ledger_.fail(op,
+                 error(coproc::errc::task_timeout,
+                       "task ran past " + std::to_string(options_.task_timeout.count()) + " ms"));
     return;
   }
   arm_timeout(w);
-}
-
-// Takes every accepted task out of the pool's books; the caller completes them.
-std::vector<task_op*> pool_core::take_all_ops() {
-  std::vector<task_op*> all;
-  all.reserve(ops_.size());
-  for (auto& [id, op] : ops_) {
-    all.push_back(op);
-  }
-  ops_.clear();
-  queue_.clear();
-  waiting_.clear();
-  for (auto& w : workers_) {
-    w->inflight.clear();
-  }
-  return all;
 }
 
 void pool_core::fail_all(const std::exception_ptr& e) {
@@ -191,16 +163,20 @@ void pool_core::fail_all(const std::exception_ptr& e) {
     if (!w->inflight.empty() && w->st != worker_rec::state::dead) {
       kill(*w, 0);
     }
+    w->inflight.clear();
   }
-  std::vector<task_op*> all = take_all_ops();
-  for (task_op* op : all) {
-    ++stats_.tasks_failed;
-    op->fail(e);
-  }
+  ledger_.fail_all(e);
 }
 
 void pool_core::close(bool drop_completions) noexcept {
-  std::lock_guard lock(mutex_);
+  try {
+    locked(false, [&] { close_locked(drop_completions); });
+  } catch (...) {
+    // Only posting can throw here (bad_alloc); a destructor must not.
+  }
+}
+
+void pool_core::close_locked(bool drop_completions) {
   if (closed()) {
     return;
   }
@@ -229,20 +205,17 @@ void pool_core::close(bool drop_completions) noexcept {
   if (relay_) {
     relay_->stop(drop_completions);  // the workers are gone: their last lines
   }
-  auto aborted = std::make_exception_ptr(
-      std::system_error(asio::error::operation_aborted, "process_pool destroyed"));
-  std::vector<task_op*> all = take_all_ops();
   for (auto& w : workers_) {
+    w->inflight.clear();
     if (w->timer) {
       w->timer->cancel();
     }
   }
-  for (task_op* op : all) {
-    if (drop_completions) {
-      op->drop();
-    } else {
-      op->fail(aborted);
-    }
+  if (drop_completions) {
+    ledger_.drop_all();
+  } else {
+    ledger_.fail_all(std::make_exception_ptr(
+        std::system_error(asio::error::operation_aborted, "process_pool destroyed")));
   }
   if (doorbell_) {
     doorbell_->cancel();
@@ -287,9 +260,7 @@ void pool_core::close_foreign() noexcept {
     ::close(reports_->descriptor().native_handle());
     (void)reports_.release();
   }
-  ops_.clear();
-  queue_.clear();
-  waiting_.clear();
+  ledger_.forget_all();
 }
 
 }  // namespace coproc::detail

@@ -25,6 +25,7 @@
 
 #include "coproc/executors/detail/pool_layout.hpp"
 #include "coproc/executors/detail/pool_lifecycle.hpp"
+#include "coproc/executors/detail/task_ledger.hpp"
 #include "coproc/executors/detail/task_op.hpp"
 #include "coproc/executors/detail/zygote.hpp"
 #include "coproc/executors/detail/zygote_reports.hpp"
@@ -57,21 +58,19 @@ inline exit_status to_exit_status(const zygote_report& r) {
 struct worker_rec {
   enum class state { spawning, running, dead };
   std::size_t index = 0;
-  slot_view view;
+  slot_channel channel;  // the slot's protocol; its parent end's state (arena, frames sent)
   state st = state::dead;
   pid_t pid = 0;
   unique_fd pidfd;
   std::deque<task_op*> inflight;  // sent, not finished, in send order
-  std::uint64_t sent = 0;
-  bool arena_busy = false;
-  bool arena_skip = false;  // arena held by a cancelled frame until the worker passes it
-  std::uint64_t arena_seq = 0;
+  // Not a fourth `state`: a kill is asked for while the worker is spawning
+  // too (it is sent once the spawn is reported), and a killed worker is
+  // still running until its pidfd says otherwise.
   bool killing = false;
   std::uint64_t kill_target = 0;
   std::unique_ptr<asio::steady_timer> timer;
   bool timer_armed = false;
   std::uint64_t timer_gen = 0;    // a disarmed timer's late handler is stale
-  bool touched = false;           // sent to during the current pump()
   std::int64_t spawned_ns = 0;    // when its spawn was asked for (start_timeout)
   std::int64_t exit_seen_ns = 0;  // when its pidfd first showed it gone, unreported
   std::string init_error;         // what its initializer threw, as it told us
@@ -95,9 +94,10 @@ class pool_core final : public std::enable_shared_from_this<pool_core>, public t
   pool_stats stats();
 
  private:
+  pool_stats stats_locked();
+
   void accept(task_op* op);
   void pump();
-  void admit_waiting();
   worker_rec* pick(const task_op& op);
   bool send(worker_rec& w, task_op* op, std::size_t size);
   void drain();
@@ -106,7 +106,19 @@ class pool_core final : public std::enable_shared_from_this<pool_core>, public t
   void wait_doorbell();
   bool spin_for_results(int cpu);
   void on_doorbell();
-  task_op* doorbell_turn();
+  void close_locked(bool drop_completions);
+  /// Runs `step` under the lock, then what it settled outside the lock.
+  /// `may_run_inline`: the caller is one of the pool's own handlers.
+  template <class Step>
+  void locked(bool may_run_inline, Step&& step) {
+    deliveries out;
+    {
+      std::lock_guard lock(mutex_);
+      step();
+      out = ledger_.take_deliveries();
+    }
+    out.run(may_run_inline);
+  }
   void read_reports();
   bool idle() const;
   void listen_or_rest();
@@ -135,7 +147,6 @@ class pool_core final : public std::enable_shared_from_this<pool_core>, public t
   void arm_timeout(worker_rec& w);
   void on_timeout(worker_rec& w);
   void fail_all(const std::exception_ptr& e);
-  std::vector<task_op*> take_all_ops();
   void maybe_finish_shutdown();
   void remove_inflight(worker_rec& w, task_op* op);
   void fail_corrupt_worker(worker_rec& w);
@@ -143,10 +154,11 @@ class pool_core final : public std::enable_shared_from_this<pool_core>, public t
 
   asio::any_io_executor ex_;
   // Guards every member below: entry points run on callers' threads, handlers
-  // on the io_context's threads. Recursive, because a handler's destructor
-  // run under the lock may submit again.
-  mutable std::recursive_mutex mutex_;
+  // on the io_context's threads. No user code runs under it (see
+  // task_ledger.hpp), so a handler may submit again, or destroy the pool.
+  mutable std::mutex mutex_;
   pool_options options_;
+  task_ledger ledger_;
   pool_geometry geometry_;
   mapped_region region_;
   pool_header* header_ = nullptr;
@@ -159,20 +171,16 @@ class pool_core final : public std::enable_shared_from_this<pool_core>, public t
   std::unique_ptr<output_relay> relay_;  // pool_options::worker_output other than inherit
   worker_config config_;
   std::vector<std::unique_ptr<worker_rec>> workers_;
-  std::deque<task_op*> queue_;    // accepted, not yet sent (at most queue_capacity)
-  std::deque<task_op*> waiting_;  // submitted while the queue was full
-  std::unordered_map<std::uint64_t, task_op*> ops_;
-  std::uint64_t next_id_ = 1;
+  std::vector<worker_rec*> touched_;  // sent to during the current pump()
+  // Not part of state_: each says that one asynchronous wait is outstanding
+  // (on the eventfd, a posted drain, on the report pipe), so that at most one
+  // of each is, whatever the lifecycle; listening_ says whether the pool
+  // keeps them armed at all (it rests when idle, in every state but closed).
   bool doorbell_armed_ = false;
   bool drain_posted_ = false;
-  // While on_doorbell runs, finished tasks are kept here rather than posted,
-  // and handed to their handlers once the lock is released (deliver_held).
-  bool holding_ = false;
-  task_op* held_head_ = nullptr;
-  task_op* held_tail_ = nullptr;
-  std::int64_t recent_latency_ns_ = 0;
   bool reports_armed_ = false;
   bool listening_ = false;
+  std::int64_t recent_latency_ns_ = 0;
   std::optional<asio::steady_timer> rest_timer_{std::in_place, ex_};  // reset with the context
   pool_state state_ = pool_state::running;
   std::exception_ptr broken_error_;  // what a broken pool fails tasks with
@@ -182,8 +190,7 @@ class pool_core final : public std::enable_shared_from_this<pool_core>, public t
   // fails, not workers killed now and then while they start.
   std::size_t start_failures_ = 0;
   std::vector<std::function<void()>> shutdown_done_;  // every async_shutdown's handler
-  pool_stats stats_;
-  pid_t owner_ = ::getpid();  // only this process tears the pool down
+  pid_t owner_ = ::getpid();                          // only this process tears the pool down
 };
 
 }  // namespace coproc::detail

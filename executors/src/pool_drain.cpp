@@ -20,13 +20,8 @@
 
 namespace coproc::detail {
 bool pool_core::any_results() const {
-  for (const auto& w : workers_) {
-    // A corrupt ring reads as not empty for ever: its worker is being killed.
-    if (!w->view.results.empty() && !w->view.results.corrupt()) {
-      return true;
-    }
-  }
-  return false;
+  return std::any_of(workers_.begin(), workers_.end(),
+                     [](const auto& w) { return w->channel.results_ready(); });
 }
 
 void pool_core::drain() {
@@ -35,69 +30,38 @@ void pool_core::drain() {
   }
 }
 
+// A frame no worker writes fails the task the worker runs and replaces it.
 void pool_core::drain(worker_rec& w) {
-  bool popped = false;
-  for (;;) {
-    std::span<std::byte> frame = w.view.results.try_peek();
-    if (frame.data() == nullptr) {
-      break;
-    }
-    if (frame.size() < sizeof(result_header)) {
-      // The worker wrote what no worker writes: fail the task it runs and
-      // replace it.
-      w.view.results.pop();
-      popped = true;
-      fail_corrupt_worker(w);
-      continue;
-    }
-    result_header h;
-    std::memcpy(&h, frame.data(), sizeof h);
-    std::span<const std::byte> body;
-    bool valid =
-        h.in_arena ? h.body_size <= w.view.arena_bytes : h.body_size <= frame.size() - sizeof h;
-    if (valid) {
-      body = h.in_arena ? std::span<const std::byte>(w.view.out_arena, h.body_size)
-                        : std::span<const std::byte>(frame.subspan(sizeof h, h.body_size));
-    }
-    if (h.id == initializer_failure_id && h.status == result_exception && valid) {
-      try {
-        w.init_error = decode_from<remote_error>(body).what();
-      } catch (...) {
-        w.init_error = "an exception that did not decode";
-      }
-    }
-    auto it = std::find_if(w.inflight.begin(), w.inflight.end(),
-                           [&](task_op* op) { return op->id == h.id; });
-    if (it != w.inflight.end()) {
-      task_op* op = *it;
-      remove_inflight(w, op);
-      if (!valid) {
-        ++stats_.tasks_failed;
-        op->fail(error(coproc::errc::frame_corrupt, "result frame larger than its ring"));
-      } else {
-        finish(w, op, h, body);
-      }
-    }
-    w.view.results.pop();
-    popped = true;
-    if (h.in_arena) {
-      w.view.shared->out_arena_busy.store(0, std::memory_order_release);
-      futex_wake(w.view.shared->out_arena_busy);
-    }
-  }
-  if (w.view.results.corrupt()) {
-    fail_corrupt_worker(w);
-  }
-  if (popped) {
-    w.view.results.notify_producer();
-  }
+  w.channel.receive(
+      [&](const result_header& h, std::span<const std::byte> body, bool valid) {
+        if (h.id == initializer_failure_id && h.status == result_exception && valid) {
+          try {
+            w.init_error = decode_from<remote_error>(body).what();
+          } catch (...) {
+            w.init_error = "an exception that did not decode";
+          }
+        }
+        auto it = std::find_if(w.inflight.begin(), w.inflight.end(),
+                               [&](task_op* op) { return op->id == h.id; });
+        if (it == w.inflight.end()) {
+          return;  // withdrawn, timed out, or an id the worker made up
+        }
+        task_op* op = *it;
+        remove_inflight(w, op);
+        if (!valid) {
+          ledger_.fail(op, error(coproc::errc::frame_corrupt, "result frame larger than its ring"));
+        } else {
+          finish(w, op, h, body);
+        }
+      },
+      [&] { fail_corrupt_worker(w); });
 }
 
 void pool_core::fail_corrupt_worker(worker_rec& w) {
   if (w.killing) {
     return;
   }
-  std::uint64_t running = w.view.shared->running_id.load(std::memory_order_acquire);
+  std::uint64_t running = w.channel.shared->running_id.load(std::memory_order_acquire);
   auto it = std::find_if(w.inflight.begin(), w.inflight.end(),
                          [&](task_op* op) { return op->id == running; });
   if (it == w.inflight.end() && !w.inflight.empty()) {
@@ -110,17 +74,13 @@ void pool_core::fail_corrupt_worker(worker_rec& w) {
   if (running != 0 && it != w.inflight.end()) {
     task_op* op = *it;
     remove_inflight(w, op);
-    ++stats_.tasks_failed;
-    op->fail(error(coproc::errc::frame_corrupt, "worker wrote a corrupt result frame"));
+    ledger_.fail(op, error(coproc::errc::frame_corrupt, "worker wrote a corrupt result frame"));
   }
 }
 
 void pool_core::remove_inflight(worker_rec& w, task_op* op) {
   w.inflight.erase(std::find(w.inflight.begin(), w.inflight.end(), op));
-  ops_.erase(op->id);
-  if (op->in_arena && w.arena_busy && w.arena_seq == op->seq) {
-    w.arena_busy = false;
-  }
+  w.channel.release(op->seq);
 }
 
 void pool_core::finish(worker_rec&, task_op* op, const result_header& h,
@@ -129,61 +89,17 @@ void pool_core::finish(worker_rec&, task_op* op, const result_header& h,
   std::int64_t latency = monotonic_ns() - op->sent_ns;
   recent_latency_ns_ += (latency - recent_latency_ns_) / 8;
   start_failures_ = 0;  // a worker ran a task: starts do not always fail
-  op->hold_delivery = holding_;
   if (h.status == result_value) {
-    ++stats_.tasks_completed;
-    op->complete(body);
-  } else {
-    ++stats_.tasks_failed;
-    try {
-      op->fail(to_exception_ptr(decode_from<remote_error>(body)));
-    } catch (...) {
-      op->fail(std::current_exception());
-    }
+    ledger_.complete(op, body);
+    return;
   }
-  if (holding_) {
-    (held_tail_ != nullptr ? held_tail_->next_held : held_head_) = op;
-    held_tail_ = op;
+  std::exception_ptr e;
+  try {
+    e = to_exception_ptr(decode_from<remote_error>(body));
+  } catch (...) {
+    e = std::current_exception();
   }
-}
-
-namespace {
-
-// Hands held completions to their handlers, outside the pool's lock: a
-// handler whose executor runs in this thread (a coroutine on this io_context)
-// resumes at once instead of through another reactor turn, which on one core
-// is a non-blocking epoll_wait per result. If a handler throws, the rest are
-// posted before the exception leaves, as Asio lets it, through run().
-void deliver_held(task_op* op) {
-  while (op != nullptr) {
-    task_op* next = op->next_held;
-    try {
-      op->deliver(true);
-    } catch (...) {
-      while (next != nullptr) {
-        task_op* after = next->next_held;
-        next->deliver(false);
-        next = after;
-      }
-      throw;
-    }
-    op = next;
-  }
-}
-
-}  // namespace
-
-// on_doorbell with its completions held; the caller holds the lock and
-// delivers what this returns once it has released it.
-task_op* pool_core::doorbell_turn() {
-  struct holding {
-    bool& flag;
-    explicit holding(bool& f) : flag(f) { flag = true; }
-    ~holding() { flag = false; }  // also if on_doorbell throws: the held go out next turn
-  } hold(holding_);
-  on_doorbell();
-  held_tail_ = nullptr;
-  return std::exchange(held_head_, nullptr);
+  ledger_.fail(op, e);
 }
 
 // Announces that the parent sleeps (workers then ring the eventfd), re-checks
@@ -202,13 +118,10 @@ void pool_core::wait_doorbell() {
     if (!drain_posted_) {
       drain_posted_ = true;
       asio::post(ex_, [self = shared_from_this()] {
-        task_op* held = nullptr;
-        {
-          std::lock_guard lock(self->mutex_);
+        self->locked(true, [&] {
           self->drain_posted_ = false;
-          held = self->doorbell_turn();
-        }
-        deliver_held(held);
+          self->on_doorbell();
+        });
       });
     }
     return;
@@ -219,9 +132,7 @@ void pool_core::wait_doorbell() {
   doorbell_armed_ = true;
   doorbell_->async_wait(
       asio::posix::stream_descriptor::wait_read, [self = shared_from_this()](std::error_code ec) {
-        task_op* held = nullptr;
-        {
-          std::lock_guard lock(self->mutex_);
+        self->locked(true, [&] {
           self->doorbell_armed_ = false;
           if (ec || self->closed()) {
             self->listen_or_rest();
@@ -229,9 +140,8 @@ void pool_core::wait_doorbell() {
           }
           std::uint64_t count;
           [[maybe_unused]] ssize_t n = ::read(self->doorbell_fd_.get(), &count, sizeof count);
-          held = self->doorbell_turn();
-        }
-        deliver_held(held);
+          self->on_doorbell();
+        });
       });
 }
 
@@ -246,9 +156,8 @@ bool pool_core::spin_for_results(int cpu) {
   }
   bool remote_busy = false;
   for (const auto& w : workers_) {
-    remote_busy =
-        remote_busy ||
-        (!w->inflight.empty() && w->view.shared->worker_cpu.load(std::memory_order_relaxed) != cpu);
+    remote_busy = remote_busy || (!w->inflight.empty() && w->channel.shared->worker_cpu.load(
+                                                              std::memory_order_relaxed) != cpu);
   }
   if (!remote_busy) {
     return false;

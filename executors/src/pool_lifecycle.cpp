@@ -45,18 +45,19 @@ void pool_core::read_reports() {
   reports_->descriptor().async_wait(
       asio::posix::stream_descriptor::wait_read,
       [self = shared_from_this(), gen = reports_gen_](std::error_code ec) {
-        std::lock_guard lock(self->mutex_);
-        if (gen != self->reports_gen_) {
-          return;  // the wait of a zygote that was replaced
-        }
-        self->reports_armed_ = false;
-        if (self->closed()) {
-          return;
-        }
-        if (ec != asio::error::operation_aborted) {
-          self->poll_reports();
-        }
-        self->listen_or_rest();
+        self->locked(false, [&] {
+          if (gen != self->reports_gen_) {
+            return;  // the wait of a zygote that was replaced
+          }
+          self->reports_armed_ = false;
+          if (self->closed()) {
+            return;
+          }
+          if (ec != asio::error::operation_aborted) {
+            self->poll_reports();
+          }
+          self->listen_or_rest();
+        });
       });
 }
 
@@ -126,10 +127,10 @@ void pool_core::on_worker_exit(worker_rec& w, const exit_status& status) {
                          " workers in a row (max_restarts) died before they started; the last "
                          "one " +
                          status.describe()));
-  } else if (replaces_workers(state_, !ops_.empty())) {
+  } else if (replaces_workers(state_, !ledger_.empty())) {
+    ++ledger_.stats().respawns;
     // A drain goes on replacing workers (one that retired at
     // max_tasks_per_worker, say) while accepted tasks are left.
-    ++stats_.respawns;
     spawn(w);
   }
   pump();
@@ -140,7 +141,7 @@ void pool_core::on_worker_exit(worker_rec& w, const exit_status& status) {
 // an initializer that threw, crashed or was killed before it returned
 // (whatever its timing: the next worker would do the same).
 std::string pool_core::start_failure(const worker_rec& w, const exit_status& status) const {
-  bool started = w.view.shared->ready.load(std::memory_order_acquire) != 0;
+  bool started = w.channel.shared->ready.load(std::memory_order_acquire) != 0;
   if (started || w.killing || !options_.initializer) {
     return {};
   }
@@ -157,12 +158,12 @@ std::string pool_core::start_failure(const worker_rec& w, const exit_status& sta
 // True when it had started (its initializer returned) or was killed by us.
 bool pool_core::release_worker(worker_rec& w, const exit_status& status) {
   drain(w);  // results published before the death still count
-  auto& shared = *w.view.shared;
+  auto& shared = *w.channel.shared;
   bool retired = status.success() && shared.retiring.load(std::memory_order_acquire) != 0;
   bool started = shared.ready.load(std::memory_order_acquire) != 0 || w.killing;
   std::uint64_t running = shared.running_id.load(std::memory_order_acquire);
   std::uint64_t consumed = shared.consumed.load(std::memory_order_acquire);
-  std::deque<task_op*> requeue;
+  std::vector<task_op*> requeue;
   std::string why = "worker " + std::to_string(w.pid) + " " + status.describe() + " (max RSS " +
                     std::to_string(status.max_rss_kb) + " KiB)" + own_reason(status);
   // Taken before the loop: failing a task below may free it.
@@ -172,36 +173,32 @@ bool pool_core::release_worker(worker_rec& w, const exit_status& status) {
         op->id == running && consumed > op->seq && !(w.killing && w.kill_target != op->id);
     crashed_here = crashed_here || charge_death(w, *op, oldest);
     if (crashed_here) {
-      ops_.erase(op->id);
-      ++stats_.tasks_failed;
       // A crash carries its status as data (worker_crashed_error::status());
       // a worker that found its ring overwritten fails the task as corrupt.
-      op->fail(death_errc(status) == coproc::errc::worker_crashed
-                   ? std::make_exception_ptr(worker_crashed_error(status, why))
-                   : error(death_errc(status), why));
+      ledger_.fail(op, death_errc(status) == coproc::errc::worker_crashed
+                           ? std::make_exception_ptr(worker_crashed_error(status, why))
+                           : error(death_errc(status), why));
     } else {
       op->worker = -1;
       op->state = nullptr;
       requeue.push_back(op);
     }
   }
-  queue_.insert(queue_.begin(), requeue.begin(), requeue.end());
+  ledger_.requeue(requeue);
   if (!retired && !w.killing) {
-    ++stats_.worker_crashes;
+    ++ledger_.stats().worker_crashes;
   }
   w.inflight.clear();
   disarm_timeout(w);
   w.pidfd.reset();
   w.pid = 0;
   w.st = worker_rec::state::dead;
-  w.sent = 0;
-  w.arena_busy = w.arena_skip = false;
   w.killing = false;
   w.kill_target = 0;
   w.exit_seen_ns = 0;
   w.init_error.clear();
-  slot_view::reset(region_.data(), geometry_, w.index);
-  w.view = slot_view(region_.data(), geometry_, w.index);
+  reset_slot(region_.data(), geometry_, w.index);
+  w.channel = slot_at(region_.data(), geometry_, w.index);  // its parent end afresh
   return started;
 }
 
@@ -249,10 +246,10 @@ void pool_core::on_zygote_lost(const std::string& why) {
     // fails rather than runs again: it may be what killed the zygote
     // (kill(getppid(), SIGKILL)), and would do so once per restart.
     w->killing = true;
-    w->kill_target = w->view.shared->running_id.load(std::memory_order_acquire);
+    w->kill_target = w->channel.shared->running_id.load(std::memory_order_acquire);
     release_worker(*w, killed);
   }
-  if (!replaces_workers(state_, !ops_.empty())) {
+  if (!replaces_workers(state_, !ledger_.empty())) {
     maybe_finish_shutdown();  // broken, or a drain with nothing left: no new zygote
     return;
   }
@@ -273,7 +270,7 @@ void pool_core::on_zygote_lost(const std::string& why) {
   }
   std::uint64_t gen = reports_gen_;
   for (auto& w : workers_) {
-    ++stats_.respawns;
+    ++ledger_.stats().respawns;
     spawn(*w);
     if (gen != reports_gen_) {
       return;  // this zygote died at once too, and its successor spawned every slot
@@ -288,7 +285,7 @@ void pool_core::on_zygote_lost(const std::string& why) {
 // pool; a spawn or a death the zygote did not report in time means the zygote
 // is stuck (stopped, say), so it is replaced as if it had died.
 void pool_core::check_starts() {
-  if (options_.start_timeout.count() == 0 || ops_.empty() ||
+  if (options_.start_timeout.count() == 0 || ledger_.empty() ||
       (state_ != pool_state::running && state_ != pool_state::draining)) {
     return;
   }
@@ -308,7 +305,7 @@ void pool_core::check_starts() {
       }
       continue;
     }
-    if (w->view.shared->ready.load(std::memory_order_acquire) == 0) {
+    if (w->channel.shared->ready.load(std::memory_order_acquire) == 0) {
       if (late) {
         std::string what = options_.initializer ? "the pool's initializer did not return"
                                                 : "a worker did not start";
@@ -337,24 +334,25 @@ void pool_core::check_starts() {
 // Every call's handler completes once the pool has stopped; a cancel after a
 // drain fails what the drain had left (the escalation of process_pool.hpp).
 void pool_core::shutdown(shutdown_mode mode, std::function<void()> done) {
-  std::lock_guard lock(mutex_);
-  if (closed()) {
-    done();
-    return;
-  }
-  shutdown_done_.push_back(std::move(done));
-  if (state_ == pool_state::running || state_ == pool_state::broken) {
-    state_ = pool_state::draining;
-  }
-  start_listening();
-  if (mode == shutdown_mode::cancel) {
-    fail_all(error(coproc::errc::pool_stopped, "process_pool: shut down"));
-  }
-  maybe_finish_shutdown();
+  locked(false, [&] {
+    shutdown_done_.push_back(std::move(done));
+    if (closed()) {
+      finish_stop();
+      return;
+    }
+    if (state_ == pool_state::running || state_ == pool_state::broken) {
+      state_ = pool_state::draining;
+    }
+    start_listening();
+    if (mode == shutdown_mode::cancel) {
+      fail_all(error(coproc::errc::pool_stopped, "process_pool: shut down"));
+    }
+    maybe_finish_shutdown();
+  });
 }
 
 void pool_core::maybe_finish_shutdown() {
-  if (state_ != pool_state::draining || shutdown_done_.empty() || !ops_.empty()) {
+  if (state_ != pool_state::draining || shutdown_done_.empty() || !ledger_.empty()) {
     return;
   }
   state_ = pool_state::stopping;
@@ -368,17 +366,15 @@ void pool_core::maybe_finish_shutdown() {
     return;
   }
   zygote_.async_wait_exit(ex_, [self = shared_from_this()](std::error_code, exit_status) {
-    std::lock_guard lock(self->mutex_);
-    self->finish_stop();
+    self->locked(false, [&] { self->finish_stop(); });
   });
 }
 
+// The shutdown handlers run once the lock is released.
 void pool_core::finish_stop() {
-  close();
-  auto handlers = std::move(shutdown_done_);
-  shutdown_done_.clear();
-  for (auto& done : handlers) {
-    done();
+  close_locked(false);
+  for (auto& done : std::exchange(shutdown_done_, {})) {
+    ledger_.pending().call(std::move(done));
   }
 }
 
@@ -386,11 +382,16 @@ void pool_core::finish_stop() {
 // not the pool listens (an idle pool rests), and the live workers are counted
 // from their records, never from a counter that could drift.
 pool_stats pool_core::stats() {
-  std::lock_guard lock(mutex_);
+  pool_stats s;
+  locked(false, [&] { s = stats_locked(); });
+  return s;
+}
+
+pool_stats pool_core::stats_locked() {
   poll_reports();
-  pool_stats s = stats_;
-  s.tasks_queued = queue_.size();
-  s.tasks_waiting = waiting_.size();
+  pool_stats s = ledger_.stats();
+  s.tasks_queued = ledger_.queued();
+  s.tasks_waiting = ledger_.waiting();
   s.workers_alive = 0;
   for (const auto& w : workers_) {
     if (!w->inflight.empty()) {

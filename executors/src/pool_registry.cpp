@@ -33,17 +33,21 @@ void pool_registry::shutdown() {
 // destroyed uncalled, as Asio destroys the handlers still queued in a
 // context that goes away.
 void pool_core::on_context_gone() noexcept {
-  std::lock_guard lock(mutex_);
-  if (!closed()) {
-    close(true);
+  std::vector<std::function<void()>> uncalled;  // destroyed once the lock is released
+  try {
+    locked(false, [&] {
+      close_locked(true);
+      uncalled = std::exchange(shutdown_done_, {});
+      doorbell_.reset();
+      reports_.reset();
+      for (auto& w : workers_) {
+        w->timer.reset();
+      }
+      rest_timer_.reset();
+    });
+  } catch (...) {
+    // Dropping posts nothing; nothing else runs.
   }
-  shutdown_done_.clear();
-  doorbell_.reset();
-  reports_.reset();
-  for (auto& w : workers_) {
-    w->timer.reset();
-  }
-  rest_timer_.reset();
 }
 
 }  // namespace coproc::detail

@@ -63,6 +63,9 @@ constexpr std::chrono::milliseconds rest_interval{20};
 pool_core::pool_core(const asio::any_io_executor& ex, pool_options options)
     : ex_(ex),
       options_(std::move(options)),
+      // Accepted tasks (queued or in a worker's ring) stay within
+      // queue_capacity plus one running task per worker.
+      ledger_(std::max<std::size_t>(options_.queue_capacity, 1) + options_.workers),
       restarts_(options_.max_restarts, options_.restart_period) {
   if (options_.workers == 0) {
     throw std::invalid_argument("coproc::process_pool: workers must be at least 1");
@@ -77,12 +80,13 @@ pool_core::pool_core(const asio::any_io_executor& ex, pool_options options)
   header_->parent_cpu.store(-1, std::memory_order_relaxed);
   header_->anchor = reinterpret_cast<std::intptr_t>(&image_anchor);
   for (std::size_t i = 0; i < options_.workers; ++i) {
-    slot_view::reset(region_.data(), geometry_, i);
+    reset_slot(region_.data(), geometry_, i);
     auto w = std::make_unique<worker_rec>();
     w->index = i;
-    w->view = slot_view(region_.data(), geometry_, i);
+    w->channel = slot_at(region_.data(), geometry_, i);
     workers_.push_back(std::move(w));
   }
+  touched_.reserve(workers_.size());
   doorbell_fd_.reset(check_syscall(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK), "eventfd"));
   config_ = {region_.data(), geometry_, doorbell_fd_.get(), &options_, region_.fd()};
   if (options_.worker_output != worker_output::inherit) {
@@ -100,10 +104,11 @@ pool_core::pool_core(const asio::any_io_executor& ex, pool_options options)
 }
 
 void pool_core::open() {
-  std::lock_guard lock(mutex_);
-  for (auto& w : workers_) {
-    spawn(*w);
-  }
+  locked(false, [&] {
+    for (auto& w : workers_) {
+      spawn(*w);
+    }
+  });
 }
 
 void pool_core::spawn(worker_rec& w) {
@@ -116,24 +121,20 @@ void pool_core::spawn(worker_rec& w) {
 }
 
 void pool_core::start(task_op* op) {
-  std::lock_guard lock(mutex_);
-  op->id = next_id_++;
-  op->bind_cancellation(*this);
-  accept(op);
+  locked(false, [&] { accept(op); });
 }
 
 void pool_core::accept(task_op* op) {
   if (!accepts_tasks(state_)) {
-    ++stats_.tasks_failed;
-    op->fail(state_ == pool_state::broken
-                 ? broken_error_
-                 : error(coproc::errc::pool_stopped, "process_pool: submit after shutdown"));
+    ledger_.refuse(op, state_ == pool_state::broken ? broken_error_
+                                                    : error(coproc::errc::pool_stopped,
+                                                            "process_pool: submit after shutdown"));
     return;
   }
-  ops_.emplace(op->id, op);
   // A full queue holds the submit back (its caller stays suspended) instead
-  // of growing: waiting_ is admitted in order as the queue drains.
-  waiting_.push_back(op);
+  // of growing: the ledger admits waiting tasks in order as the queue drains.
+  ledger_.accept(op);
+  op->bind_cancellation(*this);
   // While the parent is busy here it does not need the eventfd: a worker that
   // finishes meanwhile (on this very CPU, it runs as soon as it is woken)
   // leaves its result for the check in wait_doorbell, saving two syscalls.
@@ -143,16 +144,6 @@ void pool_core::accept(task_op* op) {
     wait_doorbell();
   } else {
     start_listening();
-  }
-}
-
-// Accepted tasks (queued or in a worker's ring) stay within queue_capacity
-// plus one running task per worker.
-void pool_core::admit_waiting() {
-  std::size_t limit = options_.queue_capacity + workers_.size();
-  while (!waiting_.empty() && ops_.size() - waiting_.size() < limit) {
-    queue_.push_back(waiting_.front());
-    waiting_.pop_front();
   }
 }
 
@@ -185,8 +176,7 @@ void pool_core::arm_rest_check() {
   rest_timer_->expires_after(rest_interval);
   rest_timer_->async_wait([self = shared_from_this()](std::error_code ec) {
     if (!ec) {
-      std::lock_guard lock(self->mutex_);
-      self->on_rest_check();
+      self->locked(false, [&] { self->on_rest_check(); });
     }
   });
 }
@@ -196,13 +186,13 @@ void pool_core::arm_rest_check() {
 // earlier would leave that report unread until the next submit, with stats()
 // showing a worker missing meanwhile.
 bool pool_core::idle() const {
-  if (!ops_.empty() || state_ == pool_state::draining || state_ == pool_state::stopping) {
+  if (!ledger_.empty() || state_ == pool_state::draining || state_ == pool_state::stopping) {
     return false;
   }
   return std::none_of(workers_.begin(), workers_.end(), [](const auto& w) {
     return w->st == worker_rec::state::spawning ||
            (w->st == worker_rec::state::running &&
-            w->view.shared->retiring.load(std::memory_order_acquire) != 0);
+            w->channel.shared->retiring.load(std::memory_order_acquire) != 0);
   });
 }
 
@@ -241,11 +231,7 @@ worker_rec* pool_core::pick(const task_op& op) {
     if (w->st == worker_rec::state::dead || w->killing || w->inflight.size() >= pipeline_depth) {
       continue;
     }
-    if (w->arena_skip && w->view.shared->consumed.load(std::memory_order_acquire) > w->arena_seq) {
-      w->arena_skip = false;
-      w->arena_busy = false;
-    }
-    if (op.in_arena && w->arena_busy) {
+    if (op.in_arena && !w->channel.input_arena_free()) {
       continue;
     }
     if (!best || w->inflight.size() < best->inflight.size()) {
@@ -257,16 +243,13 @@ worker_rec* pool_core::pick(const task_op& op) {
 
 // A queued task that cannot be sent fails alone; the pool goes on.
 void pool_core::reject(task_op* op, const std::exception_ptr& e) {
-  queue_.pop_front();
-  ops_.erase(op->id);
-  ++stats_.tasks_failed;
-  op->fail(e);
+  ledger_.dispatched();
+  ledger_.fail(op, e);
 }
 
 void pool_core::pump() {
-  admit_waiting();
-  while (!queue_.empty()) {
-    task_op* op = queue_.front();
+  touched_.clear();  // one doorbell per worker per batch, not one per task
+  while (task_op* op = ledger_.front()) {
     std::size_t size = 0;
     try {
       size = op->body_size();  // runs the arguments' save() in counting mode: may throw
@@ -279,7 +262,7 @@ void pool_core::pump() {
                        "task arguments of " + std::to_string(size) + " bytes"));
       continue;
     }
-    op->in_arena = sizeof(task_header) + size > inline_limit(workers_[0]->view.tasks);
+    op->in_arena = workers_[0]->channel.needs_arena(size);
     worker_rec* w = pick(*op);
     bool sent = false;
     try {
@@ -296,47 +279,31 @@ void pool_core::pump() {
       }
       break;
     }
-    queue_.pop_front();
-    w->touched = true;
-    admit_waiting();
+    ledger_.dispatched();
+    if (std::find(touched_.begin(), touched_.end(), w) == touched_.end()) {
+      touched_.push_back(w);
+    }
   }
   header_->parent_cpu.store(current_cpu(), std::memory_order_relaxed);
-  // One doorbell per worker per batch, not one per task.
-  for (auto& w : workers_) {
-    if (std::exchange(w->touched, false)) {
-      w->view.tasks.notify();
-      arm_timeout(*w);
-    }
+  for (worker_rec* w : touched_) {
+    w->channel.notify_worker();
+    arm_timeout(*w);
   }
 }
 
 bool pool_core::send(worker_rec& w, task_op* op, std::size_t size) {
-  std::size_t frame_size = op->in_arena ? sizeof(task_header) : sizeof(task_header) + size;
-  std::span<std::byte> frame = w.view.tasks.try_reserve(frame_size);
-  if (frame.data() == nullptr) {
-    if (w.view.tasks.corrupt()) {
+  auto frame = w.channel.send(op->id, op->thunk, size, op->in_arena,
+                              [op](std::span<std::byte> body) { op->encode_body(body); });
+  if (frame.state == nullptr) {
+    if (w.channel.tasks_corrupt()) {
       fail_corrupt_worker(w);  // its tail word is not on our terms
     }
     return false;
   }
-  std::span<std::byte> body = op->in_arena ? std::span<std::byte>(w.view.in_arena, size)
-                                           : frame.subspan(sizeof(task_header));
-  op->encode_body(body);
-  auto* h = new (frame.data()) task_header;
-  h->id = op->id;
-  h->thunk = op->thunk;
-  h->state.store(task_queued, std::memory_order_relaxed);
-  h->in_arena = op->in_arena ? 1 : 0;
-  h->body_size = size;
-  op->state = &h->state;
+  op->state = frame.state;
+  op->seq = frame.seq;
   op->sent_ns = monotonic_ns();
   op->worker = static_cast<int>(w.index);
-  op->seq = w.sent++;
-  if (op->in_arena) {
-    w.arena_busy = true;
-    w.arena_seq = op->seq;
-  }
-  w.view.tasks.commit(frame_size);
   w.inflight.push_back(op);
   return true;
 }

@@ -47,7 +47,7 @@ class worker final : public result_writer {
   worker(const worker_config& config, std::size_t slot)
       : config_(config),
         header_(reinterpret_cast<pool_header*>(config.base)),
-        view_(config.base, config.geometry, slot),
+        channel_(slot_at(config.base, config.geometry, slot)),
         zygote_(::getppid()) {}
 
   [[noreturn]] void run() {
@@ -72,13 +72,13 @@ class worker final : public result_writer {
       }
       rearm_death_signal();  // setuid in the initializer cleared it
     }
-    view_.shared->ready.store(1, std::memory_order_release);
-    view_.shared->worker_cpu.store(current_cpu(), std::memory_order_relaxed);
+    channel_.shared->ready.store(1, std::memory_order_release);
+    channel_.shared->worker_cpu.store(current_cpu(), std::memory_order_relaxed);
     std::uint64_t done = 0;
     for (;;) {
-      std::span<std::byte> frame = view_.tasks.try_peek();
+      std::span<std::byte> frame = channel_.next_task();
       if (frame.data() == nullptr) {
-        if (view_.tasks.corrupt()) {
+        if (channel_.tasks_corrupt()) {
           ::_exit(worker_exit_corrupt_frame);
         }
         wait_for_task();
@@ -93,120 +93,52 @@ class worker final : public result_writer {
     }
   }
 
-  // result_writer: where the running task's result goes.
+  // result_writer: where the running task's result goes. A ring found
+  // corrupt (its shared words overwritten, by this worker's task or another)
+  // ends the worker: the parent fails the task with frame_corrupt and
+  // replaces it.
   std::span<std::byte> reserve(std::size_t n) override {
-    if (sizeof(result_header) + n <= inline_limit(view_.results)) {
-      std::span<std::byte> frame = reserve_result(sizeof(result_header) + n);
-      out_in_arena_ = false;
-      out_frame_ = frame.data();
-      return frame.subspan(sizeof(result_header), n);
+    std::span<std::byte> out = channel_.reserve_result(n, recheck, [this] { return orphaned(); });
+    if (out.data() == nullptr) {
+      leave_on_lost_result();
     }
-    if (n > view_.arena_bytes) {
-      throw std::system_error(coproc::errc::payload_too_large,
-                              "result of " + std::to_string(n) + " bytes");
-    }
-    // The arena holds one result at a time: wait until the parent took the
-    // last, which it did once it released that result's frame from the ring
-    // (it reads the arena before). The busy word is only the futex the
-    // parent wakes: its value is shared memory a task can overwrite.
-    auto& busy = view_.shared->out_arena_busy;
-    for (;;) {
-      std::uint32_t seen = busy.load(std::memory_order_acquire);
-      if (view_.results.released_through(arena_frame_end_)) {
-        break;
-      }
-      if (view_.results.corrupt()) {
-        ::_exit(worker_exit_corrupt_frame);
-      }
-      futex_wait(busy, seen, &recheck);
-      leave_if_orphaned();
-    }
-    busy.store(1, std::memory_order_relaxed);
-    out_in_arena_ = true;
-    return {view_.out_arena, n};
-  }
-
-  /// Gives back what the last reserve() took when its result was never
-  /// committed (the encoding threw half-way): the output arena is free again.
-  void abandon() {
-    if (out_in_arena_) {
-      view_.shared->out_arena_busy.store(0, std::memory_order_release);
-      out_in_arena_ = false;
-    }
+    return out;
   }
 
   void commit(std::size_t n) override {
     flush_task_output();
-    if (out_in_arena_) {
-      out_frame_ = reserve_result(sizeof(result_header)).data();
+    if (!channel_.commit_result(current_id_, status_, n, recheck, [this] { return orphaned(); })) {
+      leave_on_lost_result();
     }
-    result_header h{current_id_, status_, out_in_arena_ ? 1u : 0u, n};
-    std::memcpy(out_frame_, &h, sizeof h);
-    view_.results.commit(out_in_arena_ ? sizeof h : sizeof h + n);
-    if (out_in_arena_) {
-      arena_frame_end_ = view_.results.published();
-    }
-    out_in_arena_ = false;
   }
 
  private:
   /// Runs the frame's task; false when the parent had cancelled it.
   bool run_one(std::span<std::byte> frame) {
-    auto* task = reinterpret_cast<task_header*>(frame.data());
-    std::uint32_t expected = task_queued;
-    bool mine =
-        task->state.compare_exchange_strong(expected, task_taken, std::memory_order_acq_rel);
-    auto& shared = *view_.shared;
-    if (mine) {
-      shared.running_id.store(task->id, std::memory_order_relaxed);
-      shared.started_ns.store(monotonic_ns(), std::memory_order_relaxed);
-    }
-    shared.consumed.fetch_add(1, std::memory_order_release);
-    if (!mine) {
-      view_.tasks.pop();
+    if (!channel_.take(frame)) {
       return false;
     }
-    current_id_ = task->id;
+    current_id_ = reinterpret_cast<const task_header*>(frame.data())->id;
     status_ = result_value;
     try {
-      std::span<const std::byte> body = task_body(*task, frame);
-      auto thunk = reinterpret_cast<thunk_fn>(const_cast<void*>(checked_code_address(task->thunk)));
+      std::span<const std::byte> body = channel_.task_body(frame);
+      std::int64_t thunk_offset = reinterpret_cast<const task_header*>(frame.data())->thunk;
+      auto thunk =
+          reinterpret_cast<thunk_fn>(const_cast<void*>(checked_code_address(thunk_offset)));
       thunk(body, *this);
     } catch (...) {
-      abandon();
+      channel_.abandon_result();
       status_ = result_exception;
       write_value(coproc::capture_current_exception());
     }
-    view_.tasks.pop();
-    shared.running_id.store(0, std::memory_order_relaxed);
+    channel_.task_done();
     notify_parent();
     trim_pending_ = true;
     return true;
   }
 
-  std::span<const std::byte> task_body(const task_header& task, std::span<std::byte> frame) {
-    if (task.in_arena != 0) {
-      if (task.body_size > view_.arena_bytes) {
-        throw std::system_error(coproc::errc::frame_corrupt, "task body larger than the arena");
-      }
-      return {view_.in_arena, task.body_size};
-    }
-    if (task.body_size > frame.size() - sizeof(task_header)) {
-      throw std::system_error(coproc::errc::frame_corrupt, "task body larger than its frame");
-    }
-    return frame.subspan(sizeof(task_header), task.body_size);
-  }
-
-  /// Space in the result ring; a ring that is corrupt (its shared words
-  /// overwritten, by this worker's task or another) ends the worker: the
-  /// parent fails the task with frame_corrupt and replaces it.
-  std::span<std::byte> reserve_result(std::size_t n) {
-    std::span<std::byte> frame =
-        view_.results.reserve_wait(n, recheck, [this] { return orphaned(); });
-    if (frame.data() == nullptr) {
-      ::_exit(view_.results.corrupt() ? worker_exit_corrupt_frame : worker_exit_orphaned);
-    }
-    return frame;
+  [[noreturn]] void leave_on_lost_result() {
+    ::_exit(channel_.results_corrupt() ? worker_exit_corrupt_frame : worker_exit_orphaned);
   }
 
   /// Rings the parent's eventfd if it announced that it sleeps. A worker
@@ -241,11 +173,6 @@ class worker final : public result_writer {
   /// The zygote (this worker's parent) is gone: by getppid, which changes
   /// once the kernel re-parented this process, death signal or not.
   bool orphaned() const { return ::getppid() != zygote_; }
-  void leave_if_orphaned() const {
-    if (orphaned()) {
-      ::_exit(worker_exit_orphaned);
-    }
-  }
 
   /// Spins briefly while the parent runs on another CPU (it answers in well
   /// under a microsecond there), then sleeps on the ring's futex. Spinning
@@ -257,7 +184,7 @@ class worker final : public result_writer {
       // Keep the freed heap for the next task unless the worker stays idle:
       // then give it back, so an idle worker holds little memory.
       timespec idle{0, 100'000'000};
-      if (view_.tasks.wait_not_empty(spin, &idle)) {
+      if (channel_.wait_for_task(spin, &idle)) {
         return;
       }
       ::malloc_trim(0);
@@ -271,11 +198,11 @@ class worker final : public result_writer {
     // Sleeps are bounded: an idle worker notices a dead zygote by itself
     // (even with its death signal cleared), and a wake-up lost to a task
     // that overwrote the ring's flags costs at most `recheck`.
-    while (!view_.tasks.wait_not_empty(spin, &recheck)) {
+    while (!channel_.wait_for_task(spin, &recheck)) {
       spin = 0;
       rearm_death_signal();  // a task may have cleared it; leaves if orphaned
     }
-    view_.shared->worker_cpu.store(current_cpu(), std::memory_order_relaxed);
+    channel_.shared->worker_cpu.store(current_cpu(), std::memory_order_relaxed);
   }
 
   static void apply_limits(const worker_limits& limits) {
@@ -301,7 +228,7 @@ class worker final : public result_writer {
     try {
       write_value(coproc::capture_current_exception());
     } catch (...) {
-      abandon();  // the exit status alone still says what happened
+      channel_.abandon_result();  // the exit status alone still says what happened
     }
     ::_exit(worker_exit_init_failed);
   }
@@ -324,7 +251,7 @@ class worker final : public result_writer {
 
   [[noreturn]] void retire() {
     std::fflush(nullptr);  // an orderly exit: _exit does not flush stdio
-    view_.shared->retiring.store(1, std::memory_order_release);
+    channel_.shared->retiring.store(1, std::memory_order_release);
     ::_exit(worker_exit_retired);
   }
 
@@ -334,14 +261,11 @@ class worker final : public result_writer {
 
   worker_config config_;
   pool_header* header_;
-  slot_view view_;
+  slot_channel channel_;
   std::uint64_t current_id_ = 0;
   std::uint32_t status_ = result_value;
-  bool out_in_arena_ = false;
-  std::byte* out_frame_ = nullptr;
-  bool trim_pending_ = false;          // the heap may hold memory freed by a task
-  pid_t zygote_;                       // this worker's parent
-  std::uint64_t arena_frame_end_ = 0;  // result ring position past the last arena result's frame
+  bool trim_pending_ = false;  // the heap may hold memory freed by a task
+  pid_t zygote_;               // this worker's parent
 };
 
 }  // namespace

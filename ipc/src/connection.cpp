@@ -11,6 +11,7 @@
 
 #include "coproc/ipc/detail/peer_spin.hpp"
 #include "coproc/ipc/pipe.hpp"
+#include "coproc/runtime/detail/fd_io.hpp"
 #include "coproc/runtime/detail/nosigpipe.hpp"
 #include "coproc/runtime/detail/system_error.hpp"
 
@@ -63,15 +64,11 @@ frame_buffer make_frame(std::size_t payload) {
 }
 
 int send_impl::attempt() noexcept {
-  for (;;) {
-    ssize_t r = ::send(fd, data, len, MSG_DONTWAIT | MSG_NOSIGNAL);
-    if (r >= 0) {
-      return static_cast<int>(r);
-    }
-    if (errno != EINTR) {
-      return errno == EWOULDBLOCK ? -EAGAIN : -errno;
-    }
+  ssize_t r = retry_eintr([&] { return ::send(fd, data, len, MSG_DONTWAIT | MSG_NOSIGNAL); });
+  if (r >= 0) {
+    return static_cast<int>(r);
   }
+  return errno == EWOULDBLOCK ? -EAGAIN : -errno;
 }
 
 io_uring_sqe send_impl::prepare() noexcept {
@@ -202,34 +199,29 @@ std::error_code connection_core::try_read(std::size_t& got) {
     return asio::error::bad_descriptor;
   }
   std::span<std::byte> space = read_space();
-  for (;;) {
-    ssize_t r = 0;
+  ssize_t r = retry_eintr([&] {
     if (socket_) {
-      r = ::recv(fd_.get(), space.data(), space.size(), MSG_DONTWAIT);
-    } else {
-      // RWF_NOWAIT: non-blocking for this call only; the fd stays blocking
-      // for the ring and for the peer that shares the open file after fork.
-      iovec iov{space.data(), space.size()};
-      r = ::preadv2(fd_.get(), &iov, 1, -1, RWF_NOWAIT);
+      return ::recv(fd_.get(), space.data(), space.size(), MSG_DONTWAIT);
     }
-    if (r > 0) {
-      got = static_cast<std::size_t>(r);
-      end_ += got;
-      return {};
-    }
-    if (r == 0) {
-      inbound_ended_ = true;
-      return errc::end_of_stream;
-    }
-    if (errno == EINTR) {
-      continue;
-    }
-    if (errno == EAGAIN || errno == EWOULDBLOCK) {
-      return asio::error::would_block;
-    }
-    return is_end_of_stream(errno) ? std::error_code(errc::end_of_stream)
-                                   : std::error_code(errno, std::system_category());
+    // RWF_NOWAIT: non-blocking for this call only; the fd stays blocking
+    // for the ring and for the peer that shares the open file after fork.
+    iovec iov{space.data(), space.size()};
+    return ::preadv2(fd_.get(), &iov, 1, -1, RWF_NOWAIT);
+  });
+  if (r > 0) {
+    got = static_cast<std::size_t>(r);
+    end_ += got;
+    return {};
   }
+  if (r == 0) {
+    inbound_ended_ = true;
+    return errc::end_of_stream;
+  }
+  if (errno == EAGAIN || errno == EWOULDBLOCK) {
+    return asio::error::would_block;
+  }
+  return is_end_of_stream(errno) ? std::error_code(errc::end_of_stream)
+                                 : std::error_code(errno, std::system_category());
 }
 
 std::error_code connection_core::read_blocking() {
@@ -256,22 +248,17 @@ std::error_code connection_core::read_blocking() {
     spin_skip_ = 1u << spin_failures_;
   }
   std::span<std::byte> space = read_space();
-  for (;;) {
-    ssize_t r = ::read(fd_.get(), space.data(), space.size());
-    if (r > 0) {
-      end_ += static_cast<std::size_t>(r);
-      return {};
-    }
-    if (r == 0) {
-      inbound_ended_ = true;
-      return errc::end_of_stream;
-    }
-    if (errno == EINTR) {
-      continue;
-    }
-    return is_end_of_stream(errno) ? std::error_code(errc::end_of_stream)
-                                   : std::error_code(errno, std::system_category());
+  ssize_t r = retry_eintr([&] { return ::read(fd_.get(), space.data(), space.size()); });
+  if (r > 0) {
+    end_ += static_cast<std::size_t>(r);
+    return {};
   }
+  if (r == 0) {
+    inbound_ended_ = true;
+    return errc::end_of_stream;
+  }
+  return is_end_of_stream(errno) ? std::error_code(errc::end_of_stream)
+                                 : std::error_code(errno, std::system_category());
 }
 
 std::error_code connection_core::write_blocking(std::span<const std::byte> bytes) {
@@ -285,12 +272,11 @@ std::error_code connection_core::write_blocking(std::span<const std::byte> bytes
     return errc::end_of_stream;  // see mark_inbound_ended()
   }
   while (!bytes.empty()) {
-    ssize_t r = socket_ ? ::send(fd_.get(), bytes.data(), bytes.size(), MSG_NOSIGNAL)
-                        : pipe_write(wfd_.get(), bytes.data(), bytes.size(), false);
+    ssize_t r = retry_eintr([&] {
+      return socket_ ? ::send(fd_.get(), bytes.data(), bytes.size(), MSG_NOSIGNAL)
+                     : pipe_write(wfd_.get(), bytes.data(), bytes.size(), false);
+    });
     if (r < 0) {
-      if (errno == EINTR) {
-        continue;
-      }
       return is_end_of_stream(errno) ? std::error_code(errc::end_of_stream)
                                      : std::error_code(errno, std::system_category());
     }
@@ -310,22 +296,19 @@ std::error_code connection_core::try_write(std::span<const std::byte> bytes, std
   if (inbound_ended_ && !socket_) {
     return errc::end_of_stream;  // see mark_inbound_ended()
   }
-  for (;;) {
-    ssize_t r = socket_ ? ::send(fd_.get(), bytes.data(), bytes.size(), MSG_DONTWAIT | MSG_NOSIGNAL)
-                        : pipe_write(wfd_.get(), bytes.data(), bytes.size(), true);
-    if (r >= 0) {
-      sent = static_cast<std::size_t>(r);
-      return {};
-    }
-    if (errno == EINTR) {
-      continue;
-    }
-    if (errno == EAGAIN || errno == EWOULDBLOCK) {
-      return asio::error::would_block;
-    }
-    return is_end_of_stream(errno) ? std::error_code(errc::end_of_stream)
-                                   : std::error_code(errno, std::system_category());
+  ssize_t r = retry_eintr([&] {
+    return socket_ ? ::send(fd_.get(), bytes.data(), bytes.size(), MSG_DONTWAIT | MSG_NOSIGNAL)
+                   : pipe_write(wfd_.get(), bytes.data(), bytes.size(), true);
+  });
+  if (r >= 0) {
+    sent = static_cast<std::size_t>(r);
+    return {};
   }
+  if (errno == EAGAIN || errno == EWOULDBLOCK) {
+    return asio::error::would_block;
+  }
+  return is_end_of_stream(errno) ? std::error_code(errc::end_of_stream)
+                                 : std::error_code(errno, std::system_category());
 }
 
 void connection_core::break_writes() noexcept {

@@ -82,7 +82,6 @@ std::size_t runtime::open(const pool_options& options, const mpi_options& mpi) {
     throw std::system_error(coproc::errc::worker_crashed, "mpi_pool: MPI failed earlier");
   }
   per_rank_ = mpi.tasks_per_rank;
-  capacity_ = std::max<std::size_t>(1, options.queue_capacity);
   max_payload_ = std::min(options.max_payload, message_limit);
   hello_error_.clear();
   for (int r = 1; r < size; ++r) {
@@ -101,117 +100,87 @@ std::size_t runtime::open(const pool_options& options, const mpi_options& mpi) {
   if (!hello_error_.empty()) {
     throw std::system_error(hello_code_, hello_error_);
   }
-  session_ = pool_state::running;
-  stats_ = {};
+  // Admitted tasks: a queue of queue_capacity, plus what the ranks hold (the
+  // acks said how many workers each has).
   std::size_t workers = 0;
+  std::size_t held = 0;
   for (int r = 1; r < size; ++r) {
     workers += ranks_[r].workers_alive;
+    held += slots_[r];
   }
+  ledger_.set_limit(std::max<std::size_t>(1, options.queue_capacity) + held);
+  session_ = pool_state::running;
+  ledger_.stats() = {};
   return workers;
 }
 
 void runtime::close() {
-  std::vector<task_op*> all;
-  std::function<void()> done;
-  {
-    std::lock_guard lk(m_);
-    take_all_locked(all);
+  locked([&] {
+    ledger_.fail_all(std::make_exception_ptr(
+        std::system_error(asio::error::operation_aborted, "mpi_pool destroyed")));
     session_ = pool_state::closed;
-    done = std::move(shutdown_done_);
+    if (shutdown_done_) {
+      ledger_.pending().call(std::exchange(shutdown_done_, nullptr));
+    }
     for (int r = 1; r < size; ++r) {
       control_.push_back({r, tag_bye, {}});
     }
     cv_.notify_all();
-  }
-  auto aborted = std::make_exception_ptr(
-      std::system_error(asio::error::operation_aborted, "mpi_pool destroyed"));
-  for (task_op* op : all) {
-    op->fail(aborted);
-  }
-  if (done) {
-    done();
-  }
+  });
 }
 
 void runtime::start(task_op* op) {
-  {
-    std::lock_guard lk(m_);
-    if (accepts_tasks(session_) && !fatal_) {
-      // Back-pressure: past queue_capacity the task waits (in order) until
-      // the queue has room, instead of growing the queue.
-      if (waiting_.empty() && queue_.size() < capacity_) {
-        queue_.emplace(op->id, op);
-      } else {
-        waiting_.emplace(op->id, op);
-      }
-      cv_.notify_one();
+  locked([&] {
+    if (!accepts_tasks(session_) || fatal_) {
+      ledger_.refuse(op, error_ptr(coproc::errc::pool_stopped, "mpi_pool: not accepting work"));
       return;
     }
-  }
-  op->fail(error_ptr(coproc::errc::pool_stopped, "mpi_pool: not accepting work"));
+    // Back-pressure: past the limit the task waits (in order) until there
+    // is room, instead of growing the queue.
+    ledger_.accept(op);
+    cv_.notify_one();
+  });
 }
 
+// A queued task is withdrawn; a sent one is failed now and its rank cancels
+// it there (its worker is killed if it runs); its reply will be dropped.
 void runtime::cancel(std::uint64_t id) {
-  task_op* op = nullptr;
-  std::function<void()> done;
-  {
-    std::lock_guard lk(m_);
-    if (auto it = queue_.find(id); it != queue_.end()) {
-      op = it->second;
-      queue_.erase(it);
-      admit_locked();
-    } else if (auto w = waiting_.find(id); w != waiting_.end()) {
-      op = w->second;
-      waiting_.erase(w);
-    } else if (auto s = sent_.find(id); s != sent_.end()) {
-      // Its rank kills the worker that runs it; the reply is dropped here.
-      op = s->second;
-      sent_.erase(s);
+  locked([&] {
+    task_op* op = ledger_.find(id);
+    if (op == nullptr) {
+      return;
+    }
+    if (!ledger_.withdraw_queued(op)) {
       cancel_wire c{id};
       control_.push_back({op->worker, tag_cancel, message(&c, sizeof c, {})});
       cv_.notify_one();
     }
-    if (op == nullptr) {
-      return;
-    }
-    ++stats_.tasks_cancelled;
-    done = idle_done_locked();
-  }
-  op->fail(std::make_exception_ptr(
-      std::system_error(asio::error::operation_aborted, "mpi_pool: task cancelled")));
-  if (done) {
-    done();
-  }
+    ledger_.fail(op,
+                 std::make_exception_ptr(
+                     std::system_error(asio::error::operation_aborted, "mpi_pool: task cancelled")),
+                 task_ledger::ending::cancelled);
+    finish_if_idle_locked();
+  });
 }
 
 void runtime::shutdown(shutdown_mode mode, std::function<void()> done) {
-  std::vector<task_op*> all;
-  {
-    std::lock_guard lk(m_);
+  locked([&] {
     if (session_ == pool_state::running) {
       session_ = pool_state::draining;
     }
     if (mode == shutdown_mode::cancel) {
-      take_all_locked(all);
-      stats_.tasks_failed += all.size();
+      ledger_.fail_all(error_ptr(coproc::errc::pool_stopped, "mpi_pool: shut down"));
     }
     shutdown_done_ = std::move(done);
-    done = idle_done_locked();
-  }
-  auto stopped = error_ptr(coproc::errc::pool_stopped, "mpi_pool: shut down");
-  for (task_op* op : all) {
-    op->fail(stopped);
-  }
-  if (done) {
-    done();
-  }
+    finish_if_idle_locked();
+  });
 }
 
 pool_stats runtime::stats() const {
   std::lock_guard lk(m_);
-  pool_stats s = stats_;
-  s.tasks_queued = queue_.size();
-  s.tasks_waiting = waiting_.size();
+  pool_stats s = ledger_.stats();
+  s.tasks_queued = ledger_.queued();
+  s.tasks_waiting = ledger_.waiting();
   for (int r = 1; r < size; ++r) {
     rank_stats one = ranks_[r];
     one.tasks_held = load_[r];
@@ -258,12 +227,10 @@ void runtime::finish() {
   thread_.join();
 }
 
-std::function<void()> runtime::idle_done_locked() {
-  if (shutdown_done_ && !accepts_tasks(session_) && queue_.empty() && sent_.empty() &&
-      waiting_.empty()) {
-    return std::exchange(shutdown_done_, nullptr);
+void runtime::finish_if_idle_locked() {
+  if (shutdown_done_ && !accepts_tasks(session_) && ledger_.empty()) {
+    ledger_.pending().call(std::exchange(shutdown_done_, nullptr));
   }
-  return nullptr;
 }
 
 std::uint64_t mpi_next_id() noexcept {

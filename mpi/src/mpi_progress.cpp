@@ -34,24 +34,9 @@ std::exception_ptr crash_error(int source, std::span<const std::byte> body) {
 
 }  // namespace
 
-void runtime::take_all_locked(std::vector<task_op*>& all) {
-  for (auto& [id, op] : queue_) {
-    all.push_back(op);
-  }
-  for (auto& [id, op] : sent_) {
-    all.push_back(op);
-  }
-  for (auto& [id, op] : waiting_) {
-    all.push_back(op);
-  }
-  queue_.clear();
-  sent_.clear();
-  waiting_.clear();
-}
-
 bool runtime::has_work_locked() const {
   return stopping_ || !control_.empty() ||
-         (session_ != pool_state::closed && !queue_.empty() && free_rank_locked() > 0);
+         (session_ != pool_state::closed && ledger_.front() != nullptr && free_rank_locked() > 0);
 }
 
 int runtime::free_rank_locked() const {
@@ -67,30 +52,22 @@ int runtime::free_rank_locked() const {
   return best;
 }
 
-void runtime::admit_locked() {
-  while (!waiting_.empty() && queue_.size() < capacity_) {
-    queue_.insert(waiting_.extract(waiting_.begin()));
-  }
-}
-
-void runtime::collect_locked(std::vector<outgoing>& out, std::vector<task_op*>& too_large) {
+void runtime::collect_locked(std::vector<outgoing>& out) {
   for (auto& c : control_) {
     out.push_back(std::move(c));
   }
   control_.clear();
-  while (session_ != pool_state::closed && !queue_.empty()) {
+  while (session_ != pool_state::closed && ledger_.front() != nullptr) {
     int r = free_rank_locked();
     if (r < 0) {
       break;
     }
-    auto it = queue_.begin();
-    task_op* op = it->second;
-    queue_.erase(it);
-    admit_locked();
+    task_op* op = ledger_.front();
+    ledger_.dispatched();
     std::size_t body = op->body_size();
     if (body > max_payload_) {
-      ++stats_.tasks_failed;
-      too_large.push_back(op);
+      ledger_.fail(op, error_ptr(coproc::errc::payload_too_large,
+                                 "mpi_pool: task above pool_options::max_payload (or 2 GiB)"));
       continue;
     }
     std::vector<std::byte> m(sizeof(task_wire) + body);
@@ -98,17 +75,15 @@ void runtime::collect_locked(std::vector<outgoing>& out, std::vector<task_op*>& 
     std::memcpy(m.data(), &t, sizeof t);
     op->encode_body(std::span<std::byte>(m).subspan(sizeof t));
     op->worker = r;
-    sent_.emplace(op->id, op);
     ++load_[r];
     ++expected_;
-    out.push_back({r, tag_task, std::move(m), op});
+    out.push_back({r, tag_task, std::move(m), op->id});
   }
 }
 
 void runtime::progress_loop() {
   std::vector<outgoing> out;
-  std::vector<task_op*> too_large;
-  std::function<void()> failed_done;
+  deliveries settled;
   std::vector<in_flight_send> sends;
   std::vector<std::byte> in;
   backoff idle;
@@ -131,25 +106,17 @@ void runtime::progress_loop() {
       if (stopping_ && sends.empty() && expected_ == 0) {
         break;
       }
-      collect_locked(out, too_large);
-      if (!too_large.empty()) {
-        failed_done = idle_done_locked();
-      }
+      collect_locked(out);
+      finish_if_idle_locked();
+      settled = ledger_.take_deliveries();
     }
     bool busy = !out.empty();
-    for (task_op* op : too_large) {
-      op->fail(error_ptr(coproc::errc::payload_too_large,
-                         "mpi_pool: task above pool_options::max_payload (or 2 GiB)"));
-    }
-    too_large.clear();
-    if (failed_done) {
-      std::exchange(failed_done, nullptr)();
-    }
+    settled.run(false);
     for (outgoing& o : out) {
       in_flight_send s{MPI_REQUEST_NULL, std::move(o.bytes)};
       if (MPI_Isend(s.bytes.data(), static_cast<int>(s.bytes.size()), MPI_BYTE, o.rank, o.tag,
                     MPI_COMM_WORLD, &s.req) != MPI_SUCCESS) {
-        rank_failed(o.rank, o.op);
+        rank_failed(o.rank, o.task);
         continue;
       }
       sends.push_back(std::move(s));
@@ -209,36 +176,28 @@ void runtime::on_result(int source, std::span<const std::byte> m) {
   }
   result_wire r;
   std::memcpy(&r, m.data(), sizeof r);
-  task_op* op = nullptr;
-  std::function<void()> done;
-  {
-    std::lock_guard lk(m_);
+  locked([&] {
     --load_[source];
     --expected_;
-    if (auto it = sent_.find(r.id); it != sent_.end()) {
-      op = it->second;
-      sent_.erase(it);
-      ++(r.status == status_value ? stats_.tasks_completed : stats_.tasks_failed);
-    }
-    done = idle_done_locked();
-  }
-  if (op != nullptr) {
-    auto body = m.subspan(sizeof r);
-    if (r.status == status_value) {
-      op->complete(body);
-    } else if (r.status == status_crash) {
-      op->fail(crash_error(source, body));
-    } else {
-      try {
-        op->fail(to_exception_ptr(decode_from<remote_error>(body)));
-      } catch (...) {
-        op->fail(std::current_exception());
+    // Not found: cancelled meanwhile; its result is dropped.
+    if (task_op* op = ledger_.find(r.id)) {
+      auto body = m.subspan(sizeof r);
+      if (r.status == status_value) {
+        ledger_.complete(op, body);
+      } else if (r.status == status_crash) {
+        ledger_.fail(op, crash_error(source, body));
+      } else {
+        std::exception_ptr e;
+        try {
+          e = to_exception_ptr(decode_from<remote_error>(body));
+        } catch (...) {
+          e = std::current_exception();
+        }
+        ledger_.fail(op, e);
       }
     }
-  }
-  if (done) {
-    done();
-  }
+    finish_if_idle_locked();
+  });
 }
 
 void runtime::on_ack(int source, std::span<const std::byte> m) {
@@ -286,27 +245,30 @@ void runtime::on_stats(int source, std::span<const std::byte> m) {
   r.worker_pids = std::move(pids);
 }
 
-void runtime::rank_failed(int rank, task_op* op) {
-  std::lock_guard lk(m_);
-  if (op != nullptr && sent_.erase(op->id) != 0) {
+// `task`: the id of the task the failed send carried (0 for a control message).
+void runtime::rank_failed(int rank, std::uint64_t task) {
+  locked([&] {
+    if (task == 0) {
+      return;
+    }
+    // Counted when it was collected for this rank; no reply will come.
     --load_[rank];
     --expected_;
-    ++stats_.worker_crashes;
-    op->fail(error_ptr(coproc::errc::worker_crashed, "mpi_pool: send to a rank failed"));
-  }
+    if (task_op* op = ledger_.find(task)) {
+      ++ledger_.stats().worker_crashes;
+      ledger_.fail(op, error_ptr(coproc::errc::worker_crashed, "mpi_pool: send to a rank failed"));
+    }
+    finish_if_idle_locked();
+  });
 }
 
 void runtime::fail_everything() {
-  std::vector<task_op*> all;
-  {
-    std::lock_guard lk(m_);
+  locked([&] {
     fatal_ = true;
-    take_all_locked(all);
+    ledger_.fail_all(error_ptr(coproc::errc::worker_crashed, "mpi_pool: MPI failed"));
+    finish_if_idle_locked();
     opened_.notify_all();
-  }
-  for (task_op* op : all) {
-    op->fail(error_ptr(coproc::errc::worker_crashed, "mpi_pool: MPI failed"));
-  }
+  });
 }
 
 }  // namespace coproc::detail

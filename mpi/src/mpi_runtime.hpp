@@ -11,7 +11,6 @@
 #include <condition_variable>
 #include <cstddef>
 #include <cstdint>
-#include <deque>
 #include <exception>
 #include <functional>
 #include <future>
@@ -24,6 +23,7 @@
 #include <vector>
 
 #include "coproc/executors/detail/pool_lifecycle.hpp"
+#include "coproc/executors/detail/task_ledger.hpp"
 #include "coproc/executors/detail/task_op.hpp"
 #include "coproc/mpi/mpi_pool.hpp"
 #include "coproc/runtime/errc.hpp"
@@ -67,7 +67,7 @@ class runtime {
     int rank;
     int tag;
     std::vector<std::byte> bytes;
-    task_op* op = nullptr;  // for tasks: failed if the send fails
+    std::uint64_t task = 0;  // for tasks: its id, failed if the send fails
   };
   struct in_flight_send {
     MPI_Request req;
@@ -79,25 +79,28 @@ class runtime {
   /// Rank 0 at exit: tells the worker ranks to stop, then finalises.
   void finish();
 
-  void take_all_locked(std::vector<task_op*>& all);
+  /// Under the lock: the shutdown handler goes to the ledger's deliveries
+  /// once no task is left.
+  void finish_if_idle_locked();
 
-  std::function<void()> idle_done_locked();
+  /// Runs `step` under the lock, then what it settled outside the lock.
+  template <class Step>
+  void locked(Step&& step) {
+    deliveries out;
+    {
+      std::lock_guard lk(m_);
+      step();
+      out = ledger_.take_deliveries();
+    }
+    out.run(false);
+  }
 
   bool has_work_locked() const;
 
   int free_rank_locked() const;
 
-  /// Moves waiting tasks into the queue while it has room.
-  void admit_locked();
-
-  static std::int64_t now_ns() {
-    return std::chrono::duration_cast<std::chrono::nanoseconds>(
-               std::chrono::steady_clock::now().time_since_epoch())
-        .count();
-  }
-
   /// Under the lock: control messages, then tasks for ranks with room.
-  void collect_locked(std::vector<outgoing>& out, std::vector<task_op*>& too_large);
+  void collect_locked(std::vector<outgoing>& out);
 
   void progress_loop();
 
@@ -107,7 +110,7 @@ class runtime {
 
   void on_stats(int source, std::span<const std::byte> m);
 
-  void rank_failed(int rank, task_op* op);
+  void rank_failed(int rank, std::uint64_t task);
 
   void fail_everything();
 
@@ -129,12 +132,11 @@ class runtime {
   int acks_pending_ = 0;
   std::string hello_error_;
   coproc::errc hello_code_ = coproc::errc::function_mismatch;
-  std::size_t capacity_ = 4096;  // pool_options::queue_capacity
   std::size_t max_payload_ = message_limit;
-  std::map<std::uint64_t, task_op*> waiting_;  // submitted while the queue was full
+  // The session's tasks: admission (queue_capacity plus what the ranks can
+  // hold), queued and sent tasks, counters, completions run after m_.
+  task_ledger ledger_;
   std::vector<outgoing> control_;
-  std::map<std::uint64_t, task_op*> queue_;  // ids grow: map order is FIFO
-  std::map<std::uint64_t, task_op*> sent_;
   // Per rank (index = rank; 0 unused): the tasks it holds until their replies
   // come (cancelled ones too), as many as slots_ at once; its pool's figures.
   std::vector<std::size_t> load_;
@@ -142,7 +144,6 @@ class runtime {
   std::vector<rank_stats> ranks_;
   std::size_t expected_ = 0;  // results still to come
   std::function<void()> shutdown_done_;
-  pool_stats stats_;
 };
 
 /// The build id rank 0 announces: the real one unless a test set another.

@@ -7,6 +7,7 @@
 
 #include <cerrno>
 
+#include "coproc/runtime/detail/fd_io.hpp"
 #include "coproc/runtime/detail/pipe_io.hpp"
 #include "coproc/runtime/detail/system_error.hpp"
 #include "coproc/runtime/detail/uring_ops.hpp"
@@ -26,11 +27,9 @@ int child_state::reap(bool block) noexcept {
   siginfo_t info{};
   rusage usage{};
   int options = WEXITED | __WALL | (block ? 0 : WNOHANG);
-  long rc;
-  do {
-    // The raw syscall: glibc's waitid has no rusage argument.
-    rc = ::syscall(SYS_waitid, P_PIDFD, pidfd.get(), &info, options, &usage);
-  } while (rc < 0 && errno == EINTR);
+  // The raw syscall: glibc's waitid has no rusage argument.
+  long rc = retry_eintr(
+      [&] { return ::syscall(SYS_waitid, P_PIDFD, pidfd.get(), &info, options, &usage); });
   if (rc < 0) {
     return errno;
   }

@@ -435,7 +435,7 @@ TEST_CASE("spawn: a zygote whose image differs makes each worker exit bad_image"
   auto region = coproc::mapped_region::create(g.total(), "spawn-test");
   auto* header = new (region.data()) d::pool_header;
   header->anchor = 0;
-  d::slot_view::reset(region.data(), g, 0);
+  d::reset_slot(region.data(), g, 0);
   coproc::unique_fd doorbell(::eventfd(0, EFD_CLOEXEC));
   auto cmd = coproc::make_pipe();
   auto report = coproc::make_pipe();

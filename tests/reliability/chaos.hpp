@@ -96,7 +96,7 @@ inline void scribble_result_headers(std::uint64_t noise) {
   }
   g.slots = (size - g.header_bytes()) / g.slot_bytes();
   for (std::size_t i = 0; i < g.slots; ++i) {
-    coproc::detail::slot_view v(base, g, i);
+    coproc::detail::slot_channel v = coproc::detail::slot_at(base, g, i);
     v.shared->results.capacity = noise | 1;
     v.shared->results.head.store(noise * 3);
     v.shared->results.tail.store(noise * 7);

@@ -50,7 +50,7 @@ std::uint64_t forge_short_result() {
     return 3;
   }
   coproc::detail::pool_geometry g{1, ring_bytes, max_payload};
-  coproc::detail::slot_view slot(base, g, 0);
+  coproc::detail::slot_channel slot = coproc::detail::slot_at(base, g, 0);
   coproc::detail::result_header h{slot.shared->running_id.load(), coproc::detail::result_value, 0,
                                   sizeof forged_value};
   std::span<std::byte> frame = slot.results.try_reserve(8);

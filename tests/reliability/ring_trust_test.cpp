@@ -60,11 +60,11 @@ std::vector<mapping> own_mappings() {
 }
 
 /// The pool's shared mapping as this worker sees it (its slot 0: one worker).
-coproc::detail::slot_view own_slot() {
+coproc::detail::slot_channel own_slot() {
   for (const mapping& m : own_mappings()) {
     if (m.path.find("memfd:coproc-pool") != std::string::npos) {
       coproc::detail::pool_geometry g{1, ring_bytes, max_payload};
-      return coproc::detail::slot_view(m.begin, g, 0);
+      return coproc::detail::slot_at(m.begin, g, 0);
     }
   }
   ::_exit(77);  // no pool mapping: the test is wrong, not the pool
@@ -74,7 +74,7 @@ enum scribble : int { result_header_then_die, result_header_then_return, task_he
 
 /// A task that rewrites its ring header words in the shared mapping.
 int rewrite_header(int how) {
-  coproc::detail::slot_view v = own_slot();
+  coproc::detail::slot_channel v = own_slot();
   coproc::shm_ring_header& h = how == task_header_then_return ? v.shared->tasks : v.shared->results;
   h.capacity = std::uint64_t{1} << 40;
   h.tail.store(std::uint64_t{1} << 39);
@@ -300,7 +300,7 @@ namespace {
 /// Clears the words that say which task its worker ran, then dies: the
 /// parent would take the task for one never started and send it again.
 int hide_then_die(int how) {
-  coproc::detail::slot_view v = own_slot();
+  coproc::detail::slot_channel v = own_slot();
   v.shared->running_id.store(0);
   v.shared->consumed.store(0);
   if (how == 1) {

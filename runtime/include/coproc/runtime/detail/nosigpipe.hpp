@@ -20,6 +20,8 @@
 #include <cstddef>
 #include <ctime>
 
+#include "coproc/runtime/detail/fd_io.hpp"
+
 namespace coproc::detail {
 
 /// pwritev2(fd, iov, count, -1, flags) that never raises SIGPIPE (EINTR is
@@ -38,16 +40,12 @@ inline ssize_t pwritev_nosigpipe(int fd, const iovec* iov, int count, int flags)
     ::sigpending(&pending);
     pending_before = ::sigismember(&pending, SIGPIPE) == 1;
   }
-  ssize_t r;
-  do {
-    r = ::pwritev2(fd, iov, count, -1, flags);
-  } while (r < 0 && errno == EINTR);
+  ssize_t r = retry_eintr([&] { return ::pwritev2(fd, iov, count, -1, flags); });
   int err = errno;
   if (!blocked_before) {
     if (r < 0 && err == EPIPE && !pending_before) {
       timespec zero{};
-      while (::sigtimedwait(&pipe_set, nullptr, &zero) < 0 && errno == EINTR) {
-      }
+      retry_eintr([&] { return ::sigtimedwait(&pipe_set, nullptr, &zero); });
     }
     ::pthread_sigmask(SIG_SETMASK, &old, nullptr);
   }

@@ -19,6 +19,7 @@
 #include <tuple>
 #include <utility>
 
+#include "coproc/runtime/detail/fd_io.hpp"
 #include "coproc/runtime/detail/io_handler_op.hpp"
 #include "coproc/runtime/detail/nosigpipe.hpp"
 #include "coproc/runtime/unique_fd.hpp"
@@ -77,12 +78,10 @@ struct pipe_read_impl {
       return 0;
     }
     for (;;) {
-      ssize_t r = ::preadv2(fd, iov.data(), static_cast<int>(count), -1, RWF_NOWAIT);
+      ssize_t r = retry_eintr(
+          [&] { return ::preadv2(fd, iov.data(), static_cast<int>(count), -1, RWF_NOWAIT); });
       if (r >= 0) {
         return static_cast<int>(r);
-      }
-      if (errno == EINTR) {
-        continue;
       }
       if (errno != EOPNOTSUPP) {
         return -errno;

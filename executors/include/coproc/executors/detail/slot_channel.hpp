@@ -1,0 +1,402 @@
+#pragma once
+// slot_channel: one worker slot's protocol, both ends in one place (as
+// Seastar's smp_message_queue keeps submit, process and respond together).
+//
+//   parent                                  worker
+//   send(): task frame (+ input arena) --->  next_task(), take(), task_body()
+//   receive(): result frame (+ output      <---  reserve_result(), commit_result()
+//              arena), frees the output arena         (waits for the output arena)
+//   withdraw(): task frame state queued -> cancelled  (take() then skips it)
+//
+// The slot's memory: [slot_shared][task ring][result ring][input arena]
+// [output arena]. Only trivially copyable words and offsets live there, and
+// nothing either end reads from it is trusted: sizes are checked against the
+// slot's geometry (this process's copy), and a word no peer following the
+// protocol could write ends the peer (see shm_ring::corrupt).
+//
+// The arenas each hold one body at a time. Input arena (parent's end only):
+// busy from send() until the task leaves the parent's books; a withdrawn
+// frame keeps it busy ("skipped") until the worker's consumed count passed
+// the frame. Output arena: busy from the worker's reserve_result() until the
+// parent popped the result frame that names it (the worker checks that
+// through the result ring's tail; the busy word is only its futex).
+
+#include <atomic>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <ctime>
+#include <new>
+#include <span>
+#include <string>
+#include <system_error>
+
+#include "coproc/ipc/shm_ring.hpp"
+#include "coproc/runtime/detail/futex.hpp"
+#include "coproc/runtime/errc.hpp"
+
+namespace coproc::detail {
+
+/// Heads every task frame in a worker's task ring.
+struct task_header {
+  std::uint64_t id;
+  std::int64_t thunk;                // code offset of the run_task instance
+  std::atomic<std::uint32_t> state;  // task_state: the parent may cancel until taken
+  std::uint32_t in_arena;            // 1: the body is in the slot's input arena
+  std::uint64_t body_size;
+};
+
+enum task_state : std::uint32_t { task_queued = 0, task_taken = 1, task_cancelled = 2 };
+
+/// Heads every result frame in a worker's result ring.
+struct result_header {
+  std::uint64_t id;
+  std::uint32_t status;  // result_status
+  std::uint32_t in_arena;
+  std::uint64_t body_size;
+};
+
+/// A result frame with this id carries no task's result: the worker's
+/// initializer threw, and the body is the encoded exception (then it leaves).
+inline constexpr std::uint64_t initializer_failure_id = 0;
+
+enum result_status : std::uint32_t {
+  result_value = 0,      // body: the encoded value
+  result_exception = 1,  // body: an encoded exception
+};
+
+/// Per-worker words shared by the parent and the worker.
+struct slot_shared {
+  shm_ring_header tasks;                            // parent -> worker
+  shm_ring_header results;                          // worker -> parent
+  alignas(64) std::atomic<std::uint64_t> consumed;  // task frames the worker took or skipped
+  std::atomic<std::uint64_t> running_id;            // task running now, 0 when none
+  std::atomic<std::int64_t> started_ns;             // CLOCK_MONOTONIC start of running_id
+  std::atomic<std::int32_t> worker_cpu;
+  std::atomic<std::uint32_t> retiring;  // the worker leaves on purpose after its last result
+  std::atomic<std::uint32_t> ready;     // the initializer returned: a death is no start failure
+  alignas(64) std::atomic<std::uint32_t> out_arena_busy;  // futex word: output arena in use
+};
+
+/// CLOCK_MONOTONIC in nanoseconds: the clock of slot_shared::started_ns, the
+/// same in every process of the machine.
+inline std::int64_t monotonic_ns() noexcept {
+  timespec ts;
+  ::clock_gettime(CLOCK_MONOTONIC, &ts);
+  return ts.tv_sec * 1'000'000'000LL + ts.tv_nsec;
+}
+
+class slot_channel {
+ public:
+  static constexpr std::size_t page = 4096;
+  static constexpr std::size_t round(std::size_t n) { return (n + page - 1) / page * page; }
+  /// Bytes of one slot with rings of `ring_bytes` and arenas of `arena_bytes`.
+  static constexpr std::size_t bytes(std::size_t ring_bytes, std::size_t arena_bytes) {
+    return round(sizeof(slot_shared)) + 2 * ring_bytes + 2 * round(arena_bytes);
+  }
+
+  slot_channel() = default;
+  /// A view of the slot at `base` (pointers computed in this process); the
+  /// parent end's own state starts afresh.
+  slot_channel(std::byte* base, std::size_t ring_bytes, std::size_t arena_bytes) {
+    shared = reinterpret_cast<slot_shared*>(base);
+    std::byte* p = base + round(sizeof(slot_shared));
+    // The capacity from the geometry, never from the header: a worker can
+    // write the header's words.
+    tasks = shm_ring(&shared->tasks, p, ring_bytes);
+    results = shm_ring(&shared->results, p + ring_bytes, ring_bytes);
+    in_arena = p + 2 * ring_bytes;
+    out_arena = in_arena + round(arena_bytes);
+    arena_bytes_ = arena_bytes;
+  }
+
+  /// Makes a slot ready for a new worker (parent only, while no worker uses it).
+  static void reset(std::byte* base, std::size_t ring_bytes) {
+    auto* s = new (base) slot_shared;  // words are trivially constructible
+    shm_ring::init(&s->tasks, ring_bytes);
+    shm_ring::init(&s->results, ring_bytes);
+    s->consumed.store(0, std::memory_order_relaxed);
+    s->running_id.store(0, std::memory_order_relaxed);
+    s->started_ns.store(0, std::memory_order_relaxed);
+    s->worker_cpu.store(-1, std::memory_order_relaxed);
+    s->retiring.store(0, std::memory_order_relaxed);
+    s->ready.store(0, std::memory_order_relaxed);
+    s->out_arena_busy.store(0, std::memory_order_release);
+  }
+
+  std::size_t arena_bytes() const { return arena_bytes_; }
+
+  // ---- parent end: task frames out ---------------------------------------
+
+  /// Whether a body of `size` bytes goes through the input arena rather
+  /// than inline in its frame.
+  bool needs_arena(std::size_t size) const {
+    return sizeof(task_header) + size > inline_limit(tasks);
+  }
+
+  /// Whether the input arena can take a body now.
+  bool input_arena_free() {
+    if (arena_ == arena_state::skipped &&
+        shared->consumed.load(std::memory_order_acquire) > arena_seq_) {
+      arena_ = arena_state::free;  // the worker passed the withdrawn frame
+    }
+    return arena_ == arena_state::free;
+  }
+
+  /// A task frame as sent: what the parent keeps to withdraw it.
+  struct sent_frame {
+    std::atomic<std::uint32_t>* state = nullptr;  // null: not sent
+    std::uint64_t seq = 0;                        // its index among the slot's frames
+  };
+
+  /// Writes a task frame, its body filled by `encode(span)` (in the input
+  /// arena when `arena`, which must be free). Returns a frame without state
+  /// when the ring is full (or corrupt: see tasks_corrupt()). If `encode`
+  /// throws, nothing was sent.
+  template <class Encode>
+  sent_frame send(std::uint64_t id, std::int64_t thunk, std::size_t size, bool arena,
+                  Encode&& encode) {
+    std::size_t frame_size = arena ? sizeof(task_header) : sizeof(task_header) + size;
+    std::span<std::byte> frame = tasks.try_reserve(frame_size);
+    if (frame.data() == nullptr) {
+      return {};
+    }
+    encode(arena ? std::span<std::byte>(in_arena, size) : frame.subspan(sizeof(task_header)));
+    auto* h = new (frame.data()) task_header;
+    h->id = id;
+    h->thunk = thunk;
+    h->state.store(task_queued, std::memory_order_relaxed);
+    h->in_arena = arena ? 1 : 0;
+    h->body_size = size;
+    sent_frame out{&h->state, sent_++};
+    if (arena) {
+      arena_ = arena_state::busy;
+      arena_seq_ = out.seq;
+    }
+    tasks.commit(frame_size);
+    return out;
+  }
+
+  /// Wakes the worker if it sleeps: once per batch of send()s.
+  void notify_worker() { tasks.notify(); }
+  bool tasks_corrupt() const { return tasks.corrupt(); }
+
+  /// Withdraws a frame the worker has not taken (it skips it then); false
+  /// when the worker took it already. A withdrawn arena body keeps the
+  /// arena until the worker passed its frame.
+  bool withdraw(const sent_frame& f) {
+    std::uint32_t queued = task_queued;
+    if (shared->consumed.load(std::memory_order_acquire) > f.seq ||
+        !f.state->compare_exchange_strong(queued, task_cancelled, std::memory_order_acq_rel)) {
+      return false;
+    }
+    if (arena_ == arena_state::busy && arena_seq_ == f.seq) {
+      arena_ = arena_state::skipped;
+    }
+    return true;
+  }
+
+  /// The task of frame `seq` left the parent's books (finished, failed,
+  /// its worker killed): the input arena is free if its body held it.
+  void release(std::uint64_t seq) {
+    if (arena_ == arena_state::busy && arena_seq_ == seq) {
+      arena_ = arena_state::free;
+    }
+  }
+
+  // ---- parent end: result frames in --------------------------------------
+
+  /// Whether a result frame waits (a corrupt ring reads as empty).
+  bool results_ready() const { return !results.empty() && !results.corrupt(); }
+
+  /// Takes every published result frame: `on_result(header, body, valid)`
+  /// for each (`valid`: the body lies within its frame or the arena; if not,
+  /// `body` is empty), `on_corrupt()` for what no worker writes (a frame
+  /// shorter than its header, a corrupt ring). Frees the output arena after
+  /// a frame that used it, and wakes a worker waiting for ring space.
+  template <class OnResult, class OnCorrupt>
+  void receive(OnResult&& on_result, OnCorrupt&& on_corrupt) {
+    bool popped = false;
+    for (;;) {
+      std::span<std::byte> frame = results.try_peek();
+      if (frame.data() == nullptr) {
+        break;
+      }
+      if (frame.size() < sizeof(result_header)) {
+        results.pop();
+        popped = true;
+        on_corrupt();
+        continue;
+      }
+      result_header h;
+      std::memcpy(&h, frame.data(), sizeof h);
+      bool valid =
+          h.in_arena ? h.body_size <= arena_bytes_ : h.body_size <= frame.size() - sizeof h;
+      std::span<const std::byte> body;
+      if (valid) {
+        body = h.in_arena ? std::span<const std::byte>(out_arena, h.body_size)
+                          : std::span<const std::byte>(frame.subspan(sizeof h, h.body_size));
+      }
+      on_result(h, body, valid);
+      results.pop();
+      popped = true;
+      if (h.in_arena) {
+        shared->out_arena_busy.store(0, std::memory_order_release);
+        futex_wake(shared->out_arena_busy);
+      }
+    }
+    if (results.corrupt()) {
+      on_corrupt();
+    }
+    if (popped) {
+      results.notify_producer();
+    }
+  }
+
+  // ---- worker end: task frames in ----------------------------------------
+
+  /// The next task frame, or an empty span (see tasks_corrupt()).
+  std::span<std::byte> next_task() { return tasks.try_peek(); }
+
+  /// Sleeps until a task frame is published: spins `spin` rounds first; false
+  /// when `timeout` (if any) passed.
+  bool wait_for_task(int spin, const timespec* timeout) {
+    return tasks.wait_not_empty(spin, timeout);
+  }
+
+  /// Takes the frame's task unless the parent withdrew it (then the frame is
+  /// popped, and false). A taken task is announced as running.
+  bool take(std::span<std::byte> frame) {
+    auto* task = reinterpret_cast<task_header*>(frame.data());
+    std::uint32_t expected = task_queued;
+    bool mine =
+        task->state.compare_exchange_strong(expected, task_taken, std::memory_order_acq_rel);
+    if (mine) {
+      shared->running_id.store(task->id, std::memory_order_relaxed);
+      shared->started_ns.store(monotonic_ns(), std::memory_order_relaxed);
+    }
+    shared->consumed.fetch_add(1, std::memory_order_release);
+    if (!mine) {
+      tasks.pop();
+    }
+    return mine;
+  }
+
+  /// The body of a taken frame; throws frame_corrupt when its size does not fit.
+  std::span<const std::byte> task_body(std::span<std::byte> frame) const {
+    const auto& task = *reinterpret_cast<const task_header*>(frame.data());
+    if (task.in_arena != 0) {
+      if (task.body_size > arena_bytes_) {
+        throw std::system_error(coproc::errc::frame_corrupt, "task body larger than the arena");
+      }
+      return {in_arena, task.body_size};
+    }
+    if (task.body_size > frame.size() - sizeof(task_header)) {
+      throw std::system_error(coproc::errc::frame_corrupt, "task body larger than its frame");
+    }
+    return frame.subspan(sizeof(task_header), task.body_size);
+  }
+
+  /// The taken task's result was committed: its frame goes.
+  void task_done() {
+    tasks.pop();
+    shared->running_id.store(0, std::memory_order_relaxed);
+  }
+
+  // ---- worker end: result frames out -------------------------------------
+
+  /// Space for a result body of `n` bytes: inline in a frame, or in the
+  /// output arena once the parent took the arena's last result. Waits while
+  /// the ring or the arena is full, in sleeps of at most `recheck`; returns
+  /// an empty span when `give_up()` says so or the ring turned out corrupt
+  /// (results_corrupt()). Throws payload_too_large past the arena.
+  template <class GiveUp>
+  std::span<std::byte> reserve_result(std::size_t n, const timespec& recheck, GiveUp give_up) {
+    if (sizeof(result_header) + n <= inline_limit(results)) {
+      std::span<std::byte> frame =
+          results.reserve_wait(sizeof(result_header) + n, recheck, give_up);
+      out_in_arena_ = false;
+      out_frame_ = frame.data();
+      return frame.data() == nullptr ? frame : frame.subspan(sizeof(result_header), n);
+    }
+    if (n > arena_bytes_) {
+      throw std::system_error(coproc::errc::payload_too_large,
+                              "result of " + std::to_string(n) + " bytes");
+    }
+    auto& busy = shared->out_arena_busy;
+    for (;;) {
+      std::uint32_t seen = busy.load(std::memory_order_acquire);
+      if (results.released_through(arena_frame_end_)) {
+        break;
+      }
+      if (results.corrupt() || give_up()) {
+        return {};
+      }
+      futex_wait(busy, seen, &recheck);
+    }
+    busy.store(1, std::memory_order_relaxed);
+    out_in_arena_ = true;
+    return {out_arena, n};
+  }
+
+  /// Gives back what the last reserve_result() took when its result was
+  /// never committed (the encoding threw half-way).
+  void abandon_result() {
+    if (out_in_arena_) {
+      shared->out_arena_busy.store(0, std::memory_order_release);
+      out_in_arena_ = false;
+    }
+  }
+
+  /// Publishes the reserved result of `n` bytes as task `id`'s; false when
+  /// the frame of an arena result found no room (see reserve_result).
+  template <class GiveUp>
+  bool commit_result(std::uint64_t id, std::uint32_t status, std::size_t n, const timespec& recheck,
+                     GiveUp give_up) {
+    if (out_in_arena_) {
+      out_frame_ = results.reserve_wait(sizeof(result_header), recheck, give_up).data();
+      if (out_frame_ == nullptr) {
+        return false;
+      }
+    }
+    result_header h{id, status, out_in_arena_ ? 1u : 0u, n};
+    std::memcpy(out_frame_, &h, sizeof h);
+    results.commit(out_in_arena_ ? sizeof h : sizeof h + n);
+    if (out_in_arena_) {
+      arena_frame_end_ = results.published();
+    }
+    out_in_arena_ = false;
+    return true;
+  }
+
+  bool results_corrupt() const { return results.corrupt(); }
+
+  /// Largest body sent inline in a frame of `ring`; larger ones use the arena.
+  static std::size_t inline_limit(const shm_ring& ring) {
+    std::size_t cap = ring.max_frame() - sizeof(task_header);
+    return cap < 64 * 1024 ? cap : 64 * 1024;
+  }
+
+  // The slot's memory, for the lifecycle words (running_id, ready, ...) and
+  // for tests that play a rogue worker.
+  slot_shared* shared = nullptr;
+  shm_ring tasks;
+  shm_ring results;
+  std::byte* in_arena = nullptr;
+  std::byte* out_arena = nullptr;
+
+ private:
+  enum class arena_state { free, busy, skipped };
+
+  std::size_t arena_bytes_ = 0;
+  // Parent end.
+  std::uint64_t sent_ = 0;  // task frames sent to this worker
+  arena_state arena_ = arena_state::free;
+  std::uint64_t arena_seq_ = 0;  // the frame whose body holds the input arena
+  // Worker end.
+  bool out_in_arena_ = false;
+  std::byte* out_frame_ = nullptr;
+  std::uint64_t arena_frame_end_ = 0;  // result ring position past the last arena result's frame
+};
+
+}  // namespace coproc::detail
