@@ -125,6 +125,7 @@ class pool_core final : public std::enable_shared_from_this<pool_core>, public t
   void start_listening();
   void arm_rest_check();
   void on_rest_check();
+  void give_back_arenas();
   void on_report(const zygote_report& r);
   void poll_reports();
   void on_worker_exit(worker_rec& w, const exit_status& status);

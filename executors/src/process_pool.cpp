@@ -13,6 +13,7 @@
 #include <poll.h>
 #include <signal.h>
 #include <sys/eventfd.h>
+#include <sys/mman.h>
 #include <sys/syscall.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -210,6 +211,7 @@ void pool_core::on_rest_check() {
     return;
   }
   listening_ = false;
+  give_back_arenas();
   // A task timer left armed (it is not disarmed per task: a busy pool would
   // pay a cancel and a re-arm each time) would keep io_context::run() from
   // returning for up to a whole task_timeout.
@@ -222,6 +224,25 @@ void pool_core::on_rest_check() {
   }
   if (reports_armed_ && reports_) {
     reports_->descriptor().cancel();
+  }
+}
+
+// Idle, so no body is in any arena: the pages past arena_keep that large
+// payloads used since the last rest go back to the kernel, for the parent and
+// every worker at once (they all map the same memfd).
+void pool_core::give_back_arenas() {
+  std::size_t keep = slot_channel::round(options_.arena_keep);
+  for (auto& w : workers_) {
+    for (std::span<std::byte> spare : w->channel.take_spare(keep)) {
+      if (spare.empty()) {
+        continue;
+      }
+      auto offset = static_cast<off_t>(spare.data() - region_.bytes().data());
+      if (::fallocate(region_.fd(), FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, offset,
+                      static_cast<off_t>(spare.size())) != 0) {
+        ::madvise(spare.data(), spare.size(), MADV_REMOVE);  // the same, through the mapping
+      }
+    }
   }
 }
 

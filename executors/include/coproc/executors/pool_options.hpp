@@ -103,6 +103,14 @@ struct pool_options {
   /// Largest payload (arguments or result) one task may carry. Payloads above
   /// the inline limit travel through a per-worker shared-memory arena of this size.
   std::size_t max_payload = std::size_t{512} << 20;
+  /// Arena bytes each worker keeps while the pool rests. A payload past it
+  /// (arguments or a result) uses more of the worker's two arenas; those
+  /// pages go back to the kernel (a hole punched in the pool's memfd) once the
+  /// pool is idle, so an idle pool holds at most workers x 2 x (ring_bytes +
+  /// arena_keep) of shared memory, whatever it carried before. Tasks in a
+  /// burst reuse the pages; the first large payload after a rest faults them
+  /// in again.
+  std::size_t arena_keep = std::size_t{16} << 20;
   /// How workers are started.
   coproc::start_method start_method = start_method::fork_server;
   /// Resource limits set in each worker before its first task (0: inherit).

@@ -21,6 +21,8 @@
 // parent popped the result frame that names it (the worker checks that
 // through the result ring's tail; the busy word is only its futex).
 
+#include <algorithm>
+#include <array>
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
@@ -172,6 +174,7 @@ class slot_channel {
     if (arena) {
       arena_ = arena_state::busy;
       arena_seq_ = out.seq;
+      in_touched_ = std::max(in_touched_, size);
     }
     tasks.commit(frame_size);
     return out;
@@ -236,6 +239,9 @@ class slot_channel {
       if (valid) {
         body = h.in_arena ? std::span<const std::byte>(out_arena, h.body_size)
                           : std::span<const std::byte>(frame.subspan(sizeof h, h.body_size));
+        if (h.in_arena) {
+          out_touched_ = std::max(out_touched_, static_cast<std::size_t>(h.body_size));
+        }
       }
       on_result(h, body, valid);
       results.pop();
@@ -251,6 +257,22 @@ class slot_channel {
     if (popped) {
       results.notify_producer();
     }
+  }
+
+  /// The arena memory past the first `keep` bytes that bodies used since the
+  /// last call (input arena, then output arena; empty spans when none), to
+  /// give back to the kernel while the slot is idle. Forgets it: the next
+  /// call names only what is used after this one.
+  std::array<std::span<std::byte>, 2> take_spare(std::size_t keep) {
+    auto spare = [keep](std::byte* arena, std::size_t& touched) {
+      std::span<std::byte> s;
+      if (touched > keep) {
+        s = std::span<std::byte>(arena + keep, round(touched) - keep);
+      }
+      touched = 0;
+      return s;
+    };
+    return {spare(in_arena, in_touched_), spare(out_arena, out_touched_)};
   }
 
   // ---- worker end: task frames in ----------------------------------------
@@ -393,6 +415,8 @@ class slot_channel {
   std::uint64_t sent_ = 0;  // task frames sent to this worker
   arena_state arena_ = arena_state::free;
   std::uint64_t arena_seq_ = 0;  // the frame whose body holds the input arena
+  std::size_t in_touched_ = 0;   // the largest bodies in each arena since take_spare()
+  std::size_t out_touched_ = 0;
   // Worker end.
   bool out_in_arena_ = false;
   std::byte* out_frame_ = nullptr;
