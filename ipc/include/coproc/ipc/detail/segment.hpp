@@ -1,0 +1,115 @@
+#pragma once
+// The memfd segment behind coproc::shared_buffer (and the codable form of
+// shared_memory): one mapping per segment per process, found again by its
+// identity, and the wire handle that names it to another process.
+//
+// A handle crosses as (sender pid, sender fd, st_dev, st_ino, bytes): the
+// receiver reopens the sender's fd through /proc/<pid>/fd/<fd> (same user,
+// no ptrace rights needed, unlike pidfd_getfd, and allowed by Docker's
+// default seccomp profile), then checks the file it got against the rest of
+// the handle before mapping it. See docs/ARCHITECTURE.md, "Shared buffers".
+
+#include <sys/types.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+
+#include "coproc/runtime/unique_fd.hpp"
+
+namespace coproc::detail {
+
+/// One memfd mapped in this process. The fd stays open while the mapping
+/// lives: a peer reopens the segment through it.
+class segment {
+ public:
+  segment(unique_fd fd, std::byte* data, std::size_t bytes, bool writable, std::uint64_t dev,
+          std::uint64_t ino) noexcept
+      : fd_(std::move(fd)), data_(data), bytes_(bytes), writable_(writable), dev_(dev), ino_(ino) {}
+  segment(const segment&) = delete;
+  segment& operator=(const segment&) = delete;
+  ~segment();
+
+  std::byte* data() const noexcept { return data_; }
+  std::size_t bytes() const noexcept { return bytes_; }
+  bool writable() const noexcept { return writable_; }
+  int fd() const noexcept { return fd_.get(); }
+  std::uint64_t dev() const noexcept { return dev_; }
+  std::uint64_t ino() const noexcept { return ino_; }
+
+ private:
+  unique_fd fd_;
+  std::byte* data_;
+  std::size_t bytes_;
+  bool writable_;
+  std::uint64_t dev_;
+  std::uint64_t ino_;
+};
+
+/// What crosses for one segment. Every field is checked by the receiver
+/// against the file it reopens: a peer (a task) may have written any of them.
+struct segment_wire {
+  std::int32_t pid = 0;  // 0: no segment (an empty handle)
+  std::int32_t fd = -1;
+  std::uint64_t dev = 0;
+  std::uint64_t ino = 0;
+  std::uint64_t bytes = 0;
+};
+
+/// A new zero-filled segment of `bytes` (> 0), sealed against shrinking and
+/// growing (a peer's mapping can never fault past the end).
+/// @throws std::system_error naming the failing call.
+std::shared_ptr<segment> create_segment(std::size_t bytes, const char* debug_name);
+
+/// The handle that names `s` to another process; in a worker, `s` also stays
+/// pinned until the parent has read the result frame that carries it.
+segment_wire describe_segment(const std::shared_ptr<segment>& s);
+
+/// The segment named by `w`, mapped read-write or read-only: this process's
+/// own mapping when it has one, else the sender's fd reopened and checked.
+/// @throws std::system_error(coproc::errc::frame_corrupt) when the file does
+///         not match the handle; std::system_error(errc::segment_unavailable)
+///         when the sender no longer holds the fd (or /proc refuses it).
+std::shared_ptr<segment> attach_segment(const segment_wire& w, bool writable);
+
+/// Worker-side hooks (called by the pool's worker loop only).
+/// Keeps up to `bound` recently attached segments mapped, so a task that gets
+/// the same buffer again does not map it again; 0 (the default) keeps none.
+void segment_cache_bound(std::size_t bound) noexcept;
+/// Drops every cached mapping (an idle worker holds none).
+void segment_cache_clear() noexcept;
+/// Segments described since the last call are tagged with `position` (the
+/// result ring position past the frame that carries them).
+void segment_pins_tag(std::uint64_t position) noexcept;
+/// Unpins tagged segments for which `released(position)` is true.
+template <class Released>
+void segment_pins_release(Released released);
+
+/// Pins are kept in a process-wide list; exposed for the template above.
+struct segment_pin {
+  std::uint64_t position;  // 0: not tagged yet
+  std::shared_ptr<segment> seg;
+};
+void segment_pins_enable() noexcept;
+std::size_t segment_pins_count() noexcept;
+segment_pin* segment_pins_data() noexcept;
+void segment_pins_erase_released(std::size_t kept) noexcept;
+
+template <class Released>
+void segment_pins_release(Released released) {
+  // Stable partition by hand: tagged and released pins go, others stay in order.
+  segment_pin* p = segment_pins_data();
+  const std::size_t n = segment_pins_count();
+  std::size_t kept = 0;
+  for (std::size_t i = 0; i < n; ++i) {
+    if (p[i].position == 0 || !released(p[i].position)) {
+      if (kept != i) {
+        p[kept] = std::move(p[i]);
+      }
+      ++kept;
+    }
+  }
+  segment_pins_erase_released(kept);
+}
+
+}  // namespace coproc::detail
