@@ -220,6 +220,9 @@ def build_groups(build):
         ("sweep", "", [cxx("bench_sweep")]),
         # map_unordered's stream consumed three ways, next to map (bench/stream.cpp).
         ("stream", "", [cxx("bench_stream")]),
+        # A task summing / filling a 64 MiB shared_buffer against the same in-process
+        # (the limit rows come from bench_shared_buffer), beside Python's shared_memory.
+        ("shbuf", "", [cxx("bench_shared_buffer"), peer("shbuf_peer.py")]),
     ]
 
 
@@ -280,6 +283,11 @@ MORE_ROWS = [
     ("mpi_rtt_p50", "mpi_pool round trip p50 (limit: process_pool)"),
     ("mpi_rtt_p99", "mpi_pool round trip p99 (limit: process_pool)"),
     ("mpi_noop_tput", "mpi_pool no-op tasks/s, map chunk 1 (limit: process_pool)"),
+    ("shbuf_sum_64MiB", "task sums a 64 MiB shared_buffer, warm (limit: in-process)"),
+    ("shbuf_sum_64MiB_cold", "task sums a 64 MiB shared_buffer, first call"),
+    ("shbuf_fill_64MiB", "task fills and returns a new 64 MiB buffer, warm (limit: in-process)"),
+    ("shbuf_fill_64MiB_cold", "task fills and returns a new 64 MiB buffer, first call"),
+    ("shbuf_map_item_bytes", "bytes one map item (buffer, first, last) sends"),
 ]
 
 
@@ -298,6 +306,8 @@ NOT_APPLICABLE = {
     "codec_": ("peer",),
     "ring_pipe_": ("peer",),
     "mpi_": ("peer",),  # Python's standard library has no MPI
+    "shbuf_fill_": ("peer",),  # the Python peer only sums
+    "shbuf_map_": ("peer", "limit"),
 }
 
 
