@@ -156,6 +156,18 @@ std::shared_ptr<segment> create_segment(std::size_t bytes, const char* debug_nam
   return s;
 }
 
+std::shared_ptr<segment> map_segment_fd(unique_fd fd) {
+  struct stat st {};
+  check_syscall(::fstat(fd.get(), &st), "fstat");
+  auto s = map_segment(std::move(fd), static_cast<std::size_t>(st.st_size), true, st);
+  registry& r = registry::get();
+  std::lock_guard g(r.mutex);
+  if (!r.find({s->dev(), s->ino(), true})) {
+    r.add(s);
+  }
+  return s;
+}
+
 segment_wire describe_segment(const std::shared_ptr<segment>& s) {
   segment_wire w;
   if (!s) {

@@ -15,8 +15,10 @@
 #include <vector>
 
 #include "async_test.hpp"
+#include "coproc/executors/process.hpp"
 #include "coproc/executors/process_pool.hpp"
 #include "coproc/ipc/codec.hpp"
+#include "coproc/ipc/queue.hpp"
 #include "sync_test_support.hpp"
 
 using coproc::process_pool;
@@ -66,6 +68,12 @@ int write_then_die(shared_buffer<int> b) {
 
 int sum_ints(shared_buffer<int> b) {
   return std::accumulate(b.begin(), b.end(), 0);
+}
+
+void sum_from_queue(coproc::queue<shared_buffer<int>>& q, shared_buffer<long> out) {
+  shared_buffer<int> b = q.get();
+  out[0] = std::accumulate(b.begin(), b.end(), 0L);
+  b[0] = -1;
 }
 
 /// Lines of /proc/PID/maps and fds of /proc/PID/fd naming a shared_buffer segment.
@@ -173,6 +181,22 @@ TEST_CASE("map over a buffer's index ranges sends handles, not elements", "[shar
     CHECK(coproc::encoded_size(items) < 100 * items.size());
     std::vector<long> parts = co_await pool.map(sum_range, items);
     CHECK(std::accumulate(parts.begin(), parts.end(), 0L) == 39999L * 40000L / 2);
+  });
+}
+
+TEST_CASE("a buffer goes to a process as an argument and through a queue", "[shared_buffer]") {
+  coproc::queue<shared_buffer<int>> q;
+  coproc::test::run_async([&q](asio::io_context& ctx) -> asio::awaitable<void> {
+    shared_buffer<long> out(1);
+    coproc::process proc(ctx.get_executor(), sum_from_queue, q, out);
+    proc.start();
+    shared_buffer<int> b(1000);
+    std::fill(b.begin(), b.end(), 2);
+    q.put(b);  // b stays held here until the child has it
+    auto st = co_await proc.async_join(asio::use_awaitable);
+    CHECK(st.success());
+    CHECK(out[0] == 2000);
+    CHECK(b[0] == -1);
   });
 }
 

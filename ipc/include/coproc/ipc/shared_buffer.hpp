@@ -123,24 +123,17 @@ class shared_buffer {
   /// cereal's save/load, through which the codec writes and reads the handle.
   template <class Archive>
   void save(Archive& ar) const {
-    const detail::segment_wire w = detail::describe_segment(seg_);
-    ar(w.pid, w.fd, w.dev, w.ino, w.bytes);
+    detail::save_segment(ar, seg_);
   }
   template <class Archive>
   void load(Archive& ar) {
-    detail::segment_wire w;
-    ar(w.pid, w.fd, w.dev, w.ino, w.bytes);
-    if (w.pid == 0) {
-      seg_.reset();
-      size_ = 0;
-      return;
-    }
-    if (w.bytes % sizeof(T) != 0) {
+    auto seg = detail::load_segment(ar, !std::is_const_v<T>);
+    if (seg && seg->bytes() % sizeof(T) != 0) {
       throw std::system_error(coproc::errc::frame_corrupt,
                               "shared_buffer handle: size is not a whole number of elements");
     }
-    seg_ = detail::attach_segment(w, !std::is_const_v<T>);
-    size_ = static_cast<std::size_t>(w.bytes / sizeof(T));
+    size_ = seg ? seg->bytes() / sizeof(T) : 0;
+    seg_ = std::move(seg);
   }
 
  private:

@@ -72,6 +72,27 @@ segment_wire describe_segment(const std::shared_ptr<segment>& s);
 ///         when the sender no longer holds the fd (or /proc refuses it).
 std::shared_ptr<segment> attach_segment(const segment_wire& w, bool writable);
 
+/// Maps an fd received by other means (shared_memory::attach): read-write,
+/// its size from fstat; a new mapping even when this process has one.
+/// @throws std::system_error naming the failing call.
+std::shared_ptr<segment> map_segment_fd(unique_fd fd);
+
+/// Writes the handle naming `s` (empty: no segment) through a cereal archive.
+template <class Archive>
+void save_segment(Archive& ar, const std::shared_ptr<segment>& s) {
+  const segment_wire w = describe_segment(s);
+  ar(w.pid, w.fd, w.dev, w.ino, w.bytes);
+}
+
+/// Reads a handle written by save_segment and maps what it names (null for an
+/// empty handle). See attach_segment.
+template <class Archive>
+std::shared_ptr<segment> load_segment(Archive& ar, bool writable) {
+  segment_wire w;
+  ar(w.pid, w.fd, w.dev, w.ino, w.bytes);
+  return w.pid == 0 ? nullptr : attach_segment(w, writable);
+}
+
 /// Worker-side hooks (called by the pool's worker loop only).
 /// Keeps up to `bound` recently attached segments mapped, so a task that gets
 /// the same buffer again does not map it again; 0 (the default) keeps none.
