@@ -66,7 +66,6 @@ struct worker_rec {
   bool arena_busy = false;
   bool arena_skip = false;  // arena held by a cancelled frame until the worker passes it
   std::uint64_t arena_seq = 0;
-  std::size_t arena_used = 0;  // body bytes of the task holding the input arena
   bool killing = false;
   std::uint64_t kill_target = 0;
   std::unique_ptr<asio::steady_timer> timer;
@@ -139,9 +138,6 @@ class pool_core final : public std::enable_shared_from_this<pool_core>, public t
   std::vector<task_op*> take_all_ops();
   void maybe_finish_shutdown();
   void remove_inflight(worker_rec& w, task_op* op);
-  /// Returns the pages of `arena` past arena_keep_bytes that a payload of
-  /// `used` bytes touched (read by now: nobody writes the arena meanwhile).
-  void give_back_arena(const std::byte* arena, std::size_t used) noexcept;
   void fail_corrupt_worker(worker_rec& w);
   bool any_results() const;
 

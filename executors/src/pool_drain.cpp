@@ -70,9 +70,6 @@ void pool_core::drain(worker_rec& w) {
                            [&](task_op* op) { return op->id == h.id; });
     if (it != w.inflight.end()) {
       task_op* op = *it;
-      if (op->in_arena && w.arena_busy && w.arena_seq == op->seq) {
-        give_back_arena(w.view.in_arena, w.arena_used);  // the worker decoded it
-      }
       remove_inflight(w, op);
       if (!valid) {
         ++stats_.tasks_failed;
@@ -80,10 +77,6 @@ void pool_core::drain(worker_rec& w) {
       } else {
         finish(w, op, h, body);
       }
-    }
-    if (h.in_arena && valid) {
-      // Decoded above; the worker reuses the arena only after the pop below.
-      give_back_arena(w.view.out_arena, h.body_size);
     }
     w.view.results.pop();
     popped = true;
@@ -119,13 +112,6 @@ void pool_core::fail_corrupt_worker(worker_rec& w) {
     remove_inflight(w, op);
     ++stats_.tasks_failed;
     op->fail(error(coproc::errc::frame_corrupt, "worker wrote a corrupt result frame"));
-  }
-}
-
-void pool_core::give_back_arena(const std::byte* arena, std::size_t used) noexcept {
-  if (used > arena_keep_bytes) {
-    region_.discard(static_cast<std::size_t>(arena - region_.data()) + arena_keep_bytes,
-                    used - arena_keep_bytes);
   }
 }
 

@@ -335,7 +335,6 @@ bool pool_core::send(worker_rec& w, task_op* op, std::size_t size) {
   if (op->in_arena) {
     w.arena_busy = true;
     w.arena_seq = op->seq;
-    w.arena_used = size;
   }
   w.view.tasks.commit(frame_size);
   w.inflight.push_back(op);

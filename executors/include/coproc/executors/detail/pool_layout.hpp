@@ -129,12 +129,6 @@ struct slot_view {
   }
 };
 
-/// Arena bytes kept resident after a payload: the pages of an arena past this
-/// offset are given back to the kernel (MADV_REMOVE on the pool's memfd) once
-/// a payload that went past it has been read, so one 64 MiB task does not
-/// leave 64 MiB of Shmem per direction behind for the pool's lifetime.
-inline constexpr std::size_t arena_keep_bytes = std::size_t{16} << 20;
-
 /// Largest body sent inline in a ring frame; larger ones use the arena.
 inline std::size_t inline_limit(const shm_ring& ring) {
   std::size_t cap = ring.max_frame() - sizeof(task_header);
