@@ -29,6 +29,13 @@ namespace {
 // against fstat once can never fault past the end.
 constexpr int size_seals = F_SEAL_SHRINK | F_SEAL_GROW | F_SEAL_SEAL;
 
+/// A segment a worker described in a result, held until the parent has
+/// released the result frame past `position` (0: that frame is not written yet).
+struct segment_pin {
+  std::uint64_t position;
+  std::shared_ptr<segment> seg;
+};
+
 using segment_key = std::tuple<std::uint64_t, std::uint64_t, bool>;  // dev, ino, writable
 
 /// Every segment mapped in this process, weakly: a handle decoded here finds
@@ -254,17 +261,16 @@ void segment_pins_tag(std::uint64_t position) noexcept {
   }
 }
 
-// The worker loop is single-threaded: the pin list is only touched from it,
-// so these three need no lock beyond describe_segment's.
-std::size_t segment_pins_count() noexcept {
-  return registry::get().pins.size();
-}
-segment_pin* segment_pins_data() noexcept {
-  return registry::get().pins.data();
-}
-void segment_pins_erase_released(std::size_t kept) noexcept {
-  auto& pins = registry::get().pins;
-  pins.erase(pins.begin() + static_cast<std::ptrdiff_t>(kept), pins.end());
+void segment_pins_release_if(bool (*released)(void*, std::uint64_t), void* ctx) noexcept {
+  registry& r = registry::get();
+  std::vector<segment_pin> out;  // unmapped after the mutex is released
+  std::lock_guard g(r.mutex);
+  // A task's own threads may describe segments meanwhile: under the mutex.
+  auto keep = std::stable_partition(r.pins.begin(), r.pins.end(), [&](const segment_pin& p) {
+    return p.position == 0 || !released(ctx, p.position);
+  });
+  out.assign(std::make_move_iterator(keep), std::make_move_iterator(r.pins.end()));
+  r.pins.erase(keep, r.pins.end());
 }
 
 }  // namespace coproc::detail

@@ -102,35 +102,17 @@ void segment_cache_clear() noexcept;
 /// Segments described since the last call are tagged with `position` (the
 /// result ring position past the frame that carries them).
 void segment_pins_tag(std::uint64_t position) noexcept;
-/// Unpins tagged segments for which `released(position)` is true.
-template <class Released>
-void segment_pins_release(Released released);
-
-/// Pins are kept in a process-wide list; exposed for the template above.
-struct segment_pin {
-  std::uint64_t position;  // 0: not tagged yet
-  std::shared_ptr<segment> seg;
-};
-void segment_pins_enable() noexcept;
-std::size_t segment_pins_count() noexcept;
-segment_pin* segment_pins_data() noexcept;
-void segment_pins_erase_released(std::size_t kept) noexcept;
-
+/// Unpins tagged segments for which `released(ctx, position)` is true.
+void segment_pins_release_if(bool (*released)(void*, std::uint64_t), void* ctx) noexcept;
+/// The same with any callable `released(position)`.
 template <class Released>
 void segment_pins_release(Released released) {
-  // Stable partition by hand: tagged and released pins go, others stay in order.
-  segment_pin* p = segment_pins_data();
-  const std::size_t n = segment_pins_count();
-  std::size_t kept = 0;
-  for (std::size_t i = 0; i < n; ++i) {
-    if (p[i].position == 0 || !released(p[i].position)) {
-      if (kept != i) {
-        p[kept] = std::move(p[i]);
-      }
-      ++kept;
-    }
-  }
-  segment_pins_erase_released(kept);
+  segment_pins_release_if(
+      [](void* ctx, std::uint64_t position) { return (*static_cast<Released*>(ctx))(position); },
+      &released);
 }
+
+/// Turns pinning on in this process (a worker: its results carry handles).
+void segment_pins_enable() noexcept;
 
 }  // namespace coproc::detail
