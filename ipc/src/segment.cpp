@@ -5,6 +5,7 @@
 #include "coproc/ipc/detail/segment.hpp"
 
 #include <fcntl.h>
+#include <pthread.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
@@ -52,7 +53,14 @@ struct registry {
 
   static registry& get() {
     // Never destroyed: segments may drop during static destruction.
-    static auto* r = new registry;
+    static registry* r = [] {
+      auto* made = new registry;
+      // A fork while another thread holds the mutex would leave it locked
+      // for ever in the child (a coproc::process forked from a threaded host).
+      ::pthread_atfork([] { get().mutex.lock(); }, [] { get().mutex.unlock(); },
+                       [] { get().mutex.unlock(); });
+      return made;
+    }();
     return *r;
   }
 

@@ -59,6 +59,9 @@ inline constexpr bool is_shared_buffer_v<shared_buffer<U>> = true;
 /// std::system_error(coproc::errc::segment_unavailable). Between a pool and
 /// its workers the pool keeps it alive itself.
 ///
+/// Each segment holds one fd in every process that maps it (a peer reopens
+/// it through that fd): thousands of live buffers need RLIMIT_NOFILE raised.
+///
 /// Thread safety: distinct objects: safe; shared objects: unsafe (the
 /// elements themselves are raw memory).
 template <class T>
