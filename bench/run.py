@@ -223,6 +223,9 @@ def build_groups(build):
         ("sweep", "", [cxx("bench_sweep")]),
         # map_unordered's stream consumed three ways, next to map (bench/stream.cpp).
         ("stream", "", [cxx("bench_stream")]),
+        # A task summing / filling a 64 MiB shared_buffer against the same in-process
+        # (the limit rows come from bench_shared_buffer), beside Python's shared_memory.
+        ("shbuf", "", [cxx("bench_shared_buffer"), peer("shbuf_peer.py")]),
     ]
 
 
@@ -293,6 +296,11 @@ MORE_ROWS = [
     # worker rank x 2 workers); on 2 cores with rank 0's loop: oversubscribed.
     ("mpi_cpu_speedup_3x1", "mpi_pool CPU-bound speedup, 3 ranks x 1 worker (limit: process_pool)"),
     ("mpi_cpu_speedup_2x2", "mpi_pool CPU-bound speedup, 2 ranks x 2 workers (limit: process_pool)"),
+    ("shbuf_sum_64MiB", "task sums a 64 MiB shared_buffer, warm (limit: in-process)"),
+    ("shbuf_sum_64MiB_cold", "task sums a 64 MiB shared_buffer, first call"),
+    ("shbuf_fill_64MiB", "task fills and returns a new 64 MiB buffer, warm (limit: in-process)"),
+    ("shbuf_fill_64MiB_cold", "task fills and returns a new 64 MiB buffer, first call"),
+    ("shbuf_map_item_bytes", "bytes one map item (buffer, first, last) sends"),
 ]
 
 
@@ -311,6 +319,8 @@ NOT_APPLICABLE = {
     "codec_": ("peer",),
     "ring_pipe_": ("peer",),
     "mpi_": ("peer",),  # Python's standard library has no MPI
+    "shbuf_fill_": ("peer",),  # the Python peer only sums
+    "shbuf_map_": ("peer", "limit"),
 }
 
 

@@ -21,6 +21,7 @@
 #include "coproc/executors/detail/callable.hpp"
 #include "coproc/executors/detail/zygote.hpp"
 #include "coproc/ipc/detail/peer_spin.hpp"
+#include "coproc/ipc/detail/segment.hpp"
 #include "coproc/ipc/remote_error.hpp"
 #include "coproc/runtime/detail/child_setup.hpp"
 #include "coproc/runtime/detail/fd_io.hpp"
@@ -72,6 +73,11 @@ class worker final : public result_writer {
       }
       rearm_death_signal();  // setuid in the initializer cleared it
     }
+    // Shared buffers: a few mappings kept across tasks, and a returned
+    // buffer held until the parent has read its result (see
+    // docs/ARCHITECTURE.md, "Shared buffers").
+    segment_cache_bound(segment_cache_entries);
+    segment_pins_enable();
     channel_.shared->ready.store(1, std::memory_order_release);
     channel_.shared->worker_cpu.store(current_cpu(), std::memory_order_relaxed);
     std::uint64_t done = 0;
@@ -84,6 +90,8 @@ class worker final : public result_writer {
         wait_for_task();
         continue;
       }
+      segment_pins_release(
+          [this](std::uint64_t at) { return channel_.results.released_through(at); });
       if (run_one(frame)) {
         ++done;
         if (should_retire(done)) {
@@ -110,6 +118,7 @@ class worker final : public result_writer {
     if (!channel_.commit_result(current_id_, status_, n, recheck, [this] { return orphaned(); })) {
       leave_on_lost_result();
     }
+    segment_pins_tag(channel_.results.published());
   }
 
  private:
@@ -188,6 +197,9 @@ class worker final : public result_writer {
         return;
       }
       ::malloc_trim(0);
+      segment_cache_clear();
+      segment_pins_release(
+          [this](std::uint64_t at) { return channel_.results.released_through(at); });
       trim_pending_ = false;
     }
     // Before sleeping: a worker whose doorbell fd a task closed would leave
@@ -258,6 +270,8 @@ class worker final : public result_writer {
   /// Longest sleep before a worker checks its zygote again (issue 13.8: an
   /// orphan leaves within 1 s).
   static constexpr timespec recheck{0, 250'000'000};
+  /// Shared-buffer segments a worker keeps mapped between tasks.
+  static constexpr std::size_t segment_cache_entries = 8;
 
   worker_config config_;
   pool_header* header_;

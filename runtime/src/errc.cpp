@@ -45,6 +45,9 @@ class category final : public std::error_category {
                "a SIGCHLD handler) reaped the child";
       case errc::task_raised:
         return "the task threw an exception";
+      case errc::segment_unavailable:
+        return "a shared buffer's segment could not be reopened from the process that sent it "
+               "(it no longer holds the buffer, or /proc/<pid>/fd refused the access)";
     }
     return "unknown coproc error";
   }

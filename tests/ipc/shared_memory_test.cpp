@@ -2,10 +2,14 @@
 
 #include <fcntl.h>
 
+#include <asio.hpp>
 #include <catch2/catch_test_macros.hpp>
 #include <cstring>
 #include <filesystem>
 
+#include "async_test.hpp"
+#include "coproc/executors/process_pool.hpp"
+#include "coproc/ipc/codec.hpp"
 #include "sync_test_support.hpp"
 
 using coproc::test::fork_child;
@@ -55,4 +59,22 @@ TEST_CASE("a segment handed on by its fd maps the same bytes", "[shared_memory]"
   CHECK(std::strcmp(reinterpret_cast<const char*>(seg.data()), "via fd") == 0);
   CHECK(seg.at(4000, 96) == seg.data() + 4000);
   CHECK_THROWS_AS(seg.at(4000, 97), std::out_of_range);
+}
+
+namespace {
+std::size_t write_in_task(coproc::shared_memory m) {
+  std::memcpy(m.data() + 8, "from task", 10);
+  return m.size();
+}
+}  // namespace
+
+TEST_CASE("a segment handed to a task crosses as a handle", "[shared_memory]") {
+  coproc::test::run_async([](asio::io_context& ctx) -> asio::awaitable<void> {
+    coproc::process_pool pool(ctx.get_executor(), {.workers = 1});
+    coproc::shared_memory seg(8192);
+    CHECK(coproc::encoded_size(seg) < 64);
+    std::size_t size = co_await pool.submit(write_in_task, seg);
+    CHECK(size == 8192);
+    CHECK(std::strcmp(reinterpret_cast<const char*>(seg.data() + 8), "from task") == 0);
+  });
 }

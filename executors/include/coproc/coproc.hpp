@@ -20,6 +20,7 @@
 #include "coproc/ipc/remote_error.hpp"
 #include "coproc/ipc/semaphore.hpp"
 #include "coproc/ipc/shared_array.hpp"
+#include "coproc/ipc/shared_buffer.hpp"
 #include "coproc/ipc/shared_memory.hpp"
 #include "coproc/ipc/shared_value.hpp"
 #include "coproc/ipc/shm_ring.hpp"

@@ -44,12 +44,12 @@ struct shared_layout {
 // The lock member, in the region's first bytes (or nothing for no_lock).
 template <class Lock>
 struct lock_slot {
-  lock_slot(shared_memory& seg) : lock(seg, 0, shm_init::create) {}
+  explicit lock_slot(shared_memory& seg, shm_init init = shm_init::create) : lock(seg, 0, init) {}
   Lock lock;
 };
 template <>
 struct lock_slot<no_lock> {
-  explicit lock_slot(shared_memory&) {}
+  explicit lock_slot(shared_memory&, shm_init = shm_init::create) {}
 };
 
 /// Raw element access: an atomic access when T fits a lock-free atomic (so

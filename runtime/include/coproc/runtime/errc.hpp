@@ -29,6 +29,8 @@ enum class errc {
   child_reaped_elsewhere,  ///< another wait in this process (waitpid(-1)) reaped the child
   task_raised,  ///< the task itself threw (async_submit_ec only: the exception is handed over
                 ///< separately; everywhere else it arrives as itself)
+  segment_unavailable,  ///< a shared_buffer's segment could not be reopened from its sender
+                        ///< (it dropped its last handle first, or /proc refused the access)
 };
 
 /// The category of coproc::errc; name() is "coproc".
