@@ -56,6 +56,7 @@ struct rank_pool_wire {
   std::uint64_t address_space;
   std::uint64_t cpu_seconds;
   std::uint64_t open_files;
+  std::uint64_t arena_keep;
   std::uint32_t start_method;  // coproc::start_method
   std::uint32_t idle_priority;
 };
