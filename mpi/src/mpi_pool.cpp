@@ -23,12 +23,22 @@ std::int64_t to_ms(std::chrono::milliseconds d) {
 
 /// What every worker rank builds its own process_pool with.
 rank_pool_wire rank_pool_options(const pool_options& o, const mpi_options& mpi) {
-  return {
-      mpi.workers_per_rank,     o.max_tasks_per_worker, o.max_worker_rss,
-      to_ms(o.task_timeout),    to_ms(o.start_timeout), o.max_restarts,
-      to_ms(o.restart_period),  o.ring_bytes,           o.limits.address_space,
-      o.limits.cpu_seconds,     o.limits.open_files,    static_cast<std::uint32_t>(o.start_method),
-      o.idle_priority ? 1u : 0u};
+  rank_pool_wire w{};
+  w.workers = mpi.workers_per_rank;
+  w.max_tasks_per_worker = o.max_tasks_per_worker;
+  w.max_worker_rss = o.max_worker_rss;
+  w.task_timeout_ms = to_ms(o.task_timeout);
+  w.start_timeout_ms = to_ms(o.start_timeout);
+  w.max_restarts = o.max_restarts;
+  w.restart_period_ms = to_ms(o.restart_period);
+  w.ring_bytes = o.ring_bytes;
+  w.address_space = o.limits.address_space;
+  w.cpu_seconds = o.limits.cpu_seconds;
+  w.open_files = o.limits.open_files;
+  w.arena_keep = o.arena_keep;
+  w.start_method = static_cast<std::uint32_t>(o.start_method);
+  w.idle_priority = o.idle_priority ? 1 : 0;
+  return w;
 }
 
 }  // namespace

@@ -41,6 +41,7 @@ pool_options local_options(const rank_pool_wire& w, std::size_t max_result, void
   o.max_restarts = w.max_restarts;
   o.restart_period = std::chrono::milliseconds(w.restart_period_ms);
   o.ring_bytes = w.ring_bytes;
+  o.arena_keep = w.arena_keep;
   o.max_payload = max_result;
   o.limits = {w.address_space, w.cpu_seconds, w.open_files};
   o.start_method = static_cast<coproc::start_method>(w.start_method);

@@ -50,7 +50,7 @@ namespace coproc {
 /// queue_capacity (a full queue defers further submits: they count as
 /// stats().tasks_waiting) and max_payload (arguments; results are checked on
 /// the rank). On every worker rank's pool: task_timeout, max_tasks_per_worker,
-/// max_worker_rss, limits, start_method, idle_priority, ring_bytes,
+/// max_worker_rss, limits, start_method, idle_priority, ring_bytes, arena_keep,
 /// start_timeout, max_restarts, restart_period and initializer (run in every
 /// worker; it must be a plain function pointer, `+[] {...}` for a captureless
 /// lambda, because a closure cannot travel to another exec). Ignored:
