@@ -89,17 +89,7 @@ void pool_core::finish(worker_rec&, task_op* op, const result_header& h,
   std::int64_t latency = monotonic_ns() - op->sent_ns;
   recent_latency_ns_ += (latency - recent_latency_ns_) / 8;
   start_failures_ = 0;  // a worker ran a task: starts do not always fail
-  if (h.status == result_value) {
-    ledger_.complete(op, body);
-    return;
-  }
-  std::exception_ptr e;
-  try {
-    e = to_exception_ptr(decode_from<remote_error>(body));
-  } catch (...) {
-    e = std::current_exception();
-  }
-  ledger_.fail(op, e);
+  ledger_.complete(op, h.status == result_value, body);
 }
 
 // Announces that the parent sleeps (workers then ring the eventfd), re-checks

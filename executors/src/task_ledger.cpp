@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <utility>
 
+#include "coproc/ipc/remote_error.hpp"
+
 namespace coproc::detail {
 
 deliveries& deliveries::operator=(deliveries&& o) noexcept {
@@ -112,10 +114,20 @@ void task_ledger::erase(task_op* op) {
   admit();
 }
 
-void task_ledger::complete(task_op* op, std::span<const std::byte> result) {
+void task_ledger::complete(task_op* op, bool value, std::span<const std::byte> body) {
+  if (!value) {
+    std::exception_ptr e;
+    try {
+      e = to_exception_ptr(decode_from<remote_error>(body));
+    } catch (...) {
+      e = std::current_exception();  // an exception that did not decode
+    }
+    fail(op, e);
+    return;
+  }
   erase(op);
   ++stats_.tasks_completed;
-  op->complete(result);
+  op->complete(body);
   out_.settled(op);
 }
 

@@ -5,7 +5,6 @@
 #include <algorithm>
 #include <cstring>
 
-#include "coproc/ipc/remote_error.hpp"
 #include "mpi_runtime.hpp"
 
 namespace coproc::detail {
@@ -171,18 +170,7 @@ void runtime::on_result(int source, std::span<const std::byte> m) {
     head_since_[source] = now_ns();
     // Not found: cancelled or timed out meanwhile; its result is dropped.
     if (task_op* op = ledger_.find(r.id)) {
-      auto body = m.subspan(sizeof r);
-      if (r.status == status_value) {
-        ledger_.complete(op, body);
-      } else {
-        std::exception_ptr e;
-        try {
-          e = to_exception_ptr(decode_from<remote_error>(body));
-        } catch (...) {
-          e = std::current_exception();
-        }
-        ledger_.fail(op, e);
-      }
+      ledger_.complete(op, r.status == status_value, m.subspan(sizeof r));
     }
     finish_if_idle_locked();
   });

@@ -90,8 +90,9 @@ class task_ledger {
   std::size_t queued() const { return queue_.size(); }
   std::size_t waiting() const { return waiting_.size(); }
 
-  /// Ends `op` with its encoded result (decoded now; delivered later).
-  void complete(task_op* op, std::span<const std::byte> result);
+  /// Ends `op` with what its worker sent: the encoded value when `value`,
+  /// else an encoded remote_error (decoded now, delivered later).
+  void complete(task_op* op, bool value, std::span<const std::byte> body);
   /// Ends `op` with `why`.
   void fail(task_op* op, std::exception_ptr why, ending how = ending::failed);
   /// Ends every task with `why`; returns how many.
