@@ -7,20 +7,6 @@
 
 namespace coproc::detail {
 
-deliveries& deliveries::operator=(deliveries&& o) noexcept {
-  if (this != &o) {
-    run(false);  // whatever this held is not lost
-    head_ = std::exchange(o.head_, nullptr);
-    tail_ = std::exchange(o.tail_, nullptr);
-    dropped_ = std::move(o.dropped_);
-    o.dropped_.clear();
-    calls_ = std::move(o.calls_);
-    o.calls_.clear();
-  }
-  return *this;
-}
-
-// Posts what was never run (an exception left a pool's step half-way).
 deliveries::~deliveries() {
   try {
     run(false);

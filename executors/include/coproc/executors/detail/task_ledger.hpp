@@ -19,6 +19,7 @@
 #include <functional>
 #include <span>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "coproc/executors/detail/task_op.hpp"
@@ -32,8 +33,13 @@ namespace coproc::detail {
 class deliveries {
  public:
   deliveries() = default;
-  deliveries(deliveries&& o) noexcept { *this = std::move(o); }
-  deliveries& operator=(deliveries&& o) noexcept;
+  deliveries(deliveries&& o) noexcept { swap(o); }
+  /// Swaps: what this held is run by `o`'s destructor, never lost.
+  deliveries& operator=(deliveries&& o) noexcept {
+    swap(o);
+    return *this;
+  }
+  /// Posts what was never run (an exception left a pool's step half-way).
   ~deliveries();
 
   void settled(task_op* op);
@@ -48,6 +54,13 @@ class deliveries {
   void run(bool may_run_inline);
 
  private:
+  void swap(deliveries& o) noexcept {
+    std::swap(head_, o.head_);
+    std::swap(tail_, o.tail_);
+    dropped_.swap(o.dropped_);
+    calls_.swap(o.calls_);
+  }
+
   task_op* head_ = nullptr;
   task_op* tail_ = nullptr;
   std::vector<task_op*> dropped_;
