@@ -1,6 +1,7 @@
 // The parent side of a process_pool, completion half: the doorbell, the
-// bounded poll of the result rings, the drain of each worker's result frames
-// and the delivery of finished tasks outside the pool's lock.
+// bounded poll of the result rings, and the drain of each worker's result
+// frames (slot_channel::receive) into the ledger, whose completions the
+// doorbell handler delivers once it released the pool's lock (locked(true, ...)).
 
 #include <fcntl.h>
 #include <signal.h>
