@@ -39,27 +39,6 @@ bool inside(std::span<std::byte> s, const std::byte* ring) {
   return s.data() >= ring && s.data() + s.size() <= ring + capacity;
 }
 
-struct input {
-  const std::uint8_t* p;
-  std::size_t left;
-  bool byte(std::uint8_t& out) {
-    if (left == 0) {
-      return false;
-    }
-    out = *p++;
-    --left;
-    return true;
-  }
-  std::uint64_t word() {
-    std::uint64_t w = 0;
-    std::size_t n = left < 8 ? left : 8;
-    std::memcpy(&w, p, n);
-    p += n;
-    left -= n;
-    return w;
-  }
-};
-
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
@@ -73,7 +52,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   coproc::shm_ring::init(header.get(), capacity);
   coproc::shm_ring consumer(header.get(), ring.get(), capacity);
   coproc::shm_ring producer(header.get(), ring.get(), capacity);
-  input in{data + capacity, size - capacity};
+  coproc::fuzz::input in{data + capacity, size - capacity};
 
   std::uint64_t sum = 0;
   std::uint8_t op = 0;

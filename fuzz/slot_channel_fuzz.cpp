@@ -38,27 +38,6 @@ constexpr std::size_t slot_bytes = d::slot_channel::bytes(ring_bytes, arena_byte
   std::abort();
 }
 
-struct input {
-  const std::uint8_t* p;
-  std::size_t left;
-  bool byte(std::uint8_t& out) {
-    if (left == 0) {
-      return false;
-    }
-    out = *p++;
-    --left;
-    return true;
-  }
-  std::uint64_t word() {
-    std::uint64_t w = 0;
-    std::size_t n = left < 8 ? left : 8;
-    std::memcpy(&w, p, n);
-    p += n;
-    left -= n;
-    return w;
-  }
-};
-
 /// A body must lie inside [lo, hi): its frame's ring or its arena.
 void check_within(std::span<const std::byte> body, const std::byte* lo, const std::byte* hi,
                   const char* what) {
@@ -92,7 +71,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   d::slot_channel::sent_frame last;
   std::uint64_t next_id = 1;
   std::uint64_t sum = 0;
-  input in{data, size};
+  coproc::fuzz::input in{data, size};
   std::uint8_t op = 0;
   for (int steps = 0; steps < 256 && in.byte(op); ++steps) {
     switch (op % 6) {

@@ -1,6 +1,7 @@
 // The parent side of a process_pool, completion half: the doorbell, the
-// bounded poll of the result rings, the drain of each worker's result frames
-// and the delivery of finished tasks outside the pool's lock.
+// bounded poll of the result rings, and the drain of each worker's result
+// frames (slot_channel::receive) into the ledger, whose completions the
+// doorbell handler delivers once it released the pool's lock (locked(true, ...)).
 
 #include <fcntl.h>
 #include <signal.h>
@@ -89,17 +90,7 @@ void pool_core::finish(worker_rec&, task_op* op, const result_header& h,
   std::int64_t latency = monotonic_ns() - op->sent_ns;
   recent_latency_ns_ += (latency - recent_latency_ns_) / 8;
   start_failures_ = 0;  // a worker ran a task: starts do not always fail
-  if (h.status == result_value) {
-    ledger_.complete(op, body);
-    return;
-  }
-  std::exception_ptr e;
-  try {
-    e = to_exception_ptr(decode_from<remote_error>(body));
-  } catch (...) {
-    e = std::current_exception();
-  }
-  ledger_.fail(op, e);
+  ledger_.complete(op, h.status == result_value, body);
 }
 
 // Announces that the parent sleeps (workers then ring the eventfd), re-checks

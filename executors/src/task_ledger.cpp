@@ -3,22 +3,10 @@
 #include <algorithm>
 #include <utility>
 
+#include "coproc/ipc/remote_error.hpp"
+
 namespace coproc::detail {
 
-deliveries& deliveries::operator=(deliveries&& o) noexcept {
-  if (this != &o) {
-    run(false);  // whatever this held is not lost
-    head_ = std::exchange(o.head_, nullptr);
-    tail_ = std::exchange(o.tail_, nullptr);
-    dropped_ = std::move(o.dropped_);
-    o.dropped_.clear();
-    calls_ = std::move(o.calls_);
-    o.calls_.clear();
-  }
-  return *this;
-}
-
-// Posts what was never run (an exception left a pool's step half-way).
 deliveries::~deliveries() {
   try {
     run(false);
@@ -112,10 +100,20 @@ void task_ledger::erase(task_op* op) {
   admit();
 }
 
-void task_ledger::complete(task_op* op, std::span<const std::byte> result) {
+void task_ledger::complete(task_op* op, bool value, std::span<const std::byte> body) {
+  if (!value) {
+    std::exception_ptr e;
+    try {
+      e = to_exception_ptr(decode_from<remote_error>(body));
+    } catch (...) {
+      e = std::current_exception();  // an exception that did not decode
+    }
+    fail(op, e);
+    return;
+  }
   erase(op);
   ++stats_.tasks_completed;
-  op->complete(result);
+  op->complete(body);
   out_.settled(op);
 }
 

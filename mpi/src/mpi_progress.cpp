@@ -7,7 +7,6 @@
 #include <algorithm>
 #include <cstring>
 
-#include "coproc/ipc/remote_error.hpp"
 #include "coproc/runtime/worker_crashed_error.hpp"
 #include "mpi_runtime.hpp"
 
@@ -182,18 +181,10 @@ void runtime::on_result(int source, std::span<const std::byte> m) {
     // Not found: cancelled meanwhile; its result is dropped.
     if (task_op* op = ledger_.find(r.id)) {
       auto body = m.subspan(sizeof r);
-      if (r.status == status_value) {
-        ledger_.complete(op, body);
-      } else if (r.status == status_crash) {
+      if (r.status == status_crash) {
         ledger_.fail(op, crash_error(source, body));
       } else {
-        std::exception_ptr e;
-        try {
-          e = to_exception_ptr(decode_from<remote_error>(body));
-        } catch (...) {
-          e = std::current_exception();
-        }
-        ledger_.fail(op, e);
+        ledger_.complete(op, r.status == status_value, body);
       }
     }
     finish_if_idle_locked();

@@ -14,7 +14,6 @@
 #include <exception>
 #include <functional>
 #include <future>
-#include <map>
 #include <mutex>
 #include <span>
 #include <string>

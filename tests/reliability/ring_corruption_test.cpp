@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "coproc/executors/detail/callable.hpp"
+#include "coproc/executors/detail/slot_channel.hpp"
 #include "coproc/ipc/shm_ring.hpp"
 #include "coproc/runtime/errc.hpp"
 
@@ -121,4 +122,26 @@ TEST_CASE("run_task refuses a task body shorter than its callable", "[reliabilit
   INFO("child status " << status << (WIFSIGNALED(status) ? " (killed by a signal)" : ""));
   CHECK(WIFEXITED(status));
   CHECK(WEXITSTATUS(status) == 0);
+}
+
+// slot_channel_fuzz: a task frame shorter than task_header was taken, its
+// header read and its state word swapped past the frame, and its body
+// bounded by frame.size() - sizeof(task_header), which wrapped.
+TEST_CASE("a task frame shorter than its header is corrupt, never taken",
+          "[ring_corruption][slot_channel]") {
+  namespace d = coproc::detail;
+  constexpr std::size_t ring_bytes = 1024;
+  constexpr std::size_t arena_bytes = 4096;
+  std::vector<std::byte> slot(d::slot_channel::bytes(ring_bytes, arena_bytes) + 64);
+  std::byte* base = slot.data() + (64 - reinterpret_cast<std::uintptr_t>(slot.data()) % 64) % 64;
+  d::slot_channel::reset(base, ring_bytes);
+  d::slot_channel rogue(base, ring_bytes, arena_bytes);
+  d::slot_channel worker(base, ring_bytes, arena_bytes);
+  std::span<std::byte> frame = rogue.tasks.try_reserve(8);
+  REQUIRE(frame.data() != nullptr);
+  std::memset(frame.data(), 0, frame.size());
+  rogue.tasks.commit(8);
+  CHECK(worker.next_task().data() == nullptr);
+  CHECK(worker.tasks_corrupt());
+  CHECK(worker.shared->consumed.load() == 0);  // nothing was taken
 }

@@ -182,7 +182,8 @@ class slot_channel {
 
   /// Wakes the worker if it sleeps: once per batch of send()s.
   void notify_worker() { tasks.notify(); }
-  bool tasks_corrupt() const { return tasks.corrupt(); }
+  /// The task ring holds what no parent writes (either end may ask).
+  bool tasks_corrupt() const { return tasks.corrupt() || short_task_frame_; }
 
   /// Withdraws a frame the worker has not taken (it skips it then); false
   /// when the worker took it already. A withdrawn arena body keeps the
@@ -277,8 +278,17 @@ class slot_channel {
 
   // ---- worker end: task frames in ----------------------------------------
 
-  /// The next task frame, or an empty span (see tasks_corrupt()).
-  std::span<std::byte> next_task() { return tasks.try_peek(); }
+  /// The next task frame, or an empty span (see tasks_corrupt()). A frame
+  /// shorter than its header is corrupt: its header would be read, and its
+  /// state word swapped, past the frame (found by slot_channel_fuzz).
+  std::span<std::byte> next_task() {
+    std::span<std::byte> frame = short_task_frame_ ? std::span<std::byte>() : tasks.try_peek();
+    if (frame.data() != nullptr && frame.size() < sizeof(task_header)) {
+      short_task_frame_ = true;
+      return {};
+    }
+    return frame;
+  }
 
   /// Sleeps until a task frame is published: spins `spin` rounds first; false
   /// when `timeout` (if any) passed.
@@ -418,6 +428,7 @@ class slot_channel {
   std::size_t in_touched_ = 0;   // the largest bodies in each arena since take_spare()
   std::size_t out_touched_ = 0;
   // Worker end.
+  bool short_task_frame_ = false;
   bool out_in_arena_ = false;
   std::byte* out_frame_ = nullptr;
   std::uint64_t arena_frame_end_ = 0;  // result ring position past the last arena result's frame

@@ -19,6 +19,7 @@
 #include <functional>
 #include <span>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "coproc/executors/detail/task_op.hpp"
@@ -32,8 +33,13 @@ namespace coproc::detail {
 class deliveries {
  public:
   deliveries() = default;
-  deliveries(deliveries&& o) noexcept { *this = std::move(o); }
-  deliveries& operator=(deliveries&& o) noexcept;
+  deliveries(deliveries&& o) noexcept { swap(o); }
+  /// Swaps: what this held is run by `o`'s destructor, never lost.
+  deliveries& operator=(deliveries&& o) noexcept {
+    swap(o);
+    return *this;
+  }
+  /// Posts what was never run (an exception left a pool's step half-way).
   ~deliveries();
 
   void settled(task_op* op);
@@ -48,6 +54,13 @@ class deliveries {
   void run(bool may_run_inline);
 
  private:
+  void swap(deliveries& o) noexcept {
+    std::swap(head_, o.head_);
+    std::swap(tail_, o.tail_);
+    dropped_.swap(o.dropped_);
+    calls_.swap(o.calls_);
+  }
+
   task_op* head_ = nullptr;
   task_op* tail_ = nullptr;
   std::vector<task_op*> dropped_;
@@ -90,8 +103,9 @@ class task_ledger {
   std::size_t queued() const { return queue_.size(); }
   std::size_t waiting() const { return waiting_.size(); }
 
-  /// Ends `op` with its encoded result (decoded now; delivered later).
-  void complete(task_op* op, std::span<const std::byte> result);
+  /// Ends `op` with what its worker sent: the encoded value when `value`,
+  /// else an encoded remote_error (decoded now, delivered later).
+  void complete(task_op* op, bool value, std::span<const std::byte> body);
   /// Ends `op` with `why`.
   void fail(task_op* op, std::exception_ptr why, ending how = ending::failed);
   /// Ends every task with `why`; returns how many.
