@@ -125,7 +125,9 @@ inline std::vector<std::byte> message(const void* head, std::size_t head_size,
                                       std::string_view tail) {
   std::vector<std::byte> m(head_size + tail.size());
   std::memcpy(m.data(), head, head_size);
-  std::memcpy(m.data() + head_size, tail.data(), tail.size());
+  if (!tail.empty()) {  // an empty view's data() may be null, which memcpy may not take
+    std::memcpy(m.data() + head_size, tail.data(), tail.size());
+  }
   return m;
 }
 
