@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <list>
 #include <map>
@@ -50,6 +51,9 @@ struct registry {
   std::size_t cache_bound = 0;
   bool pins_enabled = false;
   std::vector<segment_pin> pins;
+  // pins.size(), readable without the mutex: a worker's loop looks at it
+  // around every task, and most tasks pin nothing.
+  std::atomic<std::size_t> pinned{0};
 
   static registry& get() {
     // Never destroyed: segments may drop during static destruction.
@@ -197,6 +201,7 @@ segment_wire describe_segment(const std::shared_ptr<segment>& s) {
   std::lock_guard g(r.mutex);
   if (r.pins_enabled) {
     r.pins.push_back({0, s});
+    r.pinned.store(r.pins.size(), std::memory_order_release);
   }
   return w;
 }
@@ -261,6 +266,9 @@ void segment_pins_enable() noexcept {
 
 void segment_pins_tag(std::uint64_t position) noexcept {
   registry& r = registry::get();
+  if (r.pinned.load(std::memory_order_acquire) == 0) {
+    return;  // a pin added after this look is tagged at the next result
+  }
   std::lock_guard g(r.mutex);
   for (auto& p : r.pins) {
     if (p.position == 0) {
@@ -271,6 +279,9 @@ void segment_pins_tag(std::uint64_t position) noexcept {
 
 void segment_pins_release_if(bool (*released)(void*, std::uint64_t), void* ctx) noexcept {
   registry& r = registry::get();
+  if (r.pinned.load(std::memory_order_acquire) == 0) {
+    return;
+  }
   std::vector<segment_pin> out;  // unmapped after the mutex is released
   std::lock_guard g(r.mutex);
   // A task's own threads may describe segments meanwhile: under the mutex.
@@ -279,6 +290,7 @@ void segment_pins_release_if(bool (*released)(void*, std::uint64_t), void* ctx) 
   });
   out.assign(std::make_move_iterator(keep), std::make_move_iterator(r.pins.end()));
   r.pins.erase(keep, r.pins.end());
+  r.pinned.store(r.pins.size(), std::memory_order_release);
 }
 
 }  // namespace coproc::detail
