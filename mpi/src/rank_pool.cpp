@@ -1,13 +1,12 @@
 #include "rank_pool.hpp"
 
-#include <sched.h>
-
 #include <algorithm>
 #include <cstring>
 #include <string>
 #include <utility>
 
 #include "coproc/ipc/remote_error.hpp"
+#include "coproc/runtime/detail/usable_cpus.hpp"
 #include "coproc/runtime/worker_crashed_error.hpp"
 
 namespace coproc::detail {
@@ -23,17 +22,9 @@ std::vector<std::byte> with_head(const void* head, std::size_t head_size,
   return m;
 }
 
-std::size_t own_cpus() {
-  cpu_set_t set;
-  if (::sched_getaffinity(0, sizeof set, &set) == 0) {
-    return static_cast<std::size_t>(std::max(1, CPU_COUNT(&set)));
-  }
-  return std::max(1u, std::thread::hardware_concurrency());
-}
-
 pool_options local_options(const rank_pool_wire& w, std::size_t max_result, void (*initializer)()) {
   pool_options o;
-  o.workers = w.workers != 0 ? w.workers : own_cpus();
+  o.workers = w.workers != 0 ? w.workers : usable_cpus();
   o.max_tasks_per_worker = w.max_tasks_per_worker;
   o.max_worker_rss = w.max_worker_rss;
   o.task_timeout = std::chrono::milliseconds(w.task_timeout_ms);
@@ -59,14 +50,18 @@ pool_options local_options(const rank_pool_wire& w, std::size_t max_result, void
 class forwarded_op final : public task_op {
  public:
   forwarded_op(rank_pool& owner, std::uint64_t origin, std::int64_t code,
-               std::span<const std::byte> body, std::size_t max_result)
-      : owner_(owner), origin_(origin), body_(body.begin(), body.end()), max_result_(max_result) {
+               std::vector<std::byte> message, std::size_t offset, std::size_t max_result)
+      : owner_(owner),
+        origin_(origin),
+        message_(std::move(message)),
+        offset_(offset),
+        max_result_(max_result) {
     thunk = code;
   }
 
-  std::size_t body_size() const override { return body_.size(); }
+  std::size_t body_size() const override { return message_.size() - offset_; }
   void encode_body(std::span<std::byte> out) const override {
-    std::memcpy(out.data(), body_.data(), body_.size());
+    std::memcpy(out.data(), message_.data() + offset_, body_size());
   }
   void bind_cancellation(task_canceller& pool) override { owner_.bind(origin_, id, pool); }
 
@@ -132,7 +127,8 @@ class forwarded_op final : public task_op {
 
   rank_pool& owner_;
   std::uint64_t origin_;
-  std::vector<std::byte> body_;
+  std::vector<std::byte> message_;  // the MPI message as received; the body follows offset_
+  std::size_t offset_;
   std::size_t max_result_;
   std::vector<std::byte> reply_;
 };
@@ -155,8 +151,9 @@ std::vector<rank_pool::reply> rank_pool::stop() {
   return std::exchange(replies_, {});
 }
 
-void rank_pool::run(std::uint64_t id, std::int64_t thunk, std::span<const std::byte> body) {
-  backend_->start(new forwarded_op(*this, id, thunk, body, max_result_));
+void rank_pool::run(std::uint64_t id, std::int64_t thunk, std::vector<std::byte> message,
+                    std::size_t offset) {
+  backend_->start(new forwarded_op(*this, id, thunk, std::move(message), offset, max_result_));
 }
 
 void rank_pool::cancel(std::uint64_t id) {

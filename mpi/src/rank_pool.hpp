@@ -45,8 +45,10 @@ class rank_pool {
 
   std::size_t workers() const noexcept { return backend_->size(); }
 
-  /// Runs rank 0's task `id` in a worker of this rank.
-  void run(std::uint64_t id, std::int64_t thunk, std::span<const std::byte> body);
+  /// Runs rank 0's task `id` in a worker of this rank; its body is
+  /// `message` past its first `offset` bytes (kept, not copied).
+  void run(std::uint64_t id, std::int64_t thunk, std::vector<std::byte> message,
+           std::size_t offset);
   /// Cancels rank 0's task `id`: queued here, it is dropped; running, its
   /// worker is killed. Its reply still comes (operation_aborted).
   void cancel(std::uint64_t id);

@@ -31,7 +31,8 @@ class rank_session {
   /// The answer to rank 0's hello: attach (and start the pool) or refuse.
   std::vector<std::byte> hello(std::span<const std::byte> in);
   /// Forwards a task to the pool, or answers at once why it cannot run.
-  void task(std::span<const std::byte> in);
+  /// Takes the message: its bytes become the task's body, not a copy.
+  void task(std::vector<std::byte> in);
   void cancel(std::span<const std::byte> in);
   /// Ends the session: its pool stops, the replies of what it aborted stay
   /// to be sent.
@@ -79,7 +80,7 @@ std::vector<std::byte> rank_session::hello(std::span<const std::byte> in) {
   return message(&a, sizeof a, text);
 }
 
-void rank_session::task(std::span<const std::byte> in) {
+void rank_session::task(std::vector<std::byte> in) {
   task_wire t{0, 0};
   if (in.size() < sizeof t) {
     return refuse(0, coproc::errc::frame_corrupt, "mpi_pool: short task message");
@@ -88,7 +89,7 @@ void rank_session::task(std::span<const std::byte> in) {
   if (!pool_) {
     return refuse(t.id, coproc::errc::function_mismatch, refusal_);
   }
-  pool_->run(t.id, t.thunk, in.subspan(sizeof t));
+  pool_->run(t.id, t.thunk, std::move(in), sizeof t);
 }
 
 void rank_session::cancel(std::span<const std::byte> in) {
@@ -187,7 +188,7 @@ int rank_worker_loop() {
         }
         break;
       case tag_task:
-        session.task(in);
+        session.task(std::move(in));
         break;
       case tag_cancel:
         session.cancel(in);

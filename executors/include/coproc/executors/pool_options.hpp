@@ -5,7 +5,8 @@
 #include <cstddef>
 #include <functional>
 #include <string_view>
-#include <thread>
+
+#include "coproc/runtime/detail/usable_cpus.hpp"
 
 namespace coproc {
 
@@ -64,9 +65,10 @@ struct worker_limits {
 
 /// Options of a process_pool: `process_pool pool(ex, {.workers = 4});`
 struct pool_options {
-  /// Worker processes kept alive (default: the hardware concurrency); 0 is
-  /// refused with std::invalid_argument.
-  std::size_t workers = std::thread::hardware_concurrency();
+  /// Worker processes kept alive (default: the CPUs this process may run on,
+  /// its affinity mask, so a container's cpuset); 0 is refused with
+  /// std::invalid_argument.
+  std::size_t workers = detail::usable_cpus();
   /// Recycle a worker after this many tasks (0: never).
   std::size_t max_tasks_per_worker = 0;
   /// Recycle a worker whose resident set passed this many bytes after a task (0: never).
