@@ -13,10 +13,12 @@
 #include <cstdint>
 #include <filesystem>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "async_test.hpp"
 #include "coproc/executors/process_pool.hpp"
+#include "poll_until.hpp"
 
 namespace {
 
@@ -45,11 +47,7 @@ std::uint64_t pool_shared_bytes() {
 // Waits (on the loop, 10 ms at a time, at most 10 s) until `done()`.
 template <class Done>
 asio::awaitable<void> until(Done done) {
-  asio::steady_timer t(co_await asio::this_coro::executor);
-  for (int i = 0; i < 1000 && !done(); ++i) {
-    t.expires_after(std::chrono::milliseconds(10));
-    co_await t.async_wait(asio::use_awaitable);
-  }
+  return coproc::test::poll_until(std::move(done), std::chrono::milliseconds(10), 1000);
 }
 
 constexpr std::uint64_t MiB = std::uint64_t{1} << 20;

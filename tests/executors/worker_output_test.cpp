@@ -19,6 +19,7 @@
 
 #include "async_test.hpp"
 #include "coproc/coproc.hpp"
+#include "poll_until.hpp"
 
 namespace {
 
@@ -69,6 +70,22 @@ struct captured {
   int stream = 0;
   std::string line;
 };
+using captured_lines = std::shared_ptr<std::vector<captured>>;
+
+// `options` with every worker line routed into `lines` (on the loop).
+coproc::pool_options capture_into(const captured_lines& lines, coproc::pool_options options) {
+  options.worker_output = coproc::worker_output::callback;
+  options.on_worker_output = [lines](int pid, int stream, std::string_view line) {
+    lines->push_back({pid, stream, std::string(line)});
+  };
+  return options;
+}
+
+// Lines come on the loop while the pool runs: waits (at most 5 s) for `n`.
+asio::awaitable<void> wait_for_lines(const captured_lines& lines, std::size_t n) {
+  return coproc::test::poll_until([lines, n] { return lines->size() >= n; },
+                                  std::chrono::milliseconds(10), 500);
+}
 
 std::string read_all(int fd) {
   std::string out;
@@ -127,21 +144,11 @@ TEST_CASE("worker_output::callback passes whole lines with the worker's pid",
   auto lines = std::make_shared<std::vector<captured>>();
   coproc::test::run_async([lines](asio::io_context& ctx) -> asio::awaitable<void> {
     {
-      coproc::process_pool pool(
-          ctx, {.workers = 1,
-                .worker_output = coproc::worker_output::callback,
-                .on_worker_output = [lines](int pid, int stream, std::string_view line) {
-                  lines->push_back({pid, stream, std::string(line)});
-                }});
+      coproc::process_pool pool(ctx, capture_into(lines, {.workers = 1}));
       int pid = co_await pool.submit(print_lines, 100);
       int pid2 = co_await pool.submit(print_in_pieces);
       CHECK(pid2 == pid);
-      // Lines come on the loop while the pool runs: wait for them.
-      asio::steady_timer t(ctx);
-      for (int i = 0; i < 500 && lines->size() < 102; ++i) {
-        t.expires_after(std::chrono::milliseconds(10));
-        co_await t.async_wait(asio::use_awaitable);
-      }
+      co_await wait_for_lines(lines, 102);
       REQUIRE(lines->size() == 102);
       check_lines(*lines, pid);
     }
@@ -152,21 +159,12 @@ TEST_CASE("worker_output: a killed worker's flushed lines arrive, the last one u
           "[process_pool][stdio]") {
   auto lines = std::make_shared<std::vector<captured>>();
   coproc::test::run_async([lines](asio::io_context& ctx) -> asio::awaitable<void> {
-    coproc::process_pool pool(
-        ctx, {.workers = 1,
-              .worker_output = coproc::worker_output::callback,
-              .on_worker_output = [lines](int pid, int stream, std::string_view line) {
-                lines->push_back({pid, stream, std::string(line)});
-              }});
+    coproc::process_pool pool(ctx, capture_into(lines, {.workers = 1}));
     try {
       co_await pool.submit(print_then_die);
     } catch (const std::system_error&) {
     }
-    asio::steady_timer t(ctx);
-    for (int i = 0; i < 500 && lines->size() < 2; ++i) {
-      t.expires_after(std::chrono::milliseconds(10));
-      co_await t.async_wait(asio::use_awaitable);
-    }
+    co_await wait_for_lines(lines, 2);
     REQUIRE(lines->size() == 2);
     CHECK(lines->at(0).line == "last words");
     CHECK(lines->at(1).line == "no newline at the end");
@@ -233,18 +231,9 @@ TEST_CASE("worker_output::callback works for spawned zygotes too", "[process_poo
   auto lines = std::make_shared<std::vector<captured>>();
   coproc::test::run_async([lines](asio::io_context& ctx) -> asio::awaitable<void> {
     coproc::process_pool pool(
-        ctx, {.workers = 1,
-              .start_method = coproc::start_method::spawn,
-              .worker_output = coproc::worker_output::callback,
-              .on_worker_output = [lines](int pid, int stream, std::string_view line) {
-                lines->push_back({pid, stream, std::string(line)});
-              }});
+        ctx, capture_into(lines, {.workers = 1, .start_method = coproc::start_method::spawn}));
     int pid = co_await pool.submit(print_in_pieces);
-    asio::steady_timer t(ctx);
-    for (int i = 0; i < 500 && lines->empty(); ++i) {
-      t.expires_after(std::chrono::milliseconds(10));
-      co_await t.async_wait(asio::use_awaitable);
-    }
+    co_await wait_for_lines(lines, 1);
     REQUIRE(lines->size() == 1);
     CHECK(lines->at(0).pid == pid);
     CHECK(lines->at(0).line == "abcdefghi");

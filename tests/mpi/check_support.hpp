@@ -17,6 +17,9 @@
 #include <stdexcept>
 #include <string>
 #include <system_error>
+#include <utility>
+
+#include "poll_until.hpp"
 
 namespace check {
 
@@ -61,11 +64,7 @@ inline void open_gate(const std::string& gate) {
 // reaches on its own, observed rather than assumed after a delay.
 template <class Ready>
 asio::awaitable<void> until(Ready ready) {
-  asio::steady_timer t(co_await asio::this_coro::executor);
-  for (int i = 0; i < 20000 && !ready(); ++i) {
-    t.expires_after(std::chrono::milliseconds(1));
-    co_await t.async_wait(asio::use_awaitable);
-  }
+  return coproc::test::poll_until(std::move(ready), std::chrono::milliseconds(1), 20000);
 }
 
 template <class Fn>
