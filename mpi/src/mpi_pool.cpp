@@ -115,7 +115,7 @@ std::size_t runtime::open(const pool_options& options, const mpi_options& mpi) {
   std::size_t workers = 0;
   std::size_t held = 0;
   for (int r = 1; r < size; ++r) {
-    workers += ranks_[r].workers_alive;
+    workers += pool_sizes_[r];
     held += slots_[r];
   }
   ledger_.set_limit(std::max<std::size_t>(1, options.queue_capacity) + held);
@@ -216,6 +216,7 @@ void runtime::thread_main(int* argc, char*** argv, std::promise<int>& ready) {
   MPI_Comm_size(MPI_COMM_WORLD, &size);
   load_.assign(static_cast<std::size_t>(size), 0);
   slots_.assign(static_cast<std::size_t>(size), 0);
+  pool_sizes_.assign(static_cast<std::size_t>(size), 0);
   ranks_.assign(static_cast<std::size_t>(size), {});
   if (rank != 0) {
     ready.set_value(rank);  // the main thread waits for this thread to end

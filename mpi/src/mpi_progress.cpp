@@ -201,6 +201,7 @@ void runtime::on_ack(int source, std::span<const std::byte> m) {
   std::lock_guard lk(m_);
   ranks_[source].pid = a.pid;
   ranks_[source].workers_alive = a.workers;
+  pool_sizes_[source] = a.workers;
   slots_[source] = per_rank_ != 0 ? per_rank_ : 2 * a.workers;
   if (a.ok == ack_refused && hello_error_.empty()) {
     hello_code_ = coproc::errc::function_mismatch;

@@ -137,9 +137,12 @@ class runtime {
   task_ledger ledger_;
   std::vector<outgoing> control_;
   // Per rank (index = rank; 0 unused): the tasks it holds until their replies
-  // come (cancelled ones too), as many as slots_ at once; its pool's figures.
+  // come (cancelled ones too), as many as slots_ at once; the workers its ack
+  // said its pool has (its stats count only those running now); its pool's
+  // figures.
   std::vector<std::size_t> load_;
   std::vector<std::size_t> slots_;
+  std::vector<std::size_t> pool_sizes_;
   std::vector<rank_stats> ranks_;
   std::size_t expected_ = 0;  // results still to come
   std::function<void()> shutdown_done_;

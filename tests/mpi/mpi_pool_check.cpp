@@ -82,6 +82,11 @@ int initializer_runs = 0;
 void count_initializer() {
   ++initializer_runs;
 }
+// Workers that take a while to start: until they are up, a rank's stats
+// report fewer live workers than it has.
+void slow_initializer() {
+  ::usleep(300 * 1000);
+}
 void failing_initializer() {
   throw std::runtime_error("no init here");
 }
@@ -467,6 +472,14 @@ int main(int argc, char** argv) {
   {
     coproc::mpi_pool pool(ctx.get_executor(), {.initializer = count_initializer});
     run("initializer", [&] { return initialized(pool); });
+  }
+  {
+    // size() is the workers the ranks were asked for, even while they start.
+    coproc::mpi_pool pool(ctx.get_executor(), {.initializer = slow_initializer},
+                          {.workers_per_rank = 2});
+    EXPECT(pool.size() == 4);
+    std::printf("size while starting: %s (%zu)\n", pool.size() == 4 ? "ok" : "FAILED",
+                pool.size());
   }
   // The initializer runs in each rank's workers, never in a rank: one that
   // throws breaks that rank's pool (pool_broken, with its message) and fails
