@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """Two builds' bench_pool side by side in one run (a change against the commit before it).
 
-Usage: python3 bench/ab_pool.py BASE_BENCH_POOL NEW_BENCH_POOL [REPS]
+Usage: python3 bench/ab_pool.py BASE_BENCH NEW_BENCH [REPS [GROUP[:FLAG] ...]]
 
 For each repetition, every pool group (rtt pinned to CPU 0 and free, tput,
-payload, ready, memory) runs base then new, or new then base (alternating),
+payload, ready, memory; or the GROUPs given, e.g. `sweep:--quick` of two
+bench_sweep binaries) runs base then new, or new then base (alternating),
 so drift of the machine spreads evenly. Prints a Markdown table: median and
 spread ((max-min)/median) per metric and contender, and new/base."""
 import json, statistics, subprocess, sys, collections
@@ -13,6 +14,8 @@ if len(sys.argv) < 3:
 BIN = {"base": sys.argv[1], "new": sys.argv[2]}
 REPS = int(sys.argv[3]) if len(sys.argv) > 3 else 5
 RUNS = [("rtt", ["--cpu0"]), ("rtt", []), ("tput", []), ("payload", []), ("ready", []), ("memory", [])]
+if len(sys.argv) > 4:
+    RUNS = [(g.split(":")[0], g.split(":")[1:]) for g in sys.argv[4:]]
 res = collections.defaultdict(list)
 for r in range(REPS):
     order = ["base", "new"] if r % 2 == 0 else ["new", "base"]
@@ -26,7 +29,7 @@ for r in range(REPS):
                     continue
                 if not isinstance(o.get("value"), (int, float)):
                     continue
-                key = (group + ("/cpu0" if extra else ""), o["metric"], o.get("contender", ""), o.get("unit", ""), o.get("better", ""))
+                key = (group + "".join("/" + e.lstrip("-") for e in extra), o["metric"], o.get("contender", ""), o.get("unit", ""), o.get("better", ""))
                 res[(key, who)].append(o["value"])
     print(f"rep {r + 1} done", file=sys.stderr, flush=True)
 keys = sorted({k for k, _ in res})

@@ -56,6 +56,7 @@ coproc::errc pool_core::death_errc(const exit_status& status) {
 void pool_core::kill(worker_rec& w, std::uint64_t target) {
   w.killing = true;
   w.kill_target = target;
+  loads_.update(w, false);
   if (w.pidfd) {
     ::syscall(SYS_pidfd_send_signal, w.pidfd.get(), SIGKILL, nullptr, 0);
   }
@@ -164,6 +165,7 @@ void pool_core::fail_all(const std::exception_ptr& e) {
       kill(*w, 0);
     }
     w->inflight.clear();
+    loads_.update(*w, false);
   }
   ledger_.fail_all(e);
 }

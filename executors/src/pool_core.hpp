@@ -38,8 +38,12 @@
 #include "coproc/runtime/mapped_region.hpp"
 #include "coproc/runtime/unique_fd.hpp"
 #include "output_relay.hpp"
+#include "worker_loads.hpp"
 
 namespace coproc::detail {
+
+/// Tasks sent to one worker and not finished, at most.
+inline constexpr std::size_t pipeline_depth = 32;
 
 inline std::exception_ptr error(coproc::errc e, const std::string& what) {
   return std::make_exception_ptr(std::system_error(e, what));
@@ -74,6 +78,8 @@ struct worker_rec {
   std::int64_t spawned_ns = 0;    // when its spawn was asked for (start_timeout)
   std::int64_t exit_seen_ns = 0;  // when its pidfd first showed it gone, unreported
   std::string init_error;         // what its initializer threw, as it told us
+  load_links loads;               // its place in pool_core::loads_
+  bool touched = false;           // sent to during the current pump(): ring it once
 };
 
 class pool_core final : public std::enable_shared_from_this<pool_core>, public task_canceller {
@@ -127,6 +133,7 @@ class pool_core final : public std::enable_shared_from_this<pool_core>, public t
   void on_rest_check();
   void give_back_arenas();
   void on_report(const zygote_report& r);
+  void spawn_the_rest();
   void poll_reports();
   void on_worker_exit(worker_rec& w, const exit_status& status);
   static bool charge_death(const worker_rec& w, task_op& op, std::uint64_t oldest_id);
@@ -173,6 +180,11 @@ class pool_core final : public std::enable_shared_from_this<pool_core>, public t
   worker_config config_;
   std::vector<std::unique_ptr<worker_rec>> workers_;
   std::vector<worker_rec*> touched_;  // sent to during the current pump()
+  worker_loads loads_{pipeline_depth};
+  ready_set ready_;                  // which result rings to drain (a hint: see ready_set.hpp)
+  bool drain_all_ = false;           // the next drain looks at every ring, marked or not
+  worker_rec* last_sent_ = nullptr;  // the worker that received the latest task
+  bool deferred_spawns_ = false;     // open() forked one worker; the rest wait for its report
   // Not part of state_: each says that one asynchronous wait is outstanding
   // (on the eventfd, a posted drain, on the report pipe), so that at most one
   // of each is, whatever the lifecycle; listening_ says whether the pool

@@ -21,14 +21,21 @@
 
 namespace coproc::detail {
 bool pool_core::any_results() const {
-  return std::any_of(workers_.begin(), workers_.end(),
-                     [](const auto& w) { return w->channel.results_ready(); });
+  return drain_all_ || ready_.any();
 }
 
+// The rings the workers marked; every ring when the periodic check asked
+// (a task may have cleared other workers' marks).
 void pool_core::drain() {
-  for (auto& w : workers_) {
-    drain(*w);
+  if (drain_all_) {
+    drain_all_ = false;
+    ready_.take(workers_.size(), [](std::size_t) {});
+    for (auto& w : workers_) {
+      drain(*w);
+    }
+    return;
   }
+  ready_.take(workers_.size(), [&](std::size_t i) { drain(*workers_[i]); });
 }
 
 // A frame no worker writes fails the task the worker runs and replaces it.
@@ -82,6 +89,7 @@ void pool_core::fail_corrupt_worker(worker_rec& w) {
 void pool_core::remove_inflight(worker_rec& w, task_op* op) {
   w.inflight.erase(std::find(w.inflight.begin(), w.inflight.end(), op));
   w.channel.release(op->seq);
+  loads_.update(w, true);  // relieved: likely still spinning for its next task
 }
 
 void pool_core::finish(worker_rec&, task_op* op, const result_header& h,
@@ -140,16 +148,14 @@ void pool_core::wait_doorbell() {
 // far more than a short task. So when a task is running on another CPU and
 // recent tasks came back within the spin budget, poll the result rings for
 // at most that long before sleeping. Never when the worker shares this CPU:
-// spinning would only keep it from running.
+// spinning would only keep it from running. Only the worker sent a task
+// last is looked at: the cost stays the same in a large pool.
 bool pool_core::spin_for_results(int cpu) {
-  if (recent_latency_ns_ > loop_spin_budget.count()) {
+  if (recent_latency_ns_ > loop_spin_budget.count() || last_sent_ == nullptr) {
     return false;
   }
-  bool remote_busy = false;
-  for (const auto& w : workers_) {
-    remote_busy = remote_busy || (!w->inflight.empty() && w->channel.shared->worker_cpu.load(
-                                                              std::memory_order_relaxed) != cpu);
-  }
+  bool remote_busy = !last_sent_->inflight.empty() &&
+                     last_sent_->channel.shared->worker_cpu.load(std::memory_order_relaxed) != cpu;
   if (!remote_busy) {
     return false;
   }

@@ -79,6 +79,21 @@ void pool_core::poll_reports() {
   }
 }
 
+// The workers open() left for later, once the first one was forked.
+void pool_core::spawn_the_rest() {
+  if (!deferred_spawns_) {
+    return;
+  }
+  deferred_spawns_ = false;
+  if (state_ == pool_state::running || state_ == pool_state::draining) {
+    for (auto& w : workers_) {
+      if (w->st == worker_rec::state::dead && !w->killing) {
+        spawn(*w);
+      }
+    }
+  }
+}
+
 void pool_core::on_report(const zygote_report& r) {
   if (r.slot >= workers_.size()) {
     return;
@@ -92,12 +107,14 @@ void pool_core::on_report(const zygote_report& r) {
       if (w.killing || state_ == pool_state::broken) {
         kill(w, w.kill_target);
       }
+      spawn_the_rest();
       break;
     case report_exited:
       on_worker_exit(w, to_exit_status(r));
       break;
     case report_spawn_failed:
       w.st = worker_rec::state::dead;
+      loads_.update(w, false);
       break_pool(error(coproc::errc::pool_broken, "process_pool: fork of a worker failed: " +
                                                       std::system_category().message(r.error)));
       break;
@@ -195,6 +212,7 @@ bool pool_core::release_worker(worker_rec& w, const exit_status& status) {
   w.st = worker_rec::state::dead;
   w.killing = false;
   w.kill_target = 0;
+  loads_.update(w, false);
   w.exit_seen_ns = 0;
   w.init_error.clear();
   reset_slot(region_.data(), geometry_, w.index);
@@ -269,6 +287,7 @@ void pool_core::on_zygote_lost(const std::string& why) {
     return;
   }
   std::uint64_t gen = reports_gen_;
+  deferred_spawns_ = false;  // every slot now
   for (auto& w : workers_) {
     ++ledger_.stats().respawns;
     spawn(*w);

@@ -49,6 +49,8 @@ class worker final : public result_writer {
       : config_(config),
         header_(reinterpret_cast<pool_header*>(config.base)),
         channel_(slot_at(config.base, config.geometry, slot)),
+        ready_(ready_set_at(config.base, config.geometry)),
+        slot_(slot),
         zygote_(::getppid()) {}
 
   [[noreturn]] void run() {
@@ -150,11 +152,13 @@ class worker final : public result_writer {
     ::_exit(channel_.results_corrupt() ? worker_exit_corrupt_frame : worker_exit_orphaned);
   }
 
-  /// Rings the parent's eventfd if it announced that it sleeps. A worker
+  /// Marks this slot in the ready set (the parent drains only marked rings),
+  /// then rings the parent's eventfd if it announced that it sleeps. A worker
   /// whose doorbell is gone (a task closed its fds) cannot wake the parent
   /// any more: it leaves, and the parent, told by the zygote, takes the
   /// result already in the ring and forks a replacement.
   void notify_parent() {
+    ready_.mark(slot_);  // before the fence: a parent going to sleep sees it
     std::atomic_thread_fence(std::memory_order_seq_cst);
     if (header_->parent_sleeping.load(std::memory_order_relaxed) != 0 &&
         header_->parent_sleeping.exchange(0, std::memory_order_relaxed) != 0) {
@@ -276,6 +280,8 @@ class worker final : public result_writer {
   worker_config config_;
   pool_header* header_;
   slot_channel channel_;
+  ready_set ready_;
+  std::size_t slot_;
   std::uint64_t current_id_ = 0;
   std::uint32_t status_ = result_value;
   bool trim_pending_ = false;  // the heap may hold memory freed by a task

@@ -2,7 +2,7 @@
 // The pool's shared memory: one memfd mapping created before the zygote is
 // forked, so the zygote and every worker inherit it at the same address.
 //
-//   [pool_header][slot 0][slot 1]...   each slot: see slot_channel.hpp
+//   [pool_header][ready_set][slot 0][slot 1]...   each slot: see slot_channel.hpp
 //
 // Only trivially copyable words and offsets live here: no pointers.
 
@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <new>
 
+#include "coproc/executors/detail/ready_set.hpp"
 #include "coproc/executors/detail/slot_channel.hpp"
 #include "coproc/runtime/mapped_region.hpp"
 
@@ -28,10 +29,18 @@ struct pool_geometry {
   std::size_t ring_bytes;
   std::size_t arena_bytes;
 
-  std::size_t header_bytes() const { return slot_channel::round(sizeof(pool_header)); }
+  std::size_t header_bytes() const {
+    return slot_channel::round(sizeof(pool_header)) + slot_channel::round(ready_set::bytes(slots));
+  }
   std::size_t slot_bytes() const { return slot_channel::bytes(ring_bytes, arena_bytes); }
   std::size_t total() const { return header_bytes() + slots * slot_bytes(); }
 };
+
+/// The pool's ready set in the mapping at `base`, as seen from this process.
+inline ready_set ready_set_at(std::byte* base, const pool_geometry& g) {
+  auto* words = reinterpret_cast<ready_set::word*>(base + slot_channel::round(sizeof(pool_header)));
+  return ready_set(words, g.slots);
+}
 
 /// Slot `index` of the pool mapping at `base`, as seen from this process.
 inline slot_channel slot_at(std::byte* base, const pool_geometry& g, std::size_t index) {

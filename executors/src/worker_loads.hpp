@@ -1,0 +1,50 @@
+#pragma once
+// worker_loads: the pool's workers that can take a task now, filed by how
+// many tasks each has in flight, so that dispatch finds a least-loaded
+// worker in O(pipeline depth) steps instead of scanning every worker (the
+// parent's cost per task grew with the pool: issue 19).
+//
+// One intrusive list per load level. A worker that was just relieved goes
+// to the front of its level: it is the likeliest to be still spinning for
+// its next task, with its caches warm. A worker that starts goes to the
+// back: the first forked takes the first task.
+//
+// The index is told of every change (update() after a worker's load or
+// state changed); pick() checks what it finds anyway and files a stale entry
+// again, so a change it missed costs a step, never a task sent to a worker
+// that cannot take it.
+
+#include <cstddef>
+#include <vector>
+
+namespace coproc::detail {
+
+struct worker_rec;
+
+/// A worker's place in the index (a member of worker_rec).
+struct load_links {
+  worker_rec* prev = nullptr;
+  worker_rec* next = nullptr;
+  int level = -1;  // -1: not filed (dead, being killed, or full)
+};
+
+class worker_loads {
+ public:
+  explicit worker_loads(std::size_t depth) : heads_(depth, nullptr) {}
+
+  /// Files `w` under its tasks in flight, or takes it out when it cannot
+  /// take a task (dead, being killed, full). `front`: see the top comment.
+  void update(worker_rec& w, bool front);
+
+  /// A worker with the fewest tasks in flight (with a free input arena when
+  /// `needs_arena`), or nullptr.
+  worker_rec* pick(bool needs_arena);
+
+ private:
+  static int level_of(const worker_rec& w);
+  void file(worker_rec& w, int level, bool front);
+  void unlink(worker_rec& w);
+  std::vector<worker_rec*> heads_;  // one list per level below the depth
+};
+
+}  // namespace coproc::detail
