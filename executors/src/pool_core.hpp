@@ -44,6 +44,7 @@ namespace coproc::detail {
 
 /// Tasks sent to one worker and not finished, at most.
 inline constexpr std::size_t pipeline_depth = 32;
+static_assert(pipeline_depth <= 64, "worker_loads keeps one bit per level in a 64-bit word");
 
 inline std::exception_ptr error(coproc::errc e, const std::string& what) {
   return std::make_exception_ptr(std::system_error(e, what));

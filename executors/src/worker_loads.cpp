@@ -1,5 +1,7 @@
 #include "worker_loads.hpp"
 
+#include <bit>
+
 #include "pool_core.hpp"
 
 namespace coproc::detail {
@@ -28,6 +30,7 @@ void worker_loads::file(worker_rec& w, int level, bool front) {
   if (head == nullptr) {
     head = &w;
     w.loads.prev = w.loads.next = &w;  // a ring: the head's prev is the tail
+    filled_ |= std::uint64_t{1} << level;
   } else if (front) {
     w.loads.next = head;
     w.loads.prev = head->loads.prev;
@@ -49,6 +52,7 @@ void worker_loads::unlink(worker_rec& w) {
   worker_rec*& head = heads_[static_cast<std::size_t>(w.loads.level)];
   if (w.loads.next == &w) {
     head = nullptr;
+    filled_ &= ~(std::uint64_t{1} << w.loads.level);
   } else {
     w.loads.prev->loads.next = w.loads.next;
     w.loads.next->loads.prev = w.loads.prev;
@@ -60,7 +64,12 @@ void worker_loads::unlink(worker_rec& w) {
 }
 
 worker_rec* worker_loads::pick(bool needs_arena) {
-  for (std::size_t level = 0; level < heads_.size(); ++level) {
+  for (std::size_t from = 0; from < heads_.size();) {
+    std::uint64_t levels = filled_ >> from << from;  // read anew: a stale entry moves
+    if (levels == 0) {
+      return nullptr;
+    }
+    auto level = static_cast<std::size_t>(std::countr_zero(levels));
     worker_rec* w = heads_[level];
     while (w != nullptr) {
       if (level_of(*w) != static_cast<int>(level)) {
@@ -75,6 +84,7 @@ worker_rec* worker_loads::pick(bool needs_arena) {
       // costs little against the copy that follows.
       w = w->loads.next == heads_[level] ? nullptr : w->loads.next;
     }
+    from = level + 1;
   }
   return nullptr;
 }

@@ -4,7 +4,8 @@
 // worker in O(pipeline depth) steps instead of scanning every worker (the
 // parent's cost per task grew with the pool: issue 19).
 //
-// One intrusive list per load level. A worker that was just relieved goes
+// One intrusive list per load level, and a bit per level that is not empty,
+// so that the lowest is one count-trailing-zeros away. A worker that was just relieved goes
 // to the front of its level: it is the likeliest to be still spinning for
 // its next task, with its caches warm. A worker that starts goes to the
 // back: the first forked takes the first task.
@@ -15,6 +16,7 @@
 // that cannot take it.
 
 #include <cstddef>
+#include <cstdint>
 #include <vector>
 
 namespace coproc::detail {
@@ -30,6 +32,7 @@ struct load_links {
 
 class worker_loads {
  public:
+  /// `depth`: tasks in flight per worker, at most 64.
   explicit worker_loads(std::size_t depth) : heads_(depth, nullptr) {}
 
   /// Files `w` under its tasks in flight, or takes it out when it cannot
@@ -45,6 +48,7 @@ class worker_loads {
   void file(worker_rec& w, int level, bool front);
   void unlink(worker_rec& w);
   std::vector<worker_rec*> heads_;  // one list per level below the depth
+  std::uint64_t filled_ = 0;        // bit L: heads_[L] is not empty
 };
 
 }  // namespace coproc::detail
