@@ -268,7 +268,13 @@ void pool_core::reject(task_op* op, const std::exception_ptr& e) {
 }
 
 void pool_core::pump() {
-  touched_.clear();  // one doorbell per worker per batch, not one per task
+  // One doorbell per worker per batch, not one per task. The marks of the
+  // last batch are cleared here, not after it rang: a batch may end by an
+  // exception.
+  for (worker_rec* w : touched_) {
+    w->touched = false;
+  }
+  touched_.clear();
   while (task_op* op = ledger_.front()) {
     std::size_t size = 0;
     try {
@@ -307,7 +313,6 @@ void pool_core::pump() {
   }
   header_->parent_cpu.store(current_cpu(), std::memory_order_relaxed);
   for (worker_rec* w : touched_) {
-    w->touched = false;
     w->channel.notify_worker();
     arm_timeout(*w);
   }
