@@ -296,6 +296,9 @@ MORE_ROWS = [
     # worker rank x 2 workers); on 2 cores with rank 0's loop: oversubscribed.
     ("mpi_cpu_speedup_3x1", "mpi_pool CPU-bound speedup, 3 ranks x 1 worker (limit: process_pool)"),
     ("mpi_cpu_speedup_2x2", "mpi_pool CPU-bound speedup, 2 ranks x 2 workers (limit: process_pool)"),
+    ("payload_rtt_64MiB_cold", "payload round trip 64 MiB vector<double>, first call on a fresh pool"),
+    ("payload_64MiB_copy_ratio", "64 MiB vector<double> round trip / one memcpy, same run (target 5)"),
+    ("payload_64MiB_cold_ratio", "64 MiB vector<double> round trip, first call / warm (target 2)"),
     ("shbuf_sum_64MiB", "task sums a 64 MiB shared_buffer, warm (limit: in-process)"),
     ("shbuf_sum_64MiB_cold", "task sums a 64 MiB shared_buffer, first call"),
     ("shbuf_fill_64MiB", "task fills and returns a new 64 MiB buffer, warm (limit: in-process)"),
@@ -320,6 +323,8 @@ NOT_APPLICABLE = {
     "ring_pipe_": ("peer",),
     "mpi_": ("peer",),  # Python's standard library has no MPI
     "shbuf_fill_": ("peer",),  # the Python peer only sums
+    "payload_rtt_64MiB_cold": ("peer", "limit"),  # coproc's own first call
+    "payload_64MiB_": ("peer", "limit"),  # ratios of coproc's own rows
     "shbuf_map_": ("peer", "limit"),
 }
 

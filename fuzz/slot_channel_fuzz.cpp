@@ -127,11 +127,14 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       }
       case 3:
         parent.receive(
-            [&](const d::result_header&, std::span<const std::byte> body, bool valid) {
+            [&](const d::result_header& h, std::span<const std::byte> body, bool valid) {
               if (valid) {
                 bool in_ring = body.data() >= results_data &&
                                body.data() + body.size() <= results_data + ring_bytes;
-                if (!in_ring) {
+                if (h.place == d::result_in_input_arena) {
+                  check_within(body, parent.in_arena, parent.in_arena + arena_bytes,
+                               "result body outside the input arena");
+                } else if (!in_ring) {
                   check_within(body, parent.out_arena, parent.out_arena + arena_bytes,
                                "result body outside the result ring and the output arena");
                 }

@@ -17,9 +17,15 @@
 // The arenas each hold one body at a time. Input arena (parent's end only):
 // busy from send() until the task leaves the parent's books; a withdrawn
 // frame keeps it busy ("skipped") until the worker's consumed count passed
-// the frame. Output arena: busy from the worker's reserve_result() until the
+// the frame. So a task whose arguments came through the input arena owns it
+// until its result is read: the worker writes that task's large result back
+// into it (result_in_input_arena), over the arguments it decoded already,
+// and one set of shared pages carries the payload both ways. Output arena:
+// every other large result; busy from the worker's reserve_result() until the
 // parent popped the result frame that names it (the worker checks that
 // through the result ring's tail; the busy word is only its futex).
+
+#include <sys/mman.h>
 
 #include <algorithm>
 #include <array>
@@ -54,8 +60,15 @@ enum task_state : std::uint32_t { task_queued = 0, task_taken = 1, task_cancelle
 struct result_header {
   std::uint64_t id;
   std::uint32_t status;  // result_status
-  std::uint32_t in_arena;
+  std::uint32_t place;   // result_place
   std::uint64_t body_size;
+};
+
+/// Where a result frame's body lies.
+enum result_place : std::uint32_t {
+  result_inline = 0,  // in the frame, after its header
+  result_in_output_arena = 1,
+  result_in_input_arena = 2,  // where the task's own arguments came (see the top comment)
 };
 
 /// A result frame with this id carries no task's result: the worker's
@@ -163,6 +176,9 @@ class slot_channel {
     if (frame.data() == nullptr) {
       return {};
     }
+    if (arena) {
+      populate_input(size);
+    }
     encode(arena ? std::span<std::byte>(in_arena, size) : frame.subspan(sizeof(task_header)));
     auto* h = new (frame.data()) task_header;
     h->id = id;
@@ -174,7 +190,7 @@ class slot_channel {
     if (arena) {
       arena_ = arena_state::busy;
       arena_seq_ = out.seq;
-      in_touched_ = std::max(in_touched_, size);
+      arena_id_ = id;
     }
     tasks.commit(frame_size);
     return out;
@@ -234,20 +250,12 @@ class slot_channel {
       }
       result_header h;
       std::memcpy(&h, frame.data(), sizeof h);
-      bool valid =
-          h.in_arena ? h.body_size <= arena_bytes_ : h.body_size <= frame.size() - sizeof h;
-      std::span<const std::byte> body;
-      if (valid) {
-        body = h.in_arena ? std::span<const std::byte>(out_arena, h.body_size)
-                          : std::span<const std::byte>(frame.subspan(sizeof h, h.body_size));
-        if (h.in_arena) {
-          out_touched_ = std::max(out_touched_, static_cast<std::size_t>(h.body_size));
-        }
-      }
+      std::span<const std::byte> body = result_body(h, frame);
+      bool valid = body.data() != nullptr;
       on_result(h, body, valid);
       results.pop();
       popped = true;
-      if (h.in_arena) {
+      if (h.place == result_in_output_arena) {
         shared->out_arena_busy.store(0, std::memory_order_release);
         futex_wake(shared->out_arena_busy);
       }
@@ -273,6 +281,7 @@ class slot_channel {
       touched = 0;
       return s;
     };
+    in_populated_ = std::min(in_populated_, keep);
     return {spare(in_arena, in_touched_), spare(out_arena, out_touched_)};
   }
 
@@ -306,6 +315,7 @@ class slot_channel {
     if (mine) {
       shared->running_id.store(task->id, std::memory_order_relaxed);
       shared->started_ns.store(monotonic_ns(), std::memory_order_relaxed);
+      taken_in_arena_ = task->in_arena != 0;
     }
     shared->consumed.fetch_add(1, std::memory_order_release);
     if (!mine) {
@@ -333,27 +343,35 @@ class slot_channel {
   void task_done() {
     tasks.pop();
     shared->running_id.store(0, std::memory_order_relaxed);
+    taken_in_arena_ = false;
   }
 
   // ---- worker end: result frames out -------------------------------------
 
-  /// Space for a result body of `n` bytes: inline in a frame, or in the
-  /// output arena once the parent took the arena's last result. Waits while
-  /// the ring or the arena is full, in sleeps of at most `recheck`; returns
-  /// an empty span when `give_up()` says so or the ring turned out corrupt
-  /// (results_corrupt()). Throws payload_too_large past the arena.
+  /// Space for a result body of `n` bytes: inline in a frame; in the input
+  /// arena when the taken task's arguments came through it (it is that
+  /// task's until the parent read its result, and the arguments were decoded
+  /// before the task ran); else in the output arena once the parent took the
+  /// arena's last result. Waits while the ring or the output arena is full,
+  /// in sleeps of at most `recheck`; returns an empty span when `give_up()`
+  /// says so or the ring turned out corrupt (results_corrupt()). Throws
+  /// payload_too_large past the arena.
   template <class GiveUp>
   std::span<std::byte> reserve_result(std::size_t n, const timespec& recheck, GiveUp give_up) {
     if (sizeof(result_header) + n <= inline_limit(results)) {
       std::span<std::byte> frame =
           results.reserve_wait(sizeof(result_header) + n, recheck, give_up);
-      out_in_arena_ = false;
+      out_place_ = result_inline;
       out_frame_ = frame.data();
       return frame.data() == nullptr ? frame : frame.subspan(sizeof(result_header), n);
     }
     if (n > arena_bytes_) {
       throw std::system_error(coproc::errc::payload_too_large,
                               "result of " + std::to_string(n) + " bytes");
+    }
+    if (taken_in_arena_) {
+      out_place_ = result_in_input_arena;
+      return {in_arena, n};
     }
     auto& busy = shared->out_arena_busy;
     for (;;) {
@@ -367,17 +385,17 @@ class slot_channel {
       futex_wait(busy, seen, &recheck);
     }
     busy.store(1, std::memory_order_relaxed);
-    out_in_arena_ = true;
+    out_place_ = result_in_output_arena;
     return {out_arena, n};
   }
 
   /// Gives back what the last reserve_result() took when its result was
   /// never committed (the encoding threw half-way).
   void abandon_result() {
-    if (out_in_arena_) {
+    if (out_place_ == result_in_output_arena) {
       shared->out_arena_busy.store(0, std::memory_order_release);
-      out_in_arena_ = false;
     }
+    out_place_ = result_inline;
   }
 
   /// Publishes the reserved result of `n` bytes as task `id`'s; false when
@@ -385,19 +403,20 @@ class slot_channel {
   template <class GiveUp>
   bool commit_result(std::uint64_t id, std::uint32_t status, std::size_t n, const timespec& recheck,
                      GiveUp give_up) {
-    if (out_in_arena_) {
+    const bool in_frame = out_place_ == result_inline;
+    if (!in_frame) {
       out_frame_ = results.reserve_wait(sizeof(result_header), recheck, give_up).data();
       if (out_frame_ == nullptr) {
         return false;
       }
     }
-    result_header h{id, status, out_in_arena_ ? 1u : 0u, n};
+    result_header h{id, status, out_place_, n};
     std::memcpy(out_frame_, &h, sizeof h);
-    results.commit(out_in_arena_ ? sizeof h : sizeof h + n);
-    if (out_in_arena_) {
+    results.commit(in_frame ? sizeof h + n : sizeof h);
+    if (out_place_ == result_in_output_arena) {
       arena_frame_end_ = results.published();
     }
-    out_in_arena_ = false;
+    out_place_ = result_inline;
     return true;
   }
 
@@ -420,16 +439,58 @@ class slot_channel {
  private:
   enum class arena_state { free, busy, skipped };
 
+  /// The body a result frame names; null when no worker following the
+  /// protocol wrote it (past its frame or an arena, or in an input arena
+  /// that this task's arguments do not hold).
+  std::span<const std::byte> result_body(const result_header& h, std::span<std::byte> frame) {
+    switch (h.place) {
+      case result_inline:
+        if (h.body_size <= frame.size() - sizeof h) {
+          return frame.subspan(sizeof h, h.body_size);
+        }
+        return {};
+      case result_in_output_arena:
+        if (h.body_size <= arena_bytes_) {
+          out_touched_ = std::max(out_touched_, static_cast<std::size_t>(h.body_size));
+          return {out_arena, h.body_size};
+        }
+        return {};
+      case result_in_input_arena:
+        if (h.body_size <= arena_bytes_ && arena_ == arena_state::busy && arena_id_ == h.id) {
+          in_touched_ = std::max(in_touched_, static_cast<std::size_t>(h.body_size));
+          return {in_arena, h.body_size};
+        }
+        return {};
+      default:
+        return {};
+    }
+  }
+
+  /// Maps the input arena's first `size` bytes here before a body is copied
+  /// there: pages past what earlier bodies mapped (or given back since) are
+  /// faulted in by one MADV_POPULATE_WRITE, not one 4 KiB fault at a time.
+  void populate_input(std::size_t size) {
+    in_touched_ = std::max(in_touched_, size);  // given back at rest, even if the encoding throws
+    const std::size_t end = round(size);
+    if (end > in_populated_) {
+      ::madvise(in_arena + in_populated_, end - in_populated_, MADV_POPULATE_WRITE);
+      in_populated_ = end;
+    }
+  }
+
   std::size_t arena_bytes_ = 0;
   // Parent end.
   std::uint64_t sent_ = 0;  // task frames sent to this worker
   arena_state arena_ = arena_state::free;
   std::uint64_t arena_seq_ = 0;  // the frame whose body holds the input arena
+  std::uint64_t arena_id_ = 0;   // and its task's id
   std::size_t in_touched_ = 0;   // the largest bodies in each arena since take_spare()
   std::size_t out_touched_ = 0;
+  std::size_t in_populated_ = 0;  // input arena bytes mapped in this process (populate_input)
   // Worker end.
   bool short_task_frame_ = false;
-  bool out_in_arena_ = false;
+  bool taken_in_arena_ = false;  // the taken task's arguments are in the input arena
+  result_place out_place_ = result_inline;
   std::byte* out_frame_ = nullptr;
   std::uint64_t arena_frame_end_ = 0;  // result ring position past the last arena result's frame
 };

@@ -18,6 +18,7 @@
 
 #include "coproc/executors/detail/callable.hpp"
 #include "coproc/ipc/codec.hpp"
+#include "coproc/ipc/detail/decode_into.hpp"
 
 namespace coproc::detail {
 
@@ -71,6 +72,24 @@ class task_op {
   virtual ~task_op() = default;
 };
 
+/// The index of the first of Args that is R when a result R decodes into an
+/// existing value's storage (decode_into); sizeof...(Args) when none.
+template <class R, class... Args>
+constexpr std::size_t storage_donor() {
+  if constexpr (std::is_void_v<R>) {
+    return sizeof...(Args);
+  } else if constexpr (!decodes_into_storage_v<R>) {
+    return sizeof...(Args);
+  } else {
+    constexpr bool same[] = {std::is_same_v<Args, R>..., false};
+    std::size_t i = 0;
+    while (i < sizeof...(Args) && !same[i]) {
+      ++i;
+    }
+    return i;
+  }
+}
+
 template <class R>
 using completion_value_t = std::conditional_t<std::is_void_v<R>, std::tuple<>, std::tuple<R>>;
 
@@ -119,7 +138,7 @@ class submit_op final : public task_op {
       finish(nullptr);
     } else {
       try {
-        finish(nullptr, coproc::decode_from<result_type>(result));
+        finish(nullptr, decode_result(result));
       } catch (...) {
         fail(std::current_exception());
       }
@@ -135,6 +154,23 @@ class submit_op final : public task_op {
   }
 
  private:
+  /// The result, decoded into the storage of an argument of its type when it
+  /// is a block-copied container (a moved-in std::vector<double> comes back
+  /// in its own buffer): the arguments are dead once the result is here (a
+  /// retried task is encoded again before, never after), and their pages are
+  /// faulted in, where a new allocation of the result's size would pay page
+  /// faults and the kernel's zeroing.
+  result_type decode_result(std::span<const std::byte> bytes) {
+    constexpr std::size_t donor = storage_donor<result_type, Args...>();
+    if constexpr (donor < sizeof...(Args)) {
+      result_type value = std::move(std::get<donor>(args_));
+      decode_into(bytes, value);
+      return value;
+    } else {
+      return coproc::decode_from<result_type>(bytes);
+    }
+  }
+
   template <class... V>
   void finish(std::exception_ptr error, V&&... value) {
     asio::get_associated_cancellation_slot(handler_).clear();
