@@ -46,8 +46,8 @@ class futex_doorbell {
   int native_handle() const noexcept { return fd_.get(); }
 
   /// After the watched word changed: wakes the loops that listen.
-  void ring(std::atomic<std::uint32_t>& listeners) const noexcept {
-    if (detail::sleep_flag(listeners).joined()) {
+  void ring(const std::atomic<std::uint32_t>& listeners) const noexcept {
+    if (detail::sleep_flag::joined(listeners)) {
       write_once();
     }
   }

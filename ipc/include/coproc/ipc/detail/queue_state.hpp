@@ -95,7 +95,7 @@ inline std::uint32_t bell_arm(std::atomic<std::uint32_t>& bell) noexcept {
 /// after the sequence moved (futex_doorbell::ring: the same handshake on the
 /// listeners' count), so a loop either sees the new value or is rung.
 inline void bell_ring(std::atomic<std::uint32_t>& bell, const futex_doorbell& door,
-                      std::atomic<std::uint32_t>& listeners) noexcept {
+                      const std::atomic<std::uint32_t>& listeners) noexcept {
   if (!sleep_flag(bell).take()) {
     return;
   }
@@ -105,7 +105,7 @@ inline void bell_ring(std::atomic<std::uint32_t>& bell, const futex_doorbell& do
 
 /// Wakes every sleeper and listening loop unconditionally (close()).
 inline void bell_force(std::atomic<std::uint32_t>& bell, const futex_doorbell& door,
-                       std::atomic<std::uint32_t>& listeners) noexcept {
+                       const std::atomic<std::uint32_t>& listeners) noexcept {
   sleep_flag(bell).force();
   futex_wake(bell, INT_MAX);
   door.ring(listeners);

@@ -3,7 +3,9 @@
 // its wakers read, and a waker rings (futex wake, eventfd write) only when
 // the word says someone sleeps. Every doorbell of coproc goes through here:
 // shm_ring's two bells, the pool's eventfd toward its loop, the queue's
-// bells, and futex_doorbell's count of listening loops. It lives in
+// bells, and futex_doorbell's count of listening loops (semaphore, event
+// and condition count their waiters with seq_cst operations instead: see
+// docs/ARCHITECTURE.md, "One sleep/wake handshake"). It lives in
 // runtime/, the lowest module, because futex_doorbell (runtime/) uses it and
 // runtime cannot include ipc/.
 //
@@ -121,10 +123,11 @@ class sleep_flag {
   /// That sleeper is gone (it woke or was cancelled).
   void leave() noexcept { w_->fetch_sub(1, std::memory_order_relaxed); }
   /// The waker's side of a count word: fences, then whether any sleeper
-  /// joined.
-  bool joined() const noexcept {
+  /// joined. Static: a waker only reads the count (futex_doorbell::ring
+  /// takes it const).
+  static bool joined(const std::atomic<std::uint32_t>& count) noexcept {
     full_fence();
-    return w_->load(std::memory_order_relaxed) != 0;
+    return count.load(std::memory_order_relaxed) != 0;
   }
 
  private:
