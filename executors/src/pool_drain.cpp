@@ -15,6 +15,7 @@
 
 #include "coproc/ipc/detail/peer_spin.hpp"
 #include "coproc/ipc/remote_error.hpp"
+#include "coproc/runtime/detail/sleep_flag.hpp"
 #include "coproc/runtime/errc.hpp"
 #include "coproc/runtime/exit_status.hpp"
 #include "pool_core.hpp"
@@ -110,10 +111,10 @@ void pool_core::wait_doorbell() {
   int cpu = current_cpu();
   header_->parent_cpu.store(cpu, std::memory_order_relaxed);
   bool ready = spin_for_results(cpu);
-  header_->parent_sleeping.store(1, std::memory_order_relaxed);
-  std::atomic_thread_fence(std::memory_order_seq_cst);
+  sleep_flag sleeping(header_->parent_sleeping);
+  sleeping.announce();
   if (ready || any_results()) {
-    header_->parent_sleeping.store(0, std::memory_order_relaxed);
+    sleeping.cancel();
     if (!drain_posted_) {
       drain_posted_ = true;
       asio::post(ex_, [self = shared_from_this()] {
@@ -166,7 +167,7 @@ void pool_core::on_doorbell() {
   if (closed()) {
     return;
   }
-  header_->parent_sleeping.store(0, std::memory_order_relaxed);
+  sleep_flag(header_->parent_sleeping).cancel();
   drain();
   pump();
   maybe_finish_shutdown();

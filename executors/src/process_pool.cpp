@@ -34,6 +34,7 @@
 #include "coproc/ipc/remote_error.hpp"
 #include "coproc/runtime/child_process.hpp"
 #include "coproc/runtime/detail/nosigpipe.hpp"
+#include "coproc/runtime/detail/sleep_flag.hpp"
 #include "coproc/runtime/detail/system_error.hpp"
 #include "coproc/runtime/errc.hpp"
 #include "coproc/runtime/exit_status.hpp"
@@ -142,7 +143,7 @@ void pool_core::accept(task_op* op) {
   // While the parent is busy here it does not need the eventfd: a worker that
   // finishes meanwhile (on this very CPU, it runs as soon as it is woken)
   // leaves its result for the check in wait_doorbell, saving two syscalls.
-  header_->parent_sleeping.store(0, std::memory_order_relaxed);
+  sleep_flag(header_->parent_sleeping).cancel();
   pump();
   if (listening_) {
     wait_doorbell();
@@ -222,7 +223,7 @@ void pool_core::on_rest_check() {
   for (auto& w : workers_) {
     disarm_timeout(*w);
   }
-  header_->parent_sleeping.store(0, std::memory_order_relaxed);
+  sleep_flag(header_->parent_sleeping).cancel();
   if (doorbell_armed_) {
     doorbell_->cancel();
   }

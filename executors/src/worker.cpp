@@ -25,6 +25,7 @@
 #include "coproc/ipc/remote_error.hpp"
 #include "coproc/runtime/detail/child_setup.hpp"
 #include "coproc/runtime/detail/fd_io.hpp"
+#include "coproc/runtime/detail/sleep_flag.hpp"
 #include "coproc/runtime/errc.hpp"
 #include "output_relay.hpp"
 
@@ -158,10 +159,8 @@ class worker final : public result_writer {
   /// any more: it leaves, and the parent, told by the zygote, takes the
   /// result already in the ring and forks a replacement.
   void notify_parent() {
-    ready_.mark(slot_);  // before the fence: a parent going to sleep sees it
-    std::atomic_thread_fence(std::memory_order_seq_cst);
-    if (header_->parent_sleeping.load(std::memory_order_relaxed) != 0 &&
-        header_->parent_sleeping.exchange(0, std::memory_order_relaxed) != 0) {
+    ready_.mark(slot_);  // before take()'s fence: a parent going to sleep sees it
+    if (sleep_flag(header_->parent_sleeping).take()) {
       std::uint64_t one = 1;
       ssize_t n = retry_eintr([&] { return ::write(config_.doorbell_fd, &one, sizeof one); });
       if (n < 0 && errno != EAGAIN) {

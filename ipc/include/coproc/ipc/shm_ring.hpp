@@ -11,6 +11,7 @@
 #include <span>
 
 #include "coproc/runtime/detail/futex.hpp"
+#include "coproc/runtime/detail/sleep_flag.hpp"
 
 namespace coproc {
 
@@ -19,11 +20,12 @@ namespace coproc {
 struct shm_ring_header {
   alignas(64) std::atomic<std::uint64_t> head;  // bytes published by the producer
   alignas(64) std::atomic<std::uint64_t> tail;  // bytes released by the consumer
-  alignas(64) std::atomic<std::uint32_t> consumer_sleeping;
-  std::atomic<std::uint32_t> doorbell;  // futex word the consumer sleeps on
-  std::atomic<std::uint32_t> producer_sleeping;
-  std::atomic<std::uint32_t> space_bell;  // futex word a producer waiting for room sleeps on
-  std::uint64_t capacity;                 // data bytes, a power of two
+  // The bells are detail::sleep_flag words (the sleeper's flag and a ring
+  // count in one futex word): the consumer sleeps on `doorbell`, a producer
+  // waiting for room on `space_bell`.
+  alignas(64) std::atomic<std::uint32_t> doorbell;
+  std::atomic<std::uint32_t> space_bell;
+  std::uint64_t capacity;  // data bytes, a power of two
 };
 static_assert(std::atomic<std::uint64_t>::is_always_lock_free);
 
@@ -65,9 +67,7 @@ class shm_ring {
   static void init(shm_ring_header* h, std::uint64_t capacity) noexcept {
     h->head.store(0, std::memory_order_relaxed);
     h->tail.store(0, std::memory_order_relaxed);
-    h->consumer_sleeping.store(0, std::memory_order_relaxed);
     h->doorbell.store(0, std::memory_order_relaxed);
-    h->producer_sleeping.store(0, std::memory_order_relaxed);
     h->space_bell.store(0, std::memory_order_relaxed);
     h->capacity = capacity;
   }
@@ -134,9 +134,7 @@ class shm_ring {
   /// Wakes the consumer if it announced that it sleeps. Call after commits
   /// (once per batch is enough).
   void notify() noexcept {
-    std::atomic_thread_fence(std::memory_order_seq_cst);
-    if (h_->consumer_sleeping.load(std::memory_order_relaxed) != 0) {
-      h_->doorbell.fetch_add(1, std::memory_order_relaxed);
+    if (detail::sleep_flag(h_->doorbell).take()) {
       detail::futex_wake(h_->doorbell);
     }
   }
@@ -153,15 +151,14 @@ class shm_ring {
       if (auto out = try_reserve(n); out.data() != nullptr || corrupt_) {
         return out;
       }
-      std::uint32_t seen = h_->space_bell.load(std::memory_order_relaxed);
-      h_->producer_sleeping.store(1, std::memory_order_relaxed);
-      std::atomic_thread_fence(std::memory_order_seq_cst);
+      detail::sleep_flag bell(h_->space_bell);
+      std::uint32_t seen = bell.announce();
       if (auto out = try_reserve(n); out.data() != nullptr || corrupt_) {
-        h_->producer_sleeping.store(0, std::memory_order_relaxed);
+        bell.cancel();
         return out;
       }
       detail::futex_wait(h_->space_bell, seen, &recheck);
-      h_->producer_sleeping.store(0, std::memory_order_relaxed);
+      bell.cancel();
       if (give_up()) {
         return {};
       }
@@ -176,9 +173,7 @@ class shm_ring {
 
   /// Wakes a producer blocked in reserve_wait(). Call after pops (once per batch).
   void notify_producer() noexcept {
-    std::atomic_thread_fence(std::memory_order_seq_cst);
-    if (h_->producer_sleeping.load(std::memory_order_relaxed) != 0) {
-      h_->space_bell.fetch_add(1, std::memory_order_relaxed);
+    if (detail::sleep_flag(h_->space_bell).take()) {
       detail::futex_wake(h_->space_bell);
     }
   }
@@ -249,11 +244,10 @@ class shm_ring {
       cpu_relax();
     }
     while (empty()) {
-      std::uint32_t seen = h_->doorbell.load(std::memory_order_relaxed);
-      h_->consumer_sleeping.store(1, std::memory_order_relaxed);
-      std::atomic_thread_fence(std::memory_order_seq_cst);
+      detail::sleep_flag bell(h_->doorbell);
+      std::uint32_t seen = bell.announce();
       int err = empty() ? detail::futex_wait(h_->doorbell, seen, timeout) : 0;
-      h_->consumer_sleeping.store(0, std::memory_order_relaxed);
+      bell.cancel();
       if (err == ETIMEDOUT && empty()) {
         return false;
       }

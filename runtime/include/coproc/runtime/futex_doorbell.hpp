@@ -5,6 +5,7 @@
 #include <atomic>
 #include <cstdint>
 
+#include "coproc/runtime/detail/sleep_flag.hpp"
 #include "coproc/runtime/unique_fd.hpp"
 
 namespace coproc {
@@ -23,8 +24,9 @@ namespace coproc {
 ///   threads), ring(listeners) writes to the eventfd when a loop listens;
 ///   otherwise it costs one load.
 ///
-/// The word change and the count are sequentially consistent on both sides:
-/// either the waiter sees the new word or the waker sees the listener.
+/// The word change and the count follow detail::sleep_flag's handshake (a
+/// count word: join, fence, re-check; change, fence, look): either the
+/// waiter sees the new word or the waker sees the listener.
 ///
 /// The eventfd is shared by fork: processes forked after construction ring
 /// and watch the same one (a primitive in memory shared through fork() has
@@ -45,7 +47,7 @@ class futex_doorbell {
 
   /// After the watched word changed: wakes the loops that listen.
   void ring(const std::atomic<std::uint32_t>& listeners) const noexcept {
-    if (listeners.load(std::memory_order_seq_cst) != 0) {
+    if (detail::sleep_flag::joined(listeners)) {
       write_once();
     }
   }

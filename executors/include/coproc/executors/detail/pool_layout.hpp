@@ -18,9 +18,10 @@
 namespace coproc::detail {
 
 struct pool_header {
-  alignas(64) std::atomic<std::uint32_t> parent_sleeping;  // set: ring the eventfd
-  std::atomic<std::int32_t> parent_cpu;                    // where the parent last ran
-  std::int64_t anchor;  // the parent's image_anchor address: workers check it
+  // The loop thread's sleep_flag: raised, a worker with a result rings the eventfd.
+  alignas(64) std::atomic<std::uint32_t> parent_sleeping;
+  std::atomic<std::int32_t> parent_cpu;  // where the parent last ran
+  std::int64_t anchor;                   // the parent's image_anchor address: workers check it
 };
 
 /// Sizes of one pool's mapping.

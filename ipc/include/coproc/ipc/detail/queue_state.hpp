@@ -22,6 +22,7 @@
 
 #include "coproc/ipc/detail/sync_state.hpp"
 #include "coproc/runtime/detail/futex.hpp"
+#include "coproc/runtime/detail/sleep_flag.hpp"
 #include "coproc/runtime/futex_doorbell.hpp"
 
 namespace coproc::detail {
@@ -79,15 +80,11 @@ struct queue_state {
 static_assert(std::atomic<std::uint64_t>::is_always_lock_free);
 static_assert(sizeof(queue_state) % 64 == 0);
 
-/// A sleeper announces itself: sets bit 0 and returns the value to sleep on.
-/// The caller must re-check its condition after this (full fence included).
+/// A sleeper announces itself (one of many: detail::sleep_flag's
+/// announce_shared) and gets the value to sleep on. The caller must re-check
+/// its condition after this.
 inline std::uint32_t bell_arm(std::atomic<std::uint32_t>& bell) noexcept {
-  std::uint32_t v = bell.load(std::memory_order_relaxed);
-  while ((v & 1) == 0 && !bell.compare_exchange_weak(v, v | 1, std::memory_order_seq_cst,
-                                                     std::memory_order_relaxed)) {
-  }
-  std::atomic_thread_fence(std::memory_order_seq_cst);
-  return v | 1;
+  return sleep_flag(bell).announce_shared();
 }
 
 /// After publishing: wakes the sleepers if any announced itself, else costs
@@ -95,17 +92,12 @@ inline std::uint32_t bell_arm(std::atomic<std::uint32_t>& bell) noexcept {
 /// cancelled after its wake-up must not strand another, and a stale bit
 /// (left by a killed sleeper) costs one spurious wake, then clears.
 /// Loops that listen on `door` (an async waiter that armed `bell`) are rung
-/// after the sequence moved: the seq_cst bump and the listeners' seq_cst
-/// count pair up, so a loop either sees the new value or is rung.
+/// after the sequence moved (futex_doorbell::ring: the same handshake on the
+/// listeners' count), so a loop either sees the new value or is rung.
 inline void bell_ring(std::atomic<std::uint32_t>& bell, const futex_doorbell& door,
                       const std::atomic<std::uint32_t>& listeners) noexcept {
-  std::atomic_thread_fence(std::memory_order_seq_cst);
-  std::uint32_t v = bell.load(std::memory_order_relaxed);
-  if ((v & 1) == 0) {
+  if (!sleep_flag(bell).take()) {
     return;
-  }
-  while ((v & 1) != 0 && !bell.compare_exchange_weak(v, v + 1, std::memory_order_seq_cst,
-                                                     std::memory_order_relaxed)) {
   }
   futex_wake(bell, INT_MAX);
   door.ring(listeners);
@@ -114,7 +106,7 @@ inline void bell_ring(std::atomic<std::uint32_t>& bell, const futex_doorbell& do
 /// Wakes every sleeper and listening loop unconditionally (close()).
 inline void bell_force(std::atomic<std::uint32_t>& bell, const futex_doorbell& door,
                        const std::atomic<std::uint32_t>& listeners) noexcept {
-  bell.fetch_add(2, std::memory_order_seq_cst);
+  sleep_flag(bell).force();
   futex_wake(bell, INT_MAX);
   door.ring(listeners);
 }

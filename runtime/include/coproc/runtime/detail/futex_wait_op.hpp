@@ -11,6 +11,7 @@
 
 #include "coproc/runtime/detail/io_op.hpp"
 #include "coproc/runtime/detail/pipe_io.hpp"
+#include "coproc/runtime/detail/sleep_flag.hpp"
 #include "coproc/runtime/detail/uring_ops.hpp"
 #include "coproc/runtime/futex_doorbell.hpp"
 
@@ -38,15 +39,15 @@ struct futex_wait_impl {
                         : reactor_plan::futex(*word, expected);
   }
   // Doorbell waits only (plain futex waits go to the watcher). The first
-  // attempt announces the listener, then every attempt re-checks the word:
-  // the waker changes the word before it reads the count (both seq_cst), so
-  // a ring this listener misses shows as a changed word here.
+  // attempt joins the listeners, then every attempt re-checks the word: the
+  // waker changes the word before it looks at the count (sleep_flag's
+  // handshake), so a ring this listener misses shows as a changed word here.
   int attempt() noexcept {
     if (!listening) {
-      listeners->fetch_add(1, std::memory_order_seq_cst);
+      sleep_flag(*listeners).join();
       listening = true;
     }
-    return word->load(std::memory_order_seq_cst) != expected ? 0 : -EAGAIN;
+    return word->load(std::memory_order_acquire) != expected ? 0 : -EAGAIN;
   }
   std::tuple<std::error_code> result(int res, bool cancel_requested) noexcept {
     stop_listening();
@@ -62,7 +63,7 @@ struct futex_wait_impl {
   // then stays one too high (see futex_doorbell).
   void stop_listening() noexcept {
     if (listening) {
-      listeners->fetch_sub(1, std::memory_order_seq_cst);
+      sleep_flag(*listeners).leave();
       listening = false;
     }
   }
