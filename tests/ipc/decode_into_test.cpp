@@ -45,6 +45,14 @@ TEST_CASE("decode_into keeps a vector's storage when it holds the elements", "[c
   CHECK(out.capacity() == 2000);
 }
 
+TEST_CASE("decode_into does not keep a large storage for a small value", "[codec]") {
+  const std::vector<std::byte> frame = coproc::encode_to_vector(doubles(3));
+  std::vector<double> out(std::size_t{1} << 20, 1.0);  // 8 MiB
+  coproc::detail::decode_into(frame, out);
+  CHECK(out == doubles(3));
+  CHECK(out.capacity() < 1024);
+}
+
 TEST_CASE("decode_into allocates when the capacity is short", "[codec]") {
   const std::vector<std::byte> frame = coproc::encode_to_vector(doubles(5000));
   std::vector<double> out(3, 1.0);

@@ -6,6 +6,7 @@
 // result this way into the storage of an argument of the same type, which is
 // dead once the result is back (executors/detail/task_op.hpp).
 
+#include <algorithm>
 #include <cstddef>
 #include <cstdint>
 #include <span>
@@ -22,7 +23,9 @@ inline constexpr bool decodes_into_storage_v = kind_of<T>() == codec_kind::block
                                                || kind_of<T>() == codec_kind::string;
 
 /// decode_from<T>(in), written into `out`. A block-copied container keeps its
-/// storage when its capacity holds the elements; otherwise (and for every
+/// storage when its capacity holds the elements and would not leave more
+/// than the larger of the value's own size and 1 MiB unused (a small result
+/// must not keep a large argument's memory alive); otherwise (and for every
 /// other type) it gets what decode_from returns.
 /// @throws what decode_from throws; `out` then holds an unspecified valid value.
 template <class T>
@@ -35,7 +38,8 @@ void decode_into(std::span<const std::byte> in, T& out) {
     if (d.remaining() != 0) {
       throw_frame_corrupt();
     }
-    if (n > out.capacity()) {
+    const std::size_t slack = std::max<std::size_t>(n, (std::size_t{1} << 20) / sizeof(E));
+    if (n > out.capacity() || out.capacity() - n > slack) {
       out = make_block<T, E>(bytes, n);  // new storage, advised for huge pages
     } else if (reinterpret_cast<std::uintptr_t>(bytes.data()) % alignof(E) == 0) {
       // Viewing the bytes as E: see make_block.
