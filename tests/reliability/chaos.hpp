@@ -33,6 +33,7 @@
 #include "coproc/executors/detail/pool_layout.hpp"
 #include "coproc/executors/process_pool.hpp"
 #include "coproc/runtime/errc.hpp"
+#include "pool_mapping.hpp"
 
 namespace coproc::test::chaos {
 
@@ -64,26 +65,7 @@ enum hostile_kind : int {
 
 namespace detail {
 
-/// The pool's mapping as this worker sees it (base and length), from
-/// /proc/self/maps; {nullptr, 0} when there is none.
-inline std::pair<std::byte*, std::size_t> pool_mapping() {
-  std::FILE* maps = std::fopen("/proc/self/maps", "r");
-  if (maps == nullptr) {
-    return {nullptr, 0};
-  }
-  char line[512];
-  std::pair<std::byte*, std::size_t> out{nullptr, 0};
-  while (std::fgets(line, sizeof line, maps) != nullptr) {
-    unsigned long begin = 0, end = 0;
-    if (std::strstr(line, "memfd:coproc-pool") != nullptr &&
-        std::sscanf(line, "%lx-%lx", &begin, &end) == 2) {
-      out = {reinterpret_cast<std::byte*>(begin), end - begin};
-      break;
-    }
-  }
-  std::fclose(maps);
-  return out;
-}
+using coproc::test::pool_mapping;
 
 /// Garbage in the capacity, head and tail words of every slot's result ring
 /// (a pool made with the default ring_bytes and max_payload).

@@ -10,13 +10,12 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdio>
-#include <fstream>
-#include <string>
 #include <vector>
 
 #include "async_test.hpp"
 #include "coproc/executors/detail/pool_layout.hpp"
 #include "coproc/executors/process_pool.hpp"
+#include "pool_mapping.hpp"
 
 namespace {
 
@@ -24,21 +23,10 @@ constexpr std::size_t workers = 3;
 constexpr std::size_t ring_bytes = 64 * 1024;
 constexpr std::size_t max_payload = 64 * 1024;
 
-/// Lowest address of the pool's shared mapping in this process.
-std::byte* pool_mapping() {
-  std::ifstream maps("/proc/self/maps");
-  for (std::string line; std::getline(maps, line);) {
-    if (line.find("memfd:coproc-pool") != std::string::npos) {
-      return reinterpret_cast<std::byte*>(std::stoull(line.substr(0, line.find('-')), nullptr, 16));
-    }
-  }
-  return nullptr;
-}
-
 /// Runs in a worker: clears the whole ready set, again and again, for `ms`.
 /// Returns how many marks it cleared.
 int clear_ready_set(int ms) {
-  std::byte* base = pool_mapping();
+  std::byte* base = coproc::test::pool_mapping().first;
   if (base == nullptr) {
     return -1;
   }

@@ -21,22 +21,12 @@
 #include "coproc/executors/detail/pool_layout.hpp"
 #include "coproc/executors/process_pool.hpp"
 #include "coproc/runtime/errc.hpp"
+#include "pool_mapping.hpp"
 
 namespace {
 
 constexpr std::size_t ring_bytes = 64 * 1024;
 constexpr std::size_t max_payload = 64 * 1024;
-
-/// Lowest address of the pool's shared mapping in this process.
-std::byte* pool_mapping() {
-  std::ifstream maps("/proc/self/maps");
-  for (std::string line; std::getline(maps, line);) {
-    if (line.find("memfd:coproc-pool") != std::string::npos) {
-      return reinterpret_cast<std::byte*>(std::stoull(line.substr(0, line.find('-')), nullptr, 16));
-    }
-  }
-  return nullptr;
-}
 
 constexpr std::uint64_t forged_value = 0xC0FFEE;
 
@@ -45,7 +35,7 @@ constexpr std::uint64_t forged_value = 0xC0FFEE;
 /// the frame's end) claim this task's id and an inline body of 8 bytes, which
 /// lie past the frame too and hold `forged_value`.
 std::uint64_t forge_short_result() {
-  std::byte* base = pool_mapping();
+  std::byte* base = coproc::test::pool_mapping().first;
   if (base == nullptr) {
     return 3;
   }
