@@ -32,7 +32,9 @@
 #include <variant>
 #include <vector>
 
+#include "coproc/ipc/detail/block_copy.hpp"
 #include "coproc/ipc/detail/codec_traits.hpp"
+#include "coproc/ipc/detail/writer.hpp"
 #include "coproc/runtime/errc.hpp"
 
 namespace coproc {
@@ -56,90 +58,6 @@ struct codec_access {
 namespace detail {
 
 [[noreturn]] void throw_frame_corrupt();
-[[noreturn]] void throw_buffer_too_small();
-
-/// Fails the build with a message naming why T cannot cross a process boundary.
-template <class T>
-constexpr void check_codable() {
-  constexpr codec_refusal r = refusal_of<T>();
-  static_assert(r != codec_refusal::raw_pointer,
-                "coproc: raw pointers cannot cross a process boundary; pass the pointed-to value");
-  static_assert(r != codec_refusal::member_pointer,
-                "coproc: member pointers cannot cross a process boundary");
-  static_assert(r != codec_refusal::reference,
-                "coproc: references cannot cross a process boundary; pass the value");
-  static_assert(r != codec_refusal::span,
-                "coproc: std::span views memory of this process and cannot cross a process "
-                "boundary; pass a std::vector or std::array");
-  static_assert(r != codec_refusal::string_view,
-                "coproc: std::string_view views memory of this process and cannot cross a process "
-                "boundary; pass a std::string");
-  static_assert(r != codec_refusal::reference_wrapper,
-                "coproc: std::reference_wrapper refers to memory of this process; pass the value");
-  static_assert(r != codec_refusal::c_array,
-                "coproc: C arrays cannot be passed or returned by value; use std::array");
-  static_assert(r != codec_refusal::volatile_type, "coproc: volatile objects cannot be encoded");
-  static_assert(r != codec_refusal::zero_size_element,
-                "coproc: a container of elements that encode to zero bytes (std::monostate, "
-                "std::tuple<>) cannot be decoded with a bounded size; send the count instead");
-  static_assert(r != codec_refusal::not_serializable,
-                "coproc: this type is neither trivially copyable nor cereal-serializable; give it "
-                "a serialize(Archive&) member or free function (cereal) to let it cross a process "
-                "boundary");
-}
-
-/// Appends bytes to a caller-provided buffer, or only counts them (for sizing).
-class writer {
- public:
-  /// A counting writer: nothing is stored.
-  writer() noexcept = default;
-  explicit writer(std::span<std::byte> out) noexcept
-      : pos_(out.data()), begin_(out.data()), end_(out.data() + out.size()), counting_(false) {}
-
-  void write(const void* src, std::size_t n) {
-    if (counting_) {
-      count_ += n;
-      return;
-    }
-    if (n > static_cast<std::size_t>(end_ - pos_)) {
-      throw_buffer_too_small();
-    }
-    if (n != 0) {
-      std::memcpy(pos_, src, n);
-      pos_ += n;
-    }
-  }
-
-  template <class T>
-  void write_raw(const T& value) {
-    write(&value, sizeof(T));
-  }
-
-  /// Skips n bytes to be filled in later; null when counting.
-  std::byte* skip(std::size_t n) {
-    if (counting_) {
-      count_ += n;
-      return nullptr;
-    }
-    if (n > static_cast<std::size_t>(end_ - pos_)) {
-      throw_buffer_too_small();
-    }
-    std::byte* at = pos_;
-    pos_ += n;
-    return at;
-  }
-
-  std::size_t written() const noexcept {
-    return counting_ ? count_ : static_cast<std::size_t>(pos_ - begin_);
-  }
-
- private:
-  std::byte* pos_ = nullptr;
-  std::byte* begin_ = nullptr;
-  std::byte* end_ = nullptr;
-  std::size_t count_ = 0;
-  bool counting_ = true;
-};
 
 template <class T>
 struct codec;
@@ -234,108 +152,6 @@ inline void codec_input_archive::load_bool(bool& b) {
 }
 inline std::uint64_t codec_input_archive::load_size() {
   return d_.read_count(1);
-}
-
-/// Reads T values from possibly misaligned bytes, one memcpy each; lets a container be
-/// built from a block in one pass without first value-initialising its elements.
-template <class T>
-class unaligned_iterator {
- public:
-  using iterator_category = std::random_access_iterator_tag;
-  using value_type = T;
-  using difference_type = std::ptrdiff_t;
-  using pointer = void;
-  using reference = T;
-
-  unaligned_iterator() = default;
-  explicit unaligned_iterator(const std::byte* p) noexcept : p_(p) {}
-
-  T operator*() const noexcept {
-    std::array<std::byte, sizeof(T)> raw;
-    std::memcpy(raw.data(), p_, sizeof(T));
-    return std::bit_cast<T>(raw);
-  }
-  T operator[](difference_type i) const noexcept { return *(*this + i); }
-  unaligned_iterator& operator++() noexcept {
-    p_ += sizeof(T);
-    return *this;
-  }
-  unaligned_iterator operator++(int) noexcept {
-    auto old = *this;
-    ++*this;
-    return old;
-  }
-  unaligned_iterator& operator--() noexcept {
-    p_ -= sizeof(T);
-    return *this;
-  }
-  unaligned_iterator operator--(int) noexcept {
-    auto old = *this;
-    --*this;
-    return old;
-  }
-  unaligned_iterator& operator+=(difference_type n) noexcept {
-    p_ += n * static_cast<difference_type>(sizeof(T));
-    return *this;
-  }
-  unaligned_iterator& operator-=(difference_type n) noexcept {
-    p_ -= n * static_cast<difference_type>(sizeof(T));
-    return *this;
-  }
-  friend unaligned_iterator operator+(unaligned_iterator it, difference_type n) noexcept {
-    return it += n;
-  }
-  friend unaligned_iterator operator+(difference_type n, unaligned_iterator it) noexcept {
-    return it += n;
-  }
-  friend unaligned_iterator operator-(unaligned_iterator it, difference_type n) noexcept {
-    return it -= n;
-  }
-  friend difference_type operator-(unaligned_iterator a, unaligned_iterator b) noexcept {
-    return (a.p_ - b.p_) / static_cast<difference_type>(sizeof(T));
-  }
-  friend bool operator==(unaligned_iterator a, unaligned_iterator b) noexcept {
-    return a.p_ == b.p_;
-  }
-  friend auto operator<=>(unaligned_iterator a, unaligned_iterator b) noexcept {
-    return a.p_ <=> b.p_;
-  }
-
- private:
-  const std::byte* p_ = nullptr;
-};
-
-/// Blocks from this size up are decoded into memory advised for huge pages.
-inline constexpr std::size_t huge_block_bytes = std::size_t{4} << 20;
-
-/// madvise(MADV_HUGEPAGE) over the 2 MiB-aligned interior of [p, p + n): a hint,
-/// failures are ignored.
-void advise_huge_pages(const void* p, std::size_t n) noexcept;
-
-/// Builds a contiguous container of n block-copied elements from bytes: one memmove when
-/// the bytes are aligned for E (the usual case), else one unaligned pass.
-template <class Container, class E>
-Container make_block(std::span<const std::byte> bytes, std::size_t n) {
-  if (n == 0) {
-    return Container();
-  }
-  if (reinterpret_cast<std::uintptr_t>(bytes.data()) % alignof(E) == 0) {
-    // The frame's bytes were written by memcpy/read, which implicitly create objects of
-    // implicit-lifetime types, so viewing them as E is sound; the library copies with memmove.
-    const auto* first = reinterpret_cast<const E*>(bytes.data());
-    if (n * sizeof(E) >= huge_block_bytes) {
-      // A large block gets fresh pages: ask for transparent huge pages before
-      // the first touch, so the copy takes 512x fewer page faults.
-      Container c;
-      c.reserve(n);
-      advise_huge_pages(c.data(), n * sizeof(E));
-      c.insert(c.end(), first, first + n);
-      return c;
-    }
-    return Container(first, first + n);
-  }
-  unaligned_iterator<E> first(bytes.data());
-  return Container(first, first + static_cast<std::ptrdiff_t>(n));
 }
 
 template <class T>

@@ -283,4 +283,34 @@ constexpr std::size_t min_encoded_size() {
   }
 }
 
+/// Fails the build with a message naming why T cannot cross a process boundary.
+template <class T>
+constexpr void check_codable() {
+  constexpr codec_refusal r = refusal_of<T>();
+  static_assert(r != codec_refusal::raw_pointer,
+                "coproc: raw pointers cannot cross a process boundary; pass the pointed-to value");
+  static_assert(r != codec_refusal::member_pointer,
+                "coproc: member pointers cannot cross a process boundary");
+  static_assert(r != codec_refusal::reference,
+                "coproc: references cannot cross a process boundary; pass the value");
+  static_assert(r != codec_refusal::span,
+                "coproc: std::span views memory of this process and cannot cross a process "
+                "boundary; pass a std::vector or std::array");
+  static_assert(r != codec_refusal::string_view,
+                "coproc: std::string_view views memory of this process and cannot cross a process "
+                "boundary; pass a std::string");
+  static_assert(r != codec_refusal::reference_wrapper,
+                "coproc: std::reference_wrapper refers to memory of this process; pass the value");
+  static_assert(r != codec_refusal::c_array,
+                "coproc: C arrays cannot be passed or returned by value; use std::array");
+  static_assert(r != codec_refusal::volatile_type, "coproc: volatile objects cannot be encoded");
+  static_assert(r != codec_refusal::zero_size_element,
+                "coproc: a container of elements that encode to zero bytes (std::monostate, "
+                "std::tuple<>) cannot be decoded with a bounded size; send the count instead");
+  static_assert(r != codec_refusal::not_serializable,
+                "coproc: this type is neither trivially copyable nor cereal-serializable; give it "
+                "a serialize(Archive&) member or free function (cereal) to let it cross a process "
+                "boundary");
+}
+
 }  // namespace coproc::detail
