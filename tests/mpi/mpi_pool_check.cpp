@@ -478,8 +478,7 @@ int main(int argc, char** argv) {
     coproc::mpi_pool pool(ctx.get_executor(), {.initializer = slow_initializer},
                           {.workers_per_rank = 2});
     EXPECT(pool.size() == 4);
-    std::printf("size while starting: %s (%zu)\n", pool.size() == 4 ? "ok" : "FAILED",
-                pool.size());
+    std::printf("size while starting: %s (%zu)\n", pool.size() == 4 ? "ok" : "FAILED", pool.size());
   }
   // The initializer runs in each rank's workers, never in a rank: one that
   // throws breaks that rank's pool (pool_broken, with its message) and fails
