@@ -29,13 +29,6 @@ namespace {
 
 using namespace check;
 
-int square(int x) {
-  return x * x;
-}
-int worker_pid(int) {
-  return static_cast<int>(::getpid());
-}
-
 std::atomic<std::uint64_t> spins{0};
 
 // The ways a task takes its worker down.
@@ -210,7 +203,7 @@ asio::awaitable<void> cancel_kills(coproc::mpi_pool& pool) {
 asio::awaitable<void> recycling(coproc::mpi_pool& pool) {
   std::set<int> pids;
   for (int i = 0; i < 12; ++i) {
-    int pid = co_await pool.submit(worker_pid, i);
+    int pid = co_await pool.submit(task_pid, i);
     pids.insert(pid);
   }
   // 12 tasks, 2 per worker: at least 6 workers served them.
