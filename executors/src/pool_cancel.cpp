@@ -21,6 +21,9 @@
 #include "pool_core.hpp"
 
 namespace coproc::detail {
+namespace {
+constexpr const char* cancelled_what = "process_pool: task cancelled";
+}  // namespace
 
 bool pool_core::charge_death(const worker_rec& w, task_op& op, std::uint64_t oldest_id) {
   constexpr std::uint8_t deaths_before_failing = 3;
@@ -71,14 +74,16 @@ void pool_core::cancel(std::uint64_t id) {
 
 // Cancels task `id`: a queued task is dropped; a task in a worker's ring but
 // not taken is withdrawn (the worker skips its frame); a running task's
-// worker is killed. A result already published wins over the cancellation.
+// worker is killed, or with a grace the task is asked to stop first. A
+// result already published wins over the cancellation; a task already asked
+// to stop is left to its grace.
 void pool_core::withdraw(std::uint64_t id) {
   task_op* op = ledger_.find(id);
-  if (op == nullptr) {
+  if (op == nullptr || op->stopped != stop_reason::none) {
     return;
   }
-  auto aborted = std::make_exception_ptr(
-      std::system_error(asio::error::operation_aborted, "process_pool: task cancelled"));
+  auto aborted =
+      std::make_exception_ptr(std::system_error(asio::error::operation_aborted, cancelled_what));
   constexpr auto cancelled = task_ledger::ending::cancelled;
   if (op->worker < 0) {
     ledger_.withdraw_queued(op);
@@ -92,7 +97,7 @@ void pool_core::withdraw(std::uint64_t id) {
     return;
   }
   drain(w);
-  if (ledger_.find(id) == nullptr) {
+  if (ledger_.find(id) == nullptr || ask_to_stop(w, *op, stop_reason::cancelled)) {
     return;
   }
   remove_inflight(w, op);
@@ -104,26 +109,35 @@ void pool_core::arm_timeout(worker_rec& w) {
   if (options_.task_timeout.count() == 0 || w.timer_armed || w.inflight.empty()) {
     return;
   }
-  if (!w.timer) {
-    w.timer = std::make_unique<asio::steady_timer>(ex_);
-  }
   std::int64_t started = w.channel.shared->started_ns.load(std::memory_order_relaxed);
   bool running = w.channel.shared->running_id.load(std::memory_order_relaxed) != 0;
   auto timeout = std::chrono::duration_cast<std::chrono::nanoseconds>(options_.task_timeout);
   auto left = running ? timeout - std::chrono::nanoseconds(monotonic_ns() - started) : timeout;
   // started_ns is the worker's to write: a time in the future must not
   // stretch the wait past one timeout.
-  left = std::clamp(left, std::chrono::nanoseconds(0), timeout);
-  w.timer->expires_after(left);
+  arm_timer(w, std::clamp(left, std::chrono::nanoseconds(0), timeout));
+}
+
+// The worker's one timer (see worker_rec::timer): a grace's end while a task
+// is asked to stop, else the running task's deadline.
+void pool_core::arm_timer(worker_rec& w, std::chrono::nanoseconds after) {
+  if (!w.timer) {
+    w.timer = std::make_unique<asio::steady_timer>(ex_);
+  }
+  w.timer->expires_after(after);
   w.timer_armed = true;
   w.timer->async_wait([self = shared_from_this(), &w, gen = w.timer_gen](std::error_code ec) {
     self->locked(false, [&] {
       if (gen != w.timer_gen) {
-        return;  // disarmed since: a later arm_timeout owns the timer
+        return;  // disarmed since: a later arm_timer owns the timer
       }
       w.timer_armed = false;
       if (!ec && !self->closed()) {
-        self->on_timeout(w);
+        if (w.stopping_id != 0) {
+          self->on_grace_end(w);
+        } else {
+          self->on_timeout(w);
+        }
         self->listen_or_rest();
       }
     });
@@ -149,14 +163,70 @@ void pool_core::on_timeout(worker_rec& w) {
                          [&](task_op* op) { return op->id == running; });
   if (running != 0 && it != w.inflight.end() && elapsed >= options_.task_timeout && !w.killing) {
     task_op* op = *it;
+    if (ask_to_stop(w, *op, stop_reason::timed_out)) {
+      return;
+    }
     remove_inflight(w, op);
     kill(w, running);
-    ledger_.fail(op,
-                 error(coproc::errc::task_timeout,
-                       "task ran past " + std::to_string(options_.task_timeout.count()) + " ms"));
+    ledger_.fail(op, error(coproc::errc::task_timeout, timeout_what()));
     return;
   }
   arm_timeout(w);
+}
+
+// With a grace (pool_options::stop_grace), the running task `op` is asked to
+// stop (the slot's stop word names it: this_task::stop_requested() in the
+// worker) and its worker kept until the grace ends, instead of killed now.
+// The worker gets no new task meanwhile. False without a grace, or when the
+// worker is being killed anyway.
+bool pool_core::ask_to_stop(worker_rec& w, task_op& op, stop_reason why) {
+  if (options_.stop_grace.count() == 0 || w.killing) {
+    return false;
+  }
+  op.stopped = why;
+  w.stopping_id = op.id;
+  w.channel.shared->stop_id.store(op.id, std::memory_order_release);
+  loads_.update(w, false);
+  disarm_timeout(w);
+  arm_timer(w, options_.stop_grace);
+  return true;
+}
+
+// The task asked to stop left the worker (its result came, or it failed
+// otherwise): the worker's timer goes back to deadlines.
+void pool_core::end_stop(worker_rec& w) {
+  w.stopping_id = 0;
+  disarm_timeout(w);
+}
+
+// The grace passed: a result published meanwhile still wins; otherwise the
+// worker is killed as it is without a grace.
+void pool_core::on_grace_end(worker_rec& w) {
+  drain(w);
+  task_op* op = w.stopping_id == 0 ? nullptr : ledger_.find(w.stopping_id);
+  if (op == nullptr) {
+    return;
+  }
+  remove_inflight(w, op);
+  kill(w, op->id);
+  fail_stopped(op, std::make_shared<const task_outcome>());
+}
+
+// A task asked to stop ends with task_stopped_error, under the code it gets
+// without a grace, carrying what it did (`outcome`).
+void pool_core::fail_stopped(task_op* op, std::shared_ptr<const task_outcome> outcome) {
+  bool cancelled = op->stopped == stop_reason::cancelled;
+  std::string what = std::string(cancelled ? cancelled_what : timeout_what()) +
+                     (outcome->finished ? " (it returned within stop_grace)"
+                                        : " (it did not return within stop_grace)");
+  auto code = cancelled ? make_error_code(asio::error::operation_aborted)
+                        : make_error_code(coproc::errc::task_timeout);
+  ledger_.fail(op, std::make_exception_ptr(task_stopped_error(code, what, std::move(outcome))),
+               cancelled ? task_ledger::ending::cancelled : task_ledger::ending::failed);
+}
+
+std::string pool_core::timeout_what() const {
+  return "task ran past " + std::to_string(options_.task_timeout.count()) + " ms";
 }
 
 void pool_core::fail_all(const std::exception_ptr& e) {

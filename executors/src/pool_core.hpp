@@ -10,6 +10,7 @@
 #include <asio/any_io_executor.hpp>
 #include <asio/posix/stream_descriptor.hpp>
 #include <asio/steady_timer.hpp>
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <deque>
@@ -73,7 +74,12 @@ struct worker_rec {
   // still running until its pidfd says otherwise.
   bool killing = false;
   std::uint64_t kill_target = 0;
+  // Its one timer: the running task's deadline (task_timeout) or, while that
+  // task is asked to stop, the end of its grace (stop_grace), a later
+  // deadline of the same task. So a grace is disarmed, and made stale by
+  // timer_gen, wherever a deadline is.
   std::unique_ptr<asio::steady_timer> timer;
+  std::uint64_t stopping_id = 0;  // the running task asked to stop, 0 when none
   bool timer_armed = false;
   std::uint64_t timer_gen = 0;    // a disarmed timer's late handler is stale
   std::int64_t spawned_ns = 0;    // when its spawn was asked for (start_timeout)
@@ -154,7 +160,13 @@ class pool_core final : public std::enable_shared_from_this<pool_core>, public t
   void kill(worker_rec& w, std::uint64_t target);
   void withdraw(std::uint64_t id);
   void arm_timeout(worker_rec& w);
+  void arm_timer(worker_rec& w, std::chrono::nanoseconds after);
   void on_timeout(worker_rec& w);
+  bool ask_to_stop(worker_rec& w, task_op& op, stop_reason why);
+  void end_stop(worker_rec& w);
+  void on_grace_end(worker_rec& w);
+  void fail_stopped(task_op* op, std::shared_ptr<const task_outcome> outcome);
+  std::string timeout_what() const;
   void fail_all(const std::exception_ptr& e);
   void maybe_finish_shutdown();
   void remove_inflight(worker_rec& w, task_op* op);

@@ -90,16 +90,37 @@ void pool_core::fail_corrupt_worker(worker_rec& w) {
 void pool_core::remove_inflight(worker_rec& w, task_op* op) {
   w.inflight.erase(std::find(w.inflight.begin(), w.inflight.end(), op));
   w.channel.release(op->seq);
+  if (op->id == w.stopping_id) {
+    end_stop(w);
+  }
   loads_.update(w, true);  // relieved: likely still spinning for its next task
 }
 
-void pool_core::finish(worker_rec&, task_op* op, const result_header& h,
+void pool_core::finish(worker_rec& w, task_op* op, const result_header& h,
                        std::span<const std::byte> body) {
   // An average of recent send-to-result times decides whether spinning pays.
   std::int64_t latency = monotonic_ns() - op->sent_ns;
   recent_latency_ns_ += (latency - recent_latency_ns_) / 8;
   start_failures_ = 0;  // a worker ran a task: starts do not always fail
-  ledger_.complete(op, h.status == result_value, body);
+  if (op->stopped == stop_reason::none) {
+    ledger_.complete(op, h.status == result_value, body);
+    return;
+  }
+  // Asked to stop, it returned within the grace: its worker lives on, and
+  // its caller gets what it did inside the error.
+  auto outcome = std::make_shared<task_outcome>();
+  outcome->finished = true;
+  if (h.status == result_value) {
+    try {
+      op->keep_value(body, *outcome);
+    } catch (...) {
+      outcome->exception = std::current_exception();  // a value that did not decode
+    }
+  } else {
+    outcome->exception = task_ledger::task_exception(body);
+  }
+  fail_stopped(op, std::move(outcome));
+  arm_timeout(w);  // the deadline of the worker's next task
 }
 
 // Announces that the parent sleeps (workers then ring the eventfd), re-checks

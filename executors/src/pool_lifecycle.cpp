@@ -189,7 +189,10 @@ bool pool_core::release_worker(worker_rec& w, const exit_status& status) {
     bool crashed_here =
         op->id == running && consumed > op->seq && !(w.killing && w.kill_target != op->id);
     crashed_here = crashed_here || charge_death(w, *op, oldest);
-    if (crashed_here) {
+    if (crashed_here && op->stopped != stop_reason::none) {
+      // Asked to stop, it died before it returned: as if killed at the grace's end.
+      fail_stopped(op, std::make_shared<const task_outcome>());
+    } else if (crashed_here) {
       // A crash carries its status as data (worker_crashed_error::status());
       // a worker that found its ring overwritten fails the task as corrupt.
       ledger_.fail(op, death_errc(status) == coproc::errc::worker_crashed
@@ -206,7 +209,7 @@ bool pool_core::release_worker(worker_rec& w, const exit_status& status) {
     ++ledger_.stats().worker_crashes;
   }
   w.inflight.clear();
-  disarm_timeout(w);
+  end_stop(w);
   w.pidfd.reset();
   w.pid = 0;
   w.st = worker_rec::state::dead;

@@ -100,15 +100,17 @@ void task_ledger::erase(task_op* op) {
   admit();
 }
 
+std::exception_ptr task_ledger::task_exception(std::span<const std::byte> body) {
+  try {
+    return to_exception_ptr(decode_from<remote_error>(body));
+  } catch (...) {
+    return std::current_exception();  // an exception that did not decode
+  }
+}
+
 void task_ledger::complete(task_op* op, bool value, std::span<const std::byte> body) {
   if (!value) {
-    std::exception_ptr e;
-    try {
-      e = to_exception_ptr(decode_from<remote_error>(body));
-    } catch (...) {
-      e = std::current_exception();  // an exception that did not decode
-    }
-    fail(op, e);
+    fail(op, task_exception(body));
     return;
   }
   erase(op);

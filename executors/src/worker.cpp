@@ -19,6 +19,7 @@
 #include <system_error>
 
 #include "coproc/executors/detail/callable.hpp"
+#include "coproc/executors/detail/task_stop.hpp"
 #include "coproc/executors/detail/zygote.hpp"
 #include "coproc/ipc/detail/peer_spin.hpp"
 #include "coproc/ipc/detail/segment.hpp"
@@ -132,6 +133,7 @@ class worker final : public result_writer {
     }
     current_id_ = reinterpret_cast<const task_header*>(frame.data())->id;
     status_ = result_value;
+    running_task = {&channel_.shared->stop_id, current_id_};  // this_task::stop_requested()
     try {
       std::span<const std::byte> body = channel_.task_body(frame);
       std::int64_t thunk_offset = reinterpret_cast<const task_header*>(frame.data())->thunk;
@@ -143,6 +145,7 @@ class worker final : public result_writer {
       status_ = result_exception;
       write_value(coproc::capture_current_exception());
     }
+    running_task.id = 0;
     channel_.task_done();
     notify_parent();
     trim_pending_ = true;

@@ -7,7 +7,8 @@
 namespace coproc::detail {
 
 int worker_loads::level_of(const worker_rec& w) {
-  if (w.st == worker_rec::state::dead || w.killing || w.inflight.size() >= pipeline_depth) {
+  if (w.st == worker_rec::state::dead || w.killing || w.stopping_id != 0 ||
+      w.inflight.size() >= pipeline_depth) {
     return -1;
   }
   return static_cast<int>(w.inflight.size());

@@ -8,6 +8,8 @@
 #include "coproc/executors/process_pool.hpp"
 #include "coproc/executors/submit_ec.hpp"
 #include "coproc/executors/task_object.hpp"
+#include "coproc/executors/task_stopped_error.hpp"
+#include "coproc/executors/this_task.hpp"
 #include "coproc/ipc/barrier.hpp"
 #include "coproc/ipc/codec.hpp"
 #include "coproc/ipc/condition.hpp"

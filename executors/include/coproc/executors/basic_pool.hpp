@@ -78,6 +78,12 @@ class basic_pool {
   /// running task is stopped as its pool can (process_pool: its worker is
   /// killed and replaced; mpi_pool: it runs to its end on its rank and the
   /// result is discarded). The handler gets asio::error::operation_aborted.
+  /// With pool_options::stop_grace > 0, process_pool first asks a running
+  /// task to stop (coproc::this_task::stop_requested()) and kills its worker
+  /// only if it has not returned within the grace; the handler then gets a
+  /// coproc::task_stopped_error (code operation_aborted, or task_timeout past
+  /// task_timeout or submit_for's deadline) holding the task's value or
+  /// exception if it returned in time, and a worker that returned lives on.
   /// Waiting: pool_options::task_timeout bounds a running task,
   /// pool_options::start_timeout the wait for a worker to start; a pool that
   /// can no longer start workers fails its tasks with errc::pool_broken.
@@ -105,7 +111,9 @@ class basic_pool {
 
   /// Like submit(), with a per-call deadline: when the task has not finished
   /// `timeout` after the call, it fails with std::system_error of
-  /// errc::task_timeout, and the task is cancelled (see async_submit).
+  /// errc::task_timeout, and the task is cancelled (see async_submit); with a
+  /// stop_grace, it waits for the task to stop and throws a
+  /// coproc::task_stopped_error of errc::task_timeout with its outcome.
   template <class F, class... Args>
   auto submit_for(std::chrono::steady_clock::duration timeout, F fn, Args&&... args) {
     return submit_for_values<F, detail::wire_t<Args>...>(timeout, std::move(fn),

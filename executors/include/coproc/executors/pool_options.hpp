@@ -81,6 +81,18 @@ struct pool_options {
   /// Fail a task that runs longer with errc::task_timeout and replace its
   /// worker (zero: no limit).
   std::chrono::milliseconds task_timeout{0};
+  /// How long a running task that was cancelled or ran past task_timeout (or
+  /// submit_for's deadline) may take to stop before its worker is killed.
+  /// Zero (the default): the worker is killed at once, as always. Otherwise
+  /// the pool first asks the task to stop (coproc::this_task::stop_requested()
+  /// turns true in it) and kills its worker only if it has not returned after
+  /// this long. A task that returns in time keeps its worker (no respawn);
+  /// either way its caller gets coproc::task_stopped_error, whose code() is
+  /// the one it gets without a grace (operation_aborted or errc::task_timeout)
+  /// and which carries the task's value or exception if it returned in time.
+  /// A task that never looks at stop_requested() only finishes later: it
+  /// runs on for the grace, then is killed.
+  std::chrono::milliseconds stop_grace{0};
   /// The bound on waiting for a worker: while tasks wait, a worker that has
   /// not finished starting (fork and initializer) this long after it was asked
   /// for breaks the pool (errc::pool_broken, naming the initializer), and a

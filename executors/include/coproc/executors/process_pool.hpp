@@ -35,8 +35,9 @@ namespace coproc {
 ///
 /// The members (submit, async_submit, submit_for, map, map_unordered,
 /// async_shutdown, stats, size) are basic_pool's, documented there. Here a
-/// cancelled or timed-out running task's worker is killed and replaced;
-/// map_unordered submits its first window at once.
+/// cancelled or timed-out running task's worker is killed and replaced (with
+/// pool_options::stop_grace, only after the task was asked to stop and did
+/// not return within the grace); map_unordered submits its first window at once.
 ///
 /// Thread safety: every member function may be called from any thread (the
 /// pool serialises them with a mutex). The pool must outlive the operations it

@@ -28,6 +28,7 @@
 #include "coproc/executors/detail/callable.hpp"
 #include "coproc/executors/detail/input_items.hpp"
 #include "coproc/executors/result_stream.hpp"
+#include "coproc/executors/task_stopped_error.hpp"
 #include "coproc/ipc/detail/exception_prefix.hpp"
 #include "coproc/runtime/errc.hpp"
 
@@ -48,13 +49,28 @@ auto collect(Range&& items) {
   return out;
 }
 
+/// submit_for's deadline passed: errc::task_timeout, `what`; a task_stopped_error
+/// when the pool asked the task to stop (stop_grace), carrying what it did.
+[[noreturn]] inline void throw_deadline(const std::exception_ptr& error, const char* what) {
+  if (error) {
+    try {
+      std::rethrow_exception(error);
+    } catch (const task_stopped_error& stopped) {
+      throw task_stopped_error(make_error_code(coproc::errc::task_timeout), what, stopped);
+    } catch (...) {
+      // Any other ending (the task's own value or error came first): the deadline's error.
+    }
+  }
+  throw std::system_error(coproc::errc::task_timeout, what);
+}
+
 /// One task raced against a deadline; the loser is cancelled (what that does
-/// to a running task is the pool's: process_pool kills its worker, mpi_pool
-/// discards the result). Past the deadline: errc::task_timeout, `what`.
-/// Written by hand rather than with awaitable operators (`submit || timer`),
-/// whose header (parallel groups, deferred) every includer of process_pool.hpp
-/// paid to compile. The coroutine's own cancellation cancels the task; either
-/// way it returns only once the task completed.
+/// to a running task is the pool's: process_pool kills its worker, or asks the
+/// task to stop first with a stop_grace; mpi_pool discards the result). Past the deadline:
+/// errc::task_timeout, `what`. Written by hand rather than with awaitable operators (`submit ||
+/// timer`), whose header (parallel groups, deferred) every includer of process_pool.hpp paid to
+/// compile. The coroutine's own cancellation cancels the task; either way it returns only once the
+/// task completed.
 template <class Pool, class F, class... W>
 asio::awaitable<task_result_t<F, W...>> submit_within(Pool& pool,
                                                       std::chrono::steady_clock::duration timeout,
@@ -97,7 +113,7 @@ asio::awaitable<task_result_t<F, W...>> submit_within(Pool& pool,
     }
   }
   if (st->timed_out) {
-    throw std::system_error(coproc::errc::task_timeout, what);
+    throw_deadline(st->error, what);
   }
   if (st->error) {
     std::rethrow_exception(st->error);

@@ -106,6 +106,9 @@ class task_ledger {
   /// Ends `op` with what its worker sent: the encoded value when `value`,
   /// else an encoded remote_error (decoded now, delivered later).
   void complete(task_op* op, bool value, std::span<const std::byte> body);
+  /// The task's exception an encoded remote_error carries (or what decoding
+  /// it threw).
+  static std::exception_ptr task_exception(std::span<const std::byte> body);
   /// Ends `op` with `why`.
   void fail(task_op* op, std::exception_ptr why, ending how = ending::failed);
   /// Ends every task with `why`; returns how many.

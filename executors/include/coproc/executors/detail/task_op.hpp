@@ -11,12 +11,15 @@
 #include <cstddef>
 #include <cstdint>
 #include <exception>
+#include <memory>
 #include <optional>
 #include <span>
 #include <tuple>
+#include <typeinfo>
 #include <utility>
 
 #include "coproc/executors/detail/callable.hpp"
+#include "coproc/executors/task_stopped_error.hpp"
 #include "coproc/ipc/codec.hpp"
 #include "coproc/ipc/detail/decode_into.hpp"
 
@@ -33,6 +36,9 @@ class task_canceller {
   ~task_canceller() = default;
 };
 
+/// Why the pool asked a running task to stop (pool_options::stop_grace).
+enum class stop_reason : std::uint8_t { none, cancelled, timed_out };
+
 class task_op {
  public:
   std::uint64_t id = 0;
@@ -43,6 +49,7 @@ class task_op {
   bool in_arena = false;                        // its body occupies the slot's input arena
   std::int64_t sent_ns = 0;                     // when it entered a worker's ring (monotonic)
   std::uint8_t deaths = 0;  // workers that died while it was the oldest in their ring
+  stop_reason stopped = stop_reason::none;  // asked to stop; its worker kept for the grace
   /// Set by the pool before complete() or fail() when it will hand the
   /// completion over itself, through deliver(), once out of its lock.
   bool hold_delivery = false;
@@ -62,6 +69,14 @@ class task_op {
   /// this thread: the pool calls it from its own completion handler, never
   /// from an initiating function), else posted.
   virtual void deliver(bool may_run_inline) = 0;
+  /// Decodes the value a task returned after it was asked to stop into
+  /// `into` (held type-erased; its caller reads it through
+  /// task_stopped_error::value). An op that does not know its value's type
+  /// keeps none. May throw what decoding throws.
+  virtual void keep_value(std::span<const std::byte> result, task_outcome& into) {
+    (void)result;
+    (void)into;
+  }
   /// Connects the handler's cancellation slot (if any) to `pool`.
   virtual void bind_cancellation(task_canceller& pool) = 0;
   /// Destroys the handler uncalled and deletes this: the handler's io_context
@@ -142,6 +157,13 @@ class submit_op final : public task_op {
       } catch (...) {
         fail(std::current_exception());
       }
+    }
+  }
+
+  void keep_value(std::span<const std::byte> result, task_outcome& into) override {
+    if constexpr (!std::is_void_v<result_type>) {
+      into.value = std::make_shared<const result_type>(decode_result(result));
+      into.type = &typeid(result_type);
     }
   }
 
