@@ -235,6 +235,7 @@ void pool_core::fail_all(const std::exception_ptr& e) {
       kill(*w, 0);
     }
     w->inflight.clear();
+    end_stop(*w);  // a grace left armed would keep run() from returning
     loads_.update(*w, false);
   }
   ledger_.fail_all(e);

@@ -2,6 +2,6 @@
 
 namespace coproc::detail {
 
-task_stop_view running_task;
+running_task_state running_task;
 
 }  // namespace coproc::detail

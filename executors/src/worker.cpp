@@ -133,7 +133,7 @@ class worker final : public result_writer {
     }
     current_id_ = reinterpret_cast<const task_header*>(frame.data())->id;
     status_ = result_value;
-    running_task = {&channel_.shared->stop_id, current_id_};  // this_task::stop_requested()
+    running_task.begin(&channel_.shared->stop_id, current_id_);  // this_task::stop_requested()
     try {
       std::span<const std::byte> body = channel_.task_body(frame);
       std::int64_t thunk_offset = reinterpret_cast<const task_header*>(frame.data())->thunk;
@@ -145,7 +145,7 @@ class worker final : public result_writer {
       status_ = result_exception;
       write_value(coproc::capture_current_exception());
     }
-    running_task.id = 0;
+    running_task.end();
     channel_.task_done();
     notify_parent();
     trim_pending_ = true;

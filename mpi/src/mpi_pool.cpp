@@ -28,6 +28,7 @@ rank_pool_wire rank_pool_options(const pool_options& o, const mpi_options& mpi) 
   w.max_tasks_per_worker = o.max_tasks_per_worker;
   w.max_worker_rss = o.max_worker_rss;
   w.task_timeout_ms = to_ms(o.task_timeout);
+  w.stop_grace_ms = to_ms(o.stop_grace);
   w.start_timeout_ms = to_ms(o.start_timeout);
   w.max_restarts = o.max_restarts;
   w.restart_period_ms = to_ms(o.restart_period);

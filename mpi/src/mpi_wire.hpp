@@ -59,6 +59,7 @@ struct rank_pool_wire {
   std::uint64_t arena_keep;
   std::uint32_t start_method;  // coproc::start_method
   std::uint32_t idle_priority;
+  std::int64_t stop_grace_ms;
 };
 struct hello_wire {
   std::int64_t anchor_offset;  // image_id::anchor_offset: equal builds agree on it

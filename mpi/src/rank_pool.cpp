@@ -28,6 +28,7 @@ pool_options local_options(const rank_pool_wire& w, std::size_t max_result, void
   o.max_tasks_per_worker = w.max_tasks_per_worker;
   o.max_worker_rss = w.max_worker_rss;
   o.task_timeout = std::chrono::milliseconds(w.task_timeout_ms);
+  o.stop_grace = std::chrono::milliseconds(w.stop_grace_ms);
   o.start_timeout = std::chrono::milliseconds(w.start_timeout_ms);
   o.max_restarts = w.max_restarts;
   o.restart_period = std::chrono::milliseconds(w.restart_period_ms);

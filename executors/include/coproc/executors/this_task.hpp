@@ -55,7 +55,7 @@ inline bool stop_requested() noexcept {
 
 /// A token for the running task (see task_stop_token).
 inline task_stop_token get_stop_token() noexcept {
-  return task_stop_token(detail::running_task);
+  return task_stop_token(detail::running_task.view());
 }
 
 }  // namespace this_task

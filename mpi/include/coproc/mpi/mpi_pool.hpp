@@ -49,7 +49,7 @@ namespace coproc {
 /// program switches executors by changing the type it constructs. On rank 0:
 /// queue_capacity (a full queue defers further submits: they count as
 /// stats().tasks_waiting) and max_payload (arguments; results are checked on
-/// the rank). On every worker rank's pool: task_timeout, max_tasks_per_worker,
+/// the rank). On every worker rank's pool: task_timeout, stop_grace, max_tasks_per_worker,
 /// max_worker_rss, limits, start_method, idle_priority, ring_bytes, arena_keep,
 /// start_timeout, max_restarts, restart_period and initializer (run in every
 /// worker; it must be a plain function pointer, `+[] {...}` for a captureless
@@ -66,7 +66,11 @@ namespace coproc {
 ///   errc::worker_crashed for an MPI error towards a rank;
 /// - cancellation (and submit_for's deadline): the handler gets
 ///   asio::error::operation_aborted at once; a task not yet sent is dropped,
-///   a task on a rank is dropped there or, running, its worker is killed;
+///   a task on a rank is dropped there or, running, its worker is killed
+///   (with a stop_grace, the rank's pool asks the task to stop first and
+///   keeps a worker whose task returns in time; what the task returned
+///   stays on the rank: rank 0's handlers get no task_stopped_error, only
+///   its code, operation_aborted or the rank's task_timeout);
 /// - async_shutdown(cancel) fails queued and sent tasks with
 ///   errc::pool_stopped; the worker ranks stay up for a later pool until
 ///   rank 0 exits;
