@@ -29,8 +29,9 @@ namespace coproc {
 /// errc::pool_broken, errc::frame_corrupt, errc::frame_too_large,
 /// errc::payload_too_large, errc::function_mismatch, and
 /// asio::error::operation_aborted (cancelled, or the pool destroyed). The
-/// details a thrown error carried (a worker_crashed_error's status(), the
-/// message) are not kept: use async_submit for them.
+/// details a thrown error carried (a worker_crashed_error's status(), a
+/// task_stopped_error's outcome, the message) are not kept: use
+/// async_submit for them.
 ///
 /// The task's own exception gives errc::task_raised, and the exception itself
 /// (a standard type as itself, any other as coproc::remote_error) is stored

@@ -7,6 +7,7 @@
 #include <string>
 #include <system_error>
 #include <typeinfo>
+#include <utility>
 
 namespace coproc {
 
