@@ -12,6 +12,7 @@
 #include <chrono>
 #include <cstdint>
 #include <exception>
+#include <memory>
 #include <new>
 #include <stdexcept>
 #include <string>
@@ -93,31 +94,44 @@ std::pair<int, bool> pid_and_stop() {
   return {static_cast<int>(::getpid()), coproc::this_task::stop_requested()};
 }
 
-/// What an async_submit with a callback handler delivered.
+/// What a task's handler delivered.
 struct completion {
   bool done = false;
   std::exception_ptr error;
-  int value = 0;
 };
 
-/// Starts `fn` with a cancellation slot; `out` fills in when it completes.
-template <class F>
-void start(process_pool& pool, F fn, asio::cancellation_signal& cancel, completion& out) {
-  pool.async_submit(
-      fn, asio::bind_cancellation_slot(cancel.slot(), [&out](std::exception_ptr e, int v) {
-        out = {true, e, v};
-      }));
-}
-template <class F>
-void start(process_pool& pool, F fn, int arg, asio::cancellation_signal& cancel, completion& out) {
-  pool.async_submit(
-      fn, arg, asio::bind_cancellation_slot(cancel.slot(), [&out](std::exception_ptr e, int v) {
-        out = {true, e, v};
-      }));
+/// The error the caller of `fn(args...)` got, cancelled (twice: a second
+/// cancellation while the task stops changes nothing) once the task runs.
+template <class... A>
+asio::awaitable<std::exception_ptr> cancel_when_running(process_pool& pool, int (*fn)(A...),
+                                                        A... args) {
+  auto c = std::make_shared<completion>();
+  asio::cancellation_signal cancel;
+  std::uint32_t started = words().started.load();
+  pool.async_submit(fn, args...,
+                    asio::bind_cancellation_slot(cancel.slot(), [c](std::exception_ptr e, int) {
+                      c->done = true;
+                      c->error = e;
+                    }));
+  co_await until_started(started + 1);
+  cancel.emit(asio::cancellation_type::terminal);
+  cancel.emit(asio::cancellation_type::terminal);
+  // A plain pointer: GCC 12 mishandles the lifetime of a temporary in a
+  // co_await's operand (a shared_ptr captured there was released one time
+  // too many, and the completion freed under this frame).
+  completion* seen = c.get();
+  co_await coproc::test::poll_until([seen] { return seen->done; }, 1ms, 30'000);
+  co_return c->error;
 }
 
-asio::awaitable<void> until_done(const completion& c) {
-  co_await coproc::test::poll_until([&c] { return c.done; }, 1ms, 30'000);
+/// The error `op` ended with (null if it returned).
+asio::awaitable<std::exception_ptr> error_of(asio::awaitable<int> op) {
+  try {
+    co_await std::move(op);
+  } catch (...) {
+    co_return std::current_exception();
+  }
+  co_return nullptr;
 }
 
 /// The error a stopped task's caller got, as task_stopped_error; fails the
@@ -134,17 +148,6 @@ coproc::task_stopped_error stopped_error(const std::exception_ptr& e) {
   throw std::logic_error("unreachable");
 }
 
-/// Cancels a running task (the test's `started`-th) through `cancel`, twice
-/// (a second cancellation while the task stops changes nothing), and waits
-/// for its completion.
-asio::awaitable<void> cancel_running(asio::cancellation_signal& cancel, const completion& c,
-                                     std::uint32_t started = 1) {
-  co_await until_started(started);
-  cancel.emit(asio::cancellation_type::terminal);
-  cancel.emit(asio::cancellation_type::terminal);
-  co_await until_done(c);
-}
-
 /// The pool's single worker's pid, once it runs.
 asio::awaitable<int> worker_pid(process_pool& pool) {
   auto [pid, stop] = co_await pool.submit(pid_and_stop);
@@ -159,11 +162,8 @@ TEST_CASE("a task that polls stop_requested returns its value after a cancellati
   coproc::test::run_async([](asio::io_context& ctx) -> asio::awaitable<void> {
     process_pool pool(ctx.get_executor(), {.workers = 1, .stop_grace = 30s});
     int before = co_await worker_pid(pool);
-    asio::cancellation_signal cancel;
-    completion c;
-    start(pool, polls_then_returns, 42, cancel, c);
-    co_await cancel_running(cancel, c);
-    auto e = stopped_error(c.error);
+    std::exception_ptr error = co_await cancel_when_running(pool, polls_then_returns, 42);
+    auto e = stopped_error(error);
     CHECK(e.code() == asio::error::operation_aborted);
     CHECK(e.finished());
     REQUIRE(e.value<int>() != nullptr);
@@ -202,12 +202,7 @@ TEST_CASE("a task past task_timeout with a grace fails with task_timeout and its
   coproc::test::run_async([](asio::io_context& ctx) -> asio::awaitable<void> {
     process_pool pool(ctx.get_executor(), {.workers = 1, .task_timeout = 100ms, .stop_grace = 30s});
     int before = co_await worker_pid(pool);
-    std::exception_ptr error;
-    try {
-      co_await pool.submit(polls_then_returns, 9);
-    } catch (...) {
-      error = std::current_exception();
-    }
+    std::exception_ptr error = co_await error_of(pool.submit(polls_then_returns, 9));
     auto e = stopped_error(error);
     CHECK(e.code() == coproc::errc::task_timeout);
     CHECK(e.finished());
@@ -225,12 +220,7 @@ TEST_CASE("submit_for with a grace throws task_timeout carrying the outcome", "[
   coproc::test::run_async([](asio::io_context& ctx) -> asio::awaitable<void> {
     process_pool pool(ctx.get_executor(), {.workers = 1, .stop_grace = 30s});
     int before = co_await worker_pid(pool);  // the worker runs: the task starts at once
-    std::exception_ptr error;
-    try {
-      co_await pool.submit_for(300ms, polls_then_returns, 3);
-    } catch (...) {
-      error = std::current_exception();
-    }
+    std::exception_ptr error = co_await error_of(pool.submit_for(300ms, polls_then_returns, 3));
     auto e = stopped_error(error);
     CHECK(e.code() == coproc::errc::task_timeout);
     CHECK(e.finished());
@@ -247,11 +237,8 @@ TEST_CASE("a task that throws when asked to stop hands its exception over", "[st
   coproc::test::run_async([](asio::io_context& ctx) -> asio::awaitable<void> {
     process_pool pool(ctx.get_executor(), {.workers = 1, .stop_grace = 30s});
     int before = co_await worker_pid(pool);
-    asio::cancellation_signal cancel;
-    completion c;
-    start(pool, throws_when_stopped, cancel, c);
-    co_await cancel_running(cancel, c);
-    auto e = stopped_error(c.error);
+    std::exception_ptr error = co_await cancel_when_running(pool, throws_when_stopped);
+    auto e = stopped_error(error);
     CHECK(e.code() == asio::error::operation_aborted);
     CHECK(e.finished());
     CHECK(e.value<int>() == nullptr);
@@ -277,15 +264,13 @@ TEST_CASE("a task that ignores the request is killed once the grace passed", "[s
       }
       process_pool pool(ctx.get_executor(), o);
       int before = co_await worker_pid(pool);
-      asio::cancellation_signal cancel;
-      completion c;
-      start(pool, ignores_stop, cancel, c);
+      std::exception_ptr error;
       if (by_timeout) {
-        co_await until_done(c);
+        error = co_await error_of(pool.submit(ignores_stop));
       } else {
-        co_await cancel_running(cancel, c);
+        error = co_await cancel_when_running(pool, ignores_stop);
       }
-      auto e = stopped_error(c.error);
+      auto e = stopped_error(error);
       CHECK(e.code() == (by_timeout ? std::error_code(coproc::errc::task_timeout)
                                     : std::error_code(asio::error::operation_aborted)));
       CHECK_FALSE(e.finished());
@@ -306,11 +291,8 @@ TEST_CASE("a task that crashes while it stops fails as stopped, not finished", "
   coproc::test::run_async([](asio::io_context& ctx) -> asio::awaitable<void> {
     process_pool pool(ctx.get_executor(), {.workers = 1, .stop_grace = 30s});
     int before = co_await worker_pid(pool);
-    asio::cancellation_signal cancel;
-    completion c;
-    start(pool, crashes_when_stopped, cancel, c);
-    co_await cancel_running(cancel, c);
-    auto e = stopped_error(c.error);
+    std::exception_ptr error = co_await cancel_when_running(pool, crashes_when_stopped);
+    auto e = stopped_error(error);
     CHECK(e.code() == asio::error::operation_aborted);
     CHECK_FALSE(e.finished());
     int after = co_await worker_pid(pool);
@@ -325,14 +307,11 @@ TEST_CASE("stop_grace 0 keeps the immediate kill and the plain error", "[stop]")
   coproc::test::run_async([](asio::io_context& ctx) -> asio::awaitable<void> {
     process_pool pool(ctx.get_executor(), {.workers = 1});
     int before = co_await worker_pid(pool);
-    asio::cancellation_signal cancel;
-    completion c;
-    start(pool, polls_then_returns, 1, cancel, c);
-    co_await cancel_running(cancel, c);
-    REQUIRE(c.error);
+    std::exception_ptr error = co_await cancel_when_running(pool, polls_then_returns, 1);
+    REQUIRE(error);
     bool stopped = false;
     try {
-      std::rethrow_exception(c.error);
+      std::rethrow_exception(error);
     } catch (const coproc::task_stopped_error&) {
       stopped = true;
     } catch (const std::system_error& e) {
@@ -349,21 +328,15 @@ TEST_CASE("a fresh task on the same worker sees no stop request", "[stop]") {
   coproc::test::run_async([](asio::io_context& ctx) -> asio::awaitable<void> {
     process_pool pool(ctx.get_executor(), {.workers = 1, .stop_grace = 30s});
     int before = co_await worker_pid(pool);
-    asio::cancellation_signal cancel;
-    completion c;
-    start(pool, polls_then_returns, 2, cancel, c);
-    co_await cancel_running(cancel, c);
-    CHECK(stopped_error(c.error).finished());
+    std::exception_ptr first = co_await cancel_when_running(pool, polls_then_returns, 2);
+    CHECK(stopped_error(first).finished());
     auto [pid, stop] = co_await pool.submit(pid_and_stop);
     CHECK(pid == before);
     CHECK_FALSE(stop);
     // And a task that polls runs to its own end only when asked again: a
     // second one is stopped by its own cancellation, not the first's.
-    asio::cancellation_signal cancel2;
-    completion c2;
-    start(pool, polls_then_returns, 4, cancel2, c2);
-    co_await cancel_running(cancel2, c2, 2);
-    auto e = stopped_error(c2.error);
+    std::exception_ptr second = co_await cancel_when_running(pool, polls_then_returns, 4);
+    auto e = stopped_error(second);
     REQUIRE(e.value<int>() != nullptr);
     CHECK(*e.value<int>() == 4);
   });
@@ -376,11 +349,8 @@ TEST_CASE("get_stop_token ends a loop, and is inert outside a task", "[stop]") {
   CHECK_FALSE(coproc::task_stop_token().stop_requested());
   coproc::test::run_async([](asio::io_context& ctx) -> asio::awaitable<void> {
     process_pool pool(ctx.get_executor(), {.workers = 1, .stop_grace = 30s});
-    asio::cancellation_signal cancel;
-    completion c;
-    start(pool, loops_on_token, cancel, c);
-    co_await cancel_running(cancel, c);
-    auto e = stopped_error(c.error);
+    std::exception_ptr error = co_await cancel_when_running(pool, loops_on_token);
+    auto e = stopped_error(error);
     REQUIRE(e.value<int>() != nullptr);
     CHECK(*e.value<int>() == 7);  // stop_possible() was true in the task
     CHECK(pool.stats().respawns == 0);
