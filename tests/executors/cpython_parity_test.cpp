@@ -22,6 +22,7 @@
 #include "async_test.hpp"
 #include "coproc/executors/process_pool.hpp"
 #include "coproc/runtime/errc.hpp"
+#include "failure_of.hpp"
 #include "proc_stat.hpp"
 
 namespace {
@@ -88,16 +89,7 @@ const char* name_of(start_method m) {
   return m == start_method::spawn ? "spawn" : "fork_server";
 }
 
-/// Runs `awaitable` and returns the std::exception_ptr it ended with (null when it succeeded).
-template <class A>
-asio::awaitable<std::exception_ptr> failure_of(A awaitable) {
-  try {
-    co_await std::move(awaitable);
-  } catch (...) {
-    co_return std::current_exception();
-  }
-  co_return nullptr;
-}
+using coproc::test::failure_of;
 
 std::string what_of(const std::exception_ptr& e) {
   try {

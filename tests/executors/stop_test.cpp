@@ -21,6 +21,7 @@
 
 #include "async_test.hpp"
 #include "coproc/coproc.hpp"
+#include "failure_of.hpp"
 #include "poll_until.hpp"
 
 namespace {
@@ -124,16 +125,6 @@ asio::awaitable<std::exception_ptr> cancel_when_running(process_pool& pool, int 
   co_return c->error;
 }
 
-/// The error `op` ended with (null if it returned).
-asio::awaitable<std::exception_ptr> error_of(asio::awaitable<int> op) {
-  try {
-    co_await std::move(op);
-  } catch (...) {
-    co_return std::current_exception();
-  }
-  co_return nullptr;
-}
-
 /// The error a stopped task's caller got, as task_stopped_error; fails the
 /// test when it is not one.
 coproc::task_stopped_error stopped_error(const std::exception_ptr& e) {
@@ -202,7 +193,8 @@ TEST_CASE("a task past task_timeout with a grace fails with task_timeout and its
   coproc::test::run_async([](asio::io_context& ctx) -> asio::awaitable<void> {
     process_pool pool(ctx.get_executor(), {.workers = 1, .task_timeout = 100ms, .stop_grace = 30s});
     int before = co_await worker_pid(pool);
-    std::exception_ptr error = co_await error_of(pool.submit(polls_then_returns, 9));
+    std::exception_ptr error =
+        co_await coproc::test::failure_of(pool.submit(polls_then_returns, 9));
     auto e = stopped_error(error);
     CHECK(e.code() == coproc::errc::task_timeout);
     CHECK(e.finished());
@@ -220,7 +212,8 @@ TEST_CASE("submit_for with a grace throws task_timeout carrying the outcome", "[
   coproc::test::run_async([](asio::io_context& ctx) -> asio::awaitable<void> {
     process_pool pool(ctx.get_executor(), {.workers = 1, .stop_grace = 30s});
     int before = co_await worker_pid(pool);  // the worker runs: the task starts at once
-    std::exception_ptr error = co_await error_of(pool.submit_for(300ms, polls_then_returns, 3));
+    std::exception_ptr error =
+        co_await coproc::test::failure_of(pool.submit_for(300ms, polls_then_returns, 3));
     auto e = stopped_error(error);
     CHECK(e.code() == coproc::errc::task_timeout);
     CHECK(e.finished());
@@ -266,7 +259,7 @@ TEST_CASE("a task that ignores the request is killed once the grace passed", "[s
       int before = co_await worker_pid(pool);
       std::exception_ptr error;
       if (by_timeout) {
-        error = co_await error_of(pool.submit(ignores_stop));
+        error = co_await coproc::test::failure_of(pool.submit(ignores_stop));
       } else {
         error = co_await cancel_when_running(pool, ignores_stop);
       }

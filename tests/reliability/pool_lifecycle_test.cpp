@@ -23,6 +23,7 @@
 #include "coproc/executors/detail/pool_lifecycle.hpp"
 #include "coproc/executors/process_pool.hpp"
 #include "coproc/runtime/errc.hpp"
+#include "failure_of.hpp"
 #include "isolated_run.hpp"
 #include "proc_stat.hpp"
 #include "reliability_support.hpp"
@@ -66,15 +67,7 @@ const char* name_of(start_method m) {
   return m == start_method::spawn ? "spawn" : "fork_server";
 }
 
-template <class A>
-asio::awaitable<std::exception_ptr> failure_of(A awaitable) {
-  try {
-    co_await std::move(awaitable);
-  } catch (...) {
-    co_return std::current_exception();
-  }
-  co_return nullptr;
-}
+using coproc::test::failure_of;
 
 std::string what_of(const std::exception_ptr& e) {
   try {
