@@ -19,6 +19,7 @@
 #include <system_error>
 
 #include "coproc/executors/detail/callable.hpp"
+#include "coproc/executors/detail/emit_credit.hpp"
 #include "coproc/executors/detail/zygote.hpp"
 #include "coproc/ipc/detail/peer_spin.hpp"
 #include "coproc/ipc/detail/segment.hpp"
@@ -124,7 +125,53 @@ class worker final : public result_writer {
     segment_pins_tag(channel_.results.published());
   }
 
+  // emit_sink: a streaming task's values, each in a result frame of its own,
+  // published at once (the parent drains whatever came in one go).
+  std::byte* reserve_emitted(std::size_t n) override {
+    const std::size_t limit = slot_channel::inline_limit(channel_.results) - sizeof(result_header);
+    if (n > limit) {
+      throw std::system_error(coproc::errc::payload_too_large,
+                              "emitted value of " + std::to_string(n) + " bytes (at most " +
+                                  std::to_string(limit) + " per value)");
+    }
+    if (!wait_for_emit_credit()) {
+      return nullptr;
+    }
+    std::span<std::byte> out = channel_.reserve_result(n, recheck, [this] { return orphaned(); });
+    if (out.data() == nullptr) {
+      leave_on_lost_result();
+    }
+    return out.data();
+  }
+
+  void commit_emitted(std::size_t n) override {
+    if (!channel_.commit_result(current_id_, result_emitted, n, recheck,
+                                [this] { return orphaned(); })) {
+      leave_on_lost_result();
+    }
+    ++emitted_;
+    segment_pins_tag(channel_.results.published());
+    notify_parent();
+  }
+
  private:
+  /// Whether the running task may emit one more value: at once while its
+  /// reader keeps up, else once the parent granted more (emit_credit.hpp).
+  bool wait_for_emit_credit() {
+    const std::uint64_t buffer = config_.options->stream_buffer;
+    emit_credit credit(channel_.shared->emit_grant, channel_.shared->emit_bell);
+    if (emitted_ < credit.allowed(current_id_, buffer)) {
+      return true;
+    }
+    return credit.wait(
+        current_id_, emitted_, buffer, recheck, [] { return false; },
+        [this] {
+          if (orphaned()) {
+            ::_exit(worker_exit_orphaned);
+          }
+        });
+  }
+
   /// Runs the frame's task; false when the parent had cancelled it.
   bool run_one(std::span<std::byte> frame) {
     if (!channel_.take(frame)) {
@@ -132,6 +179,7 @@ class worker final : public result_writer {
     }
     current_id_ = reinterpret_cast<const task_header*>(frame.data())->id;
     status_ = result_value;
+    emitted_ = 0;
     try {
       std::span<const std::byte> body = channel_.task_body(frame);
       std::int64_t thunk_offset = reinterpret_cast<const task_header*>(frame.data())->thunk;
@@ -283,6 +331,7 @@ class worker final : public result_writer {
   std::size_t slot_;
   std::uint64_t current_id_ = 0;
   std::uint32_t status_ = result_value;
+  std::uint64_t emitted_ = 0;  // values the running task emitted
   bool trim_pending_ = false;  // the heap may hold memory freed by a task
   pid_t zygote_;               // this worker's parent
 };

@@ -78,6 +78,7 @@ inline constexpr std::uint64_t initializer_failure_id = 0;
 enum result_status : std::uint32_t {
   result_value = 0,      // body: the encoded value
   result_exception = 1,  // body: an encoded exception
+  result_emitted = 2,    // body: a value the streaming task emitted; it runs on
 };
 
 /// Per-worker words shared by the parent and the worker.
@@ -91,6 +92,8 @@ struct slot_shared {
   std::atomic<std::uint32_t> retiring;  // the worker leaves on purpose after its last result
   std::atomic<std::uint32_t> ready;     // the initializer returned: a death is no start failure
   alignas(64) std::atomic<std::uint32_t> out_arena_busy;  // futex word: output arena in use
+  alignas(64) std::atomic<std::uint64_t> emit_grant;      // emit_credit: the parent's grant
+  std::atomic<std::uint32_t> emit_bell;                   // and the emitter's futex word
 };
 
 /// CLOCK_MONOTONIC in nanoseconds: the clock of slot_shared::started_ns, the
@@ -136,6 +139,8 @@ class slot_channel {
     s->worker_cpu.store(-1, std::memory_order_relaxed);
     s->retiring.store(0, std::memory_order_relaxed);
     s->ready.store(0, std::memory_order_relaxed);
+    s->emit_grant.store(0, std::memory_order_relaxed);
+    s->emit_bell.store(0, std::memory_order_relaxed);
     s->out_arena_busy.store(0, std::memory_order_release);
   }
 
