@@ -14,6 +14,7 @@
 #include <optional>
 #include <system_error>
 #include <utility>
+#include <vector>
 
 #include "coproc/executors/detail/stream_state.hpp"
 
@@ -48,6 +49,10 @@ class task_stream {
     if (this != &o) {
       cancel_unfinished();
       state_ = std::move(o.state_);
+      batch_ = std::move(o.batch_);
+      taken_ = o.taken_;
+      read_ = o.read_;
+      granted_ = o.granted_;
     }
     return *this;
   }
@@ -56,22 +61,24 @@ class task_stream {
   /// The next value, std::nullopt once the task returned, or the task's
   /// exception (see the class comment). Suspends while nothing is buffered.
   asio::awaitable<std::optional<T>> next() {
+    if (auto v = try_next()) {
+      co_return v;
+    }
     auto st = state_;
     auto ex = co_await asio::this_coro::executor;
     for (;;) {
-      std::uint64_t grant = 0;
-      std::optional<T> v;
+      bool grant = false;
       bool over = false;
       std::exception_ptr error;
       {
         std::lock_guard lock(st->mutex);
         if (!st->values.empty()) {
-          v.emplace(take_front(*st, grant));
+          adopt(*st);
         } else if (st->ended) {
           over = true;
           error = st->error;
         } else {
-          grant = st->grant_due(true);
+          grant = st->grant_due(read_, true);
           if (!st->consumer) {
             st->consumer = ex;
             st->wake.emplace(ex);
@@ -81,14 +88,18 @@ class task_stream {
           ++st->wait_gen;
         }
       }
-      if (grant != 0 && st->pool != nullptr) {
-        st->pool->stream_read(st->id, grant);  // the worker may wait on what was read
+      if (grant) {
+        granted_ = read_;
+        tell_pool(*st);  // the worker may wait on what was read
       }
-      if (v || over) {
+      if (taken_ < batch_.size()) {
+        co_return take();
+      }
+      if (over) {
         if (error) {
           std::rethrow_exception(error);
         }
-        co_return v;
+        co_return std::nullopt;
       }
       std::error_code ec;
       co_await st->wake->async_wait(asio::redirect_error(asio::use_awaitable, ec));
@@ -112,29 +123,47 @@ class task_stream {
   /// For many small values: `while (auto v = co_await s.next()) { do use(*v);
   /// while ((v = s.try_next())); }` pays one co_await per batch, not per value.
   std::optional<T> try_next() {
-    std::uint64_t grant = 0;
-    std::optional<T> v;
-    {
+    if (taken_ == batch_.size()) {
       std::lock_guard lock(state_->mutex);
       if (state_->values.empty()) {
         return std::nullopt;
       }
-      v.emplace(take_front(*state_, grant));
+      adopt(*state_);
     }
-    if (grant != 0 && state_->pool != nullptr) {
-      state_->pool->stream_read(state_->id, grant);
+    std::optional<T> v(take());
+    if (read_ - granted_ >= state_->grant_batch()) {
+      bool grant;
+      {
+        std::lock_guard lock(state_->mutex);
+        grant = state_->grant_due(read_, false);
+      }
+      granted_ = read_;
+      if (grant) {
+        tell_pool(*state_);
+      }
     }
     return v;
   }
 
  private:
-  // Under the lock; grants credit outside it (the pool's lock is the outer one).
-  static T take_front(detail::stream_state<T>& s, std::uint64_t& grant) {
-    T v = std::move(s.values.front());
-    s.values.pop_front();
-    ++s.read;
-    grant = s.grant_due(false);
-    return v;
+  // Under the lock: what the pool pushed becomes the reader's own batch,
+  // taken from without locking.
+  void adopt(detail::stream_state<T>& s) {
+    batch_.clear();
+    batch_.swap(s.values);
+    taken_ = 0;
+  }
+
+  T take() {
+    ++read_;
+    return std::move(batch_[taken_++]);
+  }
+
+  // Outside the lock (the pool's lock is the outer one).
+  void tell_pool(detail::stream_state<T>& s) {
+    if (s.pool != nullptr) {
+      s.pool->stream_read(s.id, read_);
+    }
   }
 
   void cancel_unfinished() noexcept {
@@ -156,6 +185,11 @@ class task_stream {
   }
 
   std::shared_ptr<detail::stream_state<T>> state_;
+  // The reader's own: values taken from the state in one swap, and counts.
+  std::vector<T> batch_;
+  std::size_t taken_ = 0;
+  std::uint64_t read_ = 0;     // values returned
+  std::uint64_t granted_ = 0;  // read_ when the pool was last told
 };
 
 }  // namespace coproc

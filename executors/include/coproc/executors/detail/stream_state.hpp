@@ -15,7 +15,6 @@
 #include <asio/steady_timer.hpp>
 #include <cstddef>
 #include <cstdint>
-#include <deque>
 #include <exception>
 #include <memory>
 #include <mutex>
@@ -37,11 +36,10 @@ struct stream_state : std::enable_shared_from_this<stream_state<T>> {
   const std::size_t buffer;  // values the worker may emit past the reads granted
 
   std::mutex mutex;
-  std::deque<T> values;            // emitted, not read
+  std::vector<T> values;           // emitted, not yet taken by the reader
   bool ended = false;              // the task's outcome is here
   std::exception_ptr error;        // its exception, when it failed
-  std::uint64_t read = 0;          // values next() returned
-  std::uint64_t granted_from = 0;  // `read` as the pool last granted credit from it
+  std::uint64_t granted_from = 0;  // the reader's count of values read, as last granted
   std::uint64_t received = 0;      // values the pool pushed
   bool waiting = false;            // the consumer sleeps on `wake`
   std::uint64_t wait_gen = 0;      // which sleep: a late wake-up of an earlier one is ignored
@@ -63,10 +61,14 @@ struct stream_state : std::enable_shared_from_this<stream_state<T>> {
                                   " its reader allowed");
     }
     received += batch.size();
-    for (T& v : batch) {
-      values.push_back(std::move(v));
+    if (values.empty()) {
+      values.swap(batch);
+    } else {
+      for (T& v : batch) {
+        values.push_back(std::move(v));
+      }
+      batch.clear();
     }
-    batch.clear();
     wake_consumer();
   }
 
@@ -83,16 +85,18 @@ struct stream_state : std::enable_shared_from_this<stream_state<T>> {
 
   // ---- the consumer's side ----
 
-  /// Under the lock: the read count to grant credit from, when a batch was
-  /// read since the last grant (or the consumer is about to wait: then the
-  /// worker may be blocked on the values just read); 0 when none is due.
-  std::uint64_t grant_due(bool before_wait) {
-    const std::uint64_t batch = buffer / 4 == 0 ? 1 : buffer / 4;
-    if (ended || read == granted_from || (!before_wait && read - granted_from < batch)) {
-      return 0;
+  /// Values read between two grants while the reader keeps reading.
+  std::uint64_t grant_batch() const { return buffer / 4 == 0 ? 1 : buffer / 4; }
+
+  /// Under the lock: whether the reader, having read `read` values, should
+  /// tell the pool: a batch was read since the last grant, or the reader is
+  /// about to wait (the worker may be blocked on the values just read).
+  bool grant_due(std::uint64_t read, bool before_wait) {
+    if (ended || read == granted_from || (!before_wait && read - granted_from < grant_batch())) {
+      return false;
     }
     granted_from = read;
-    return read;
+    return true;
   }
 
  private:
