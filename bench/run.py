@@ -223,6 +223,10 @@ def build_groups(build):
         ("sweep", "", [cxx("bench_sweep")]),
         # map_unordered's stream consumed three ways, next to map (bench/stream.cpp).
         ("stream", "", [cxx("bench_stream")]),
+        # A streaming task's values (pool.stream) against the pool's own map,
+        # beside Python's queue workarounds (bench/emit.cpp, peers/emit_peer.py).
+        ("emit", "cpu0", [cxx("bench_emit"), peer("emit_peer.py")]),
+        ("emit", "free", [cxx("bench_emit"), peer("emit_peer.py")]),
         # A task summing / filling a 64 MiB shared_buffer against the same in-process
         # (the limit rows come from bench_shared_buffer), beside Python's shared_memory.
         ("shbuf", "", [cxx("bench_shared_buffer"), peer("shbuf_peer.py")]),
@@ -304,6 +308,16 @@ MORE_ROWS = [
     ("shbuf_fill_64MiB", "task fills and returns a new 64 MiB buffer, warm (limit: in-process)"),
     ("shbuf_fill_64MiB_cold", "task fills and returns a new 64 MiB buffer, first call"),
     ("shbuf_map_item_bytes", "bytes one map item (buffer, first, last) sends"),
+    # One streaming task's values (pool.stream); the yardstick of the target
+    # (within 2x): the pool's no-op map items/s per worker, same run.
+    ("emit_tput [cpu0]", "streamed 8-byte values/s from one task, one core"),
+    ("emit_tput [free]", "streamed 8-byte values/s from one task, free placement"),
+    ("emit_map_per_worker [free]", "no-op map items/s per worker, default pool (emit yardstick)"),
+    ("emit_map_one_worker [free]", "no-op map items/s, 1-worker pool"),
+    ("emit_latency_p50 [cpu0]", "out(v) in the task to next() p50, one core"),
+    ("emit_latency_p50 [free]", "out(v) in the task to next() p50, free placement"),
+    ("emit_latency_p99 [free]", "out(v) in the task to next() p99, free placement"),
+    ("emit_latency_cold [free]", "out(v) to next(), first value of a fresh pool"),
 ]
 
 
@@ -326,6 +340,9 @@ NOT_APPLICABLE = {
     "payload_rtt_64MiB_cold": ("peer", "limit"),  # coproc's own first call
     "payload_64MiB_": ("peer", "limit"),  # ratios of coproc's own rows
     "shbuf_map_": ("peer", "limit"),
+    "emit_": ("limit",),  # the yardstick rows are coproc's own map
+    "emit_map_": ("peer", "limit"),
+    "emit_latency_cold": ("peer", "limit"),
 }
 
 
@@ -400,6 +417,10 @@ def run_one(contender, group, placement, quick, timeout, log):
     return lines
 
 
+# Groups run in both placements whose rows keep them apart ("[cpu0]", "[free]").
+PLACED_GROUPS = ("rtt", "emit")
+
+
 def collect(groups, reps, quick, timeout, log):
     """{(row, contender): record} with the values of every repetition."""
     results = {}
@@ -410,7 +431,7 @@ def collect(groups, reps, quick, timeout, log):
             k = r % len(present) if present else 0
             for c in present[k:] + present[:k]:
                 for line in run_one(c, group, placement, quick, timeout, log):
-                    row = line["metric"] + (f" [{placement}]" if group == "rtt" else "")
+                    row = line["metric"] + (f" [{placement}]" if group in PLACED_GROUPS else "")
                     if c.suffix:
                         row = line["metric"] + " [" + ", ".join(
                             p for p in (placement, c.suffix) if p) + "]"

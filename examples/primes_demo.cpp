@@ -3,7 +3,9 @@
 // live progress bar, and print the speedup. In a third pass the demo kills one
 // busy worker with SIGKILL while the job runs: only the chunk that worker held
 // fails (errc::worker_crashed) and is submitted again; every other chunk is
-// unaffected and the total is still exact.
+// unaffected and the total is still exact. Last, one long task counts a
+// quarter of the range alone and streams its own progress (pool.stream): the
+// bar is drawn from the records it emits while it runs.
 //
 //   primes_demo [--workers N] [--size small|medium|large|NUMBER] [--chunks N]
 //               [--no-kill] [--help]
@@ -148,8 +150,8 @@ std::vector<std::uint64_t> split(std::uint64_t limit, std::size_t chunks) {
 // test log) only the finished line is printed.
 class progress_bar {
  public:
-  progress_bar(const char* label, std::size_t total)
-      : label_(label), total_(total), tty_(::isatty(STDOUT_FILENO) != 0) {}
+  progress_bar(const char* label, std::size_t total, const char* unit = "chunks")
+      : label_(label), unit_(unit), total_(total), tty_(::isatty(STDOUT_FILENO) != 0) {}
 
   void draw(std::size_t done, bool final = false) {
     if (!tty_ && !final) {
@@ -160,8 +162,8 @@ class progress_bar {
     std::string bar(static_cast<std::size_t>(filled), '#');
     bar.resize(width, '.');
     double s = std::chrono::duration<double>(clock_type::now() - start_).count();
-    std::printf("%s%-9s [%s] %3zu%% %zu/%zu chunks %6.2f s%s", tty_ ? "\r" : "", label_,
-                bar.c_str(), 100 * done / std::max<std::size_t>(total_, 1), done, total_, s,
+    std::printf("%s%-9s [%s] %3zu%% %zu/%zu %s %6.2f s%s", tty_ ? "\r" : "", label_, bar.c_str(),
+                100 * done / std::max<std::size_t>(total_, 1), done, total_, unit_, s,
                 final ? "\n" : "");
     std::fflush(stdout);
   }
@@ -171,6 +173,7 @@ class progress_bar {
 
  private:
   const char* label_;
+  const char* unit_;
   std::size_t total_;
   bool tty_;
   clock_type::time_point start_ = clock_type::now();
@@ -187,6 +190,7 @@ struct run_result {
   std::uint64_t primes = 0;
   double seconds = 0;
   std::size_t retried = 0;
+  std::vector<std::uint64_t> chunk_counts;  // the serial pass's, per chunk
 };
 
 run_result run_serial(const std::vector<std::uint64_t>& bounds) {
@@ -194,7 +198,8 @@ run_result run_serial(const std::vector<std::uint64_t>& bounds) {
   progress_bar bar("serial", chunks);
   run_result r;
   for (std::size_t k = 0; k < chunks; ++k) {
-    r.primes += count_primes(bounds[k], bounds[k + 1]);
+    r.chunk_counts.push_back(count_primes(bounds[k], bounds[k + 1]));
+    r.primes += r.chunk_counts.back();
     bar.draw(k + 1);
   }
   r.seconds = bar.seconds();
@@ -307,6 +312,55 @@ asio::awaitable<run_result> run_parallel(coproc::process_pool& pool, const char*
   co_return r;
 }
 
+// One long task's progress as it reports it: numbers examined, primes found.
+struct progress {
+  std::uint64_t examined = 0;
+  std::uint64_t primes = 0;
+};
+
+// A whole range in one task that emits its progress 100 times; the caller
+// reads each record while the task goes on counting.
+void count_reporting(coproc::emitter<progress>& out, std::uint64_t lo, std::uint64_t hi) {
+  const std::uint64_t step = std::max<std::uint64_t>(1, (hi - lo) / 100);
+  progress p;
+  for (std::uint64_t a = lo; a < hi; a += step) {
+    const std::uint64_t b = std::min(hi, a + step);
+    p.primes += count_primes(a, b);
+    p.examined = b - lo;
+    out(p);
+  }
+}
+
+// The first quarter of the chunks as one streaming task; true when its count
+// agrees with the serial pass's counts of those chunks.
+asio::awaitable<bool> run_streamed(coproc::process_pool& pool,
+                                   const std::vector<std::uint64_t>& bounds,
+                                   const std::vector<std::uint64_t>& serial_counts) {
+  const std::size_t chunks = std::max<std::size_t>(1, (bounds.size() - 1) / 4);
+  const std::uint64_t hi = bounds[chunks];
+  std::uint64_t expected = 0;
+  for (std::size_t k = 0; k < chunks; ++k) {
+    expected += serial_counts[k];
+  }
+  std::printf("one long task over [0, %" PRIu64 "), drawn from the progress it streams:\n", hi);
+  progress_bar bar("1 task", 100, "reports");
+  auto s = pool.stream(count_reporting, std::uint64_t{0}, hi);
+  progress last;
+  std::size_t reports = 0;
+  while (auto p = co_await s.next()) {
+    last = *p;
+    ++reports;
+    bar.draw(static_cast<std::size_t>(100 * last.examined / std::max<std::uint64_t>(hi, 1)));
+  }
+  bar.draw(100, true);
+  std::printf("%zu progress records streamed; %" PRIu64 " primes below %" PRIu64 "%s\n", reports,
+              last.primes, hi, last.primes == expected ? " (agrees with the serial pass)" : "");
+  if (last.primes != expected) {
+    std::printf("MISMATCH in the streamed count: serial %" PRIu64 "\n", expected);
+  }
+  co_return last.primes == expected;
+}
+
 asio::awaitable<int> demo(coproc::process_pool& pool, options opt) {
   auto bounds = split(opt.limit, opt.chunks);
   std::printf("counting primes below %" PRIu64 " in %zu chunks, %zu worker processes\n", opt.limit,
@@ -341,6 +395,9 @@ asio::awaitable<int> demo(coproc::process_pool& pool, options opt) {
       std::printf("MISMATCH after the kill: %" PRIu64 "\n", chaos.primes);
       status = 1;
     }
+  }
+  if (!co_await run_streamed(pool, bounds, serial.chunk_counts)) {
+    status = 1;
   }
   std::printf("%" PRIu64 " primes below %" PRIu64 "%s\n", serial.primes, opt.limit,
               status == 0 ? " (serial and pool agree)" : "");

@@ -103,6 +103,7 @@ class pool_core final : public std::enable_shared_from_this<pool_core>, public t
   void close_foreign() noexcept;
   void start(task_op* op);
   void cancel(std::uint64_t id) override;
+  void stream_read(std::uint64_t id, std::uint64_t read) override;
   void shutdown(shutdown_mode mode, std::function<void()> done);
   pool_stats stats();
 
@@ -116,6 +117,10 @@ class pool_core final : public std::enable_shared_from_this<pool_core>, public t
   void drain();
   void drain(worker_rec& w);
   void finish(worker_rec& w, task_op* op, const result_header& h, std::span<const std::byte> body);
+  task_op* take_emitted(worker_rec& w, const result_header& h, std::span<const std::byte> body,
+                        bool valid, task_op* emitting);
+  bool publish_emitted(worker_rec& w, task_op* op);
+  void fail_emitter(worker_rec& w, task_op* op, std::exception_ptr why);
   void wait_doorbell();
   bool spin_for_results(int cpu);
   void on_doorbell();

@@ -13,6 +13,7 @@
 #include <string>
 #include <utility>
 
+#include "coproc/executors/detail/emit_credit.hpp"
 #include "coproc/ipc/detail/peer_spin.hpp"
 #include "coproc/ipc/remote_error.hpp"
 #include "coproc/runtime/detail/sleep_flag.hpp"
@@ -40,9 +41,16 @@ void pool_core::drain() {
 }
 
 // A frame no worker writes fails the task the worker runs and replaces it.
+// A streaming task's values are handed to its reader once per drain (one
+// wake-up for a batch), and always before the task's own end.
 void pool_core::drain(worker_rec& w) {
+  task_op* emitting = nullptr;  // the task whose values this drain holds
   w.channel.receive(
       [&](const result_header& h, std::span<const std::byte> body, bool valid) {
+        if (h.status == result_emitted) {
+          emitting = take_emitted(w, h, body, valid, emitting);
+          return;
+        }
         if (h.id == initializer_failure_id && h.status == result_exception && valid) {
           try {
             w.init_error = decode_from<remote_error>(body).what();
@@ -56,6 +64,9 @@ void pool_core::drain(worker_rec& w) {
           return;  // withdrawn, timed out, or an id the worker made up
         }
         task_op* op = *it;
+        if (op == emitting) {
+          emitting = nullptr;  // its end publishes what it holds
+        }
         remove_inflight(w, op);
         if (!valid) {
           ledger_.fail(op, error(coproc::errc::frame_corrupt, "result frame larger than its ring"));
@@ -64,6 +75,65 @@ void pool_core::drain(worker_rec& w) {
         }
       },
       [&] { fail_corrupt_worker(w); });
+  if (emitting != nullptr) {
+    publish_emitted(w, emitting);
+  }
+}
+
+// One value of a streaming task, kept by its op until publish_emitted().
+// Returns the task that now holds values of this drain.
+task_op* pool_core::take_emitted(worker_rec& w, const result_header& h,
+                                 std::span<const std::byte> body, bool valid, task_op* emitting) {
+  if (emitting == nullptr || emitting->id != h.id) {
+    if (emitting != nullptr && !publish_emitted(w, emitting)) {
+      emitting = nullptr;
+    }
+    auto it = std::find_if(w.inflight.begin(), w.inflight.end(),
+                           [&](task_op* op) { return op->id == h.id; });
+    if (it == w.inflight.end()) {
+      return emitting;  // a task already ended (cancelled, timed out) or a made-up id
+    }
+    emitting = *it;
+  }
+  if (!valid) {
+    fail_emitter(w, emitting, error(coproc::errc::frame_corrupt, "emitted frame past its ring"));
+    return nullptr;
+  }
+  try {
+    emitting->emitted(body);
+  } catch (...) {
+    fail_emitter(w, emitting, std::current_exception());
+    return nullptr;
+  }
+  return emitting;
+}
+
+bool pool_core::publish_emitted(worker_rec& w, task_op* op) {
+  try {
+    op->publish_emitted();
+    return true;
+  } catch (...) {
+    fail_emitter(w, op, std::current_exception());
+    return false;
+  }
+}
+
+// A value that does not decode, or past the reader's credit: the worker
+// broke the protocol (or its task the ring). Its task fails, it is replaced.
+void pool_core::fail_emitter(worker_rec& w, task_op* op, std::exception_ptr why) {
+  remove_inflight(w, op);
+  kill(w, op->id);
+  ledger_.fail(op, std::move(why));
+}
+
+void pool_core::stream_read(std::uint64_t id, std::uint64_t read) {
+  std::lock_guard lock(mutex_);
+  task_op* op = ledger_.find(id);
+  if (op == nullptr || op->worker < 0) {
+    return;  // ended, or not sent yet: a new task starts with a full buffer
+  }
+  slot_shared& shared = *workers_[static_cast<std::size_t>(op->worker)]->channel.shared;
+  emit_credit(shared.emit_grant, shared.emit_bell).grant(id, read + options_.stream_buffer);
 }
 
 void pool_core::fail_corrupt_worker(worker_rec& w) {

@@ -339,7 +339,9 @@ bool pool_core::send(worker_rec& w, task_op* op, std::size_t size) {
 }
 
 local_backend::local_backend(const asio::any_io_executor& ex, pool_options options)
-    : workers_(options.workers), core_(std::make_shared<pool_core>(ex, std::move(options))) {
+    : workers_(options.workers),
+      stream_buffer_(options.stream_buffer),
+      core_(std::make_shared<pool_core>(ex, std::move(options))) {
   asio::use_service<pool_registry>(asio::query(ex, asio::execution::context)).add(core_);
   core_->open();
 }

@@ -13,13 +13,17 @@
 #include <malloc.h>
 #include <stdio_ext.h>
 
+#include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstdio>
 #include <limits>
 #include <system_error>
 
 #include "coproc/executors/detail/callable.hpp"
+#include "coproc/executors/detail/emit_credit.hpp"
 #include "coproc/executors/detail/task_stop.hpp"
+#include "coproc/executors/detail/values_frame.hpp"
 #include "coproc/executors/detail/zygote.hpp"
 #include "coproc/ipc/detail/peer_spin.hpp"
 #include "coproc/ipc/detail/segment.hpp"
@@ -118,6 +122,7 @@ class worker final : public result_writer {
   }
 
   void commit(std::size_t n) override {
+    values_.seal();  // the parent reads past the task's values frame to its result
     flush_task_output();
     if (!channel_.commit_result(current_id_, status_, n, recheck, [this] { return orphaned(); })) {
       leave_on_lost_result();
@@ -125,7 +130,76 @@ class worker final : public result_writer {
     segment_pins_tag(channel_.results.published());
   }
 
+  // emit_sink: a streaming task's values, appended to the open values frame
+  // of the result ring and visible to the parent at once (values_frame.hpp).
+  std::byte* reserve_emitted(std::size_t n) override {
+    const std::size_t most = slot_channel::inline_limit(channel_.results) - sizeof(result_header) -
+                             values_frame::head_bytes;
+    if (values_frame::record_bytes(n) > most) {
+      throw std::system_error(coproc::errc::payload_too_large,
+                              "emitted value of " + std::to_string(n) + " bytes (at most " +
+                                  std::to_string(most - values_frame::size_bytes) + " per value)");
+    }
+    if (!wait_for_emit_credit()) {
+      return nullptr;
+    }
+    if (!values_.fits(n)) {
+      open_values_frame(
+          std::min(most, std::max(values_frame::usual_records, values_frame::record_bytes(n))));
+    }
+    return values_.value_at();
+  }
+
+  void commit_emitted(std::size_t n) override {
+    values_.append(n);
+    ++emitted_;
+    segment_pins_tag(channel_.results.published());
+    notify_parent_of_value();
+  }
+
  private:
+  /// Seals the open values frame and publishes a new, empty one with room
+  /// for `records` bytes of records.
+  void open_values_frame(std::size_t records) {
+    values_.seal();
+    const std::size_t size = values_frame::head_bytes + records;
+    std::span<std::byte> body =
+        channel_.reserve_result(size, recheck, [this] { return orphaned(); });
+    if (body.data() == nullptr) {
+      leave_on_lost_result();
+    }
+    values_.open(body.data(), records);
+    if (!channel_.commit_result(current_id_, result_emitted, size, recheck,
+                                [this] { return orphaned(); })) {
+      leave_on_lost_result();
+    }
+  }
+
+  /// Whether the running task may emit one more value: at once while its
+  /// reader keeps up, else once the parent granted more (emit_credit.hpp).
+  bool wait_for_emit_credit() {
+    const std::uint64_t buffer = config_.options->stream_buffer;
+    emit_credit credit(channel_.shared->emit_grant, channel_.shared->emit_bell);
+    if (emitted_ < credit.allowed(current_id_, buffer)) {
+      return true;
+    }
+    // The reader's grant comes within microseconds while the parent runs on
+    // another CPU: spin for it there rather than pay a futex sleep and wake.
+    const int parent_cpu = header_->parent_cpu.load(std::memory_order_relaxed);
+    if (peer_on_other_cpu(parent_cpu) && spin_until(blocking_spin_budget, [&] {
+          return emitted_ < credit.allowed(current_id_, buffer);
+        })) {
+      return true;
+    }
+    return credit.wait(
+        current_id_, emitted_, buffer, recheck, [] { return false; },
+        [this] {
+          if (orphaned()) {
+            ::_exit(worker_exit_orphaned);
+          }
+        });
+  }
+
   /// Runs the frame's task; false when the parent had cancelled it.
   bool run_one(std::span<std::byte> frame) {
     if (!channel_.take(frame)) {
@@ -133,6 +207,7 @@ class worker final : public result_writer {
     }
     current_id_ = reinterpret_cast<const task_header*>(frame.data())->id;
     status_ = result_value;
+    emitted_ = 0;
     running_task.begin(&channel_.shared->stop_id, current_id_);  // this_task::stop_requested()
     try {
       std::span<const std::byte> body = channel_.task_body(frame);
@@ -223,6 +298,22 @@ class worker final : public result_writer {
     channel_.shared->worker_cpu.store(current_cpu(), std::memory_order_relaxed);
   }
 
+  /// notify_parent() for a streaming task's value, without its atomic OR on
+  /// the ready set's line (which the parent takes at every drain) while this
+  /// slot's mark is still there: values come fast, and that OR was the
+  /// costliest part of an emission. Why a set mark is enough: after the
+  /// fence, the frame is visible to any read that comes later; the parent
+  /// takes the mark (an exchange later than this read) before it drains the
+  /// ring, so its drain sees the frame; and it cannot be asleep with the
+  /// mark set (it re-checks the set after announcing its sleep, and the
+  /// marker rang it otherwise).
+  void notify_parent_of_value() {
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    if (!ready_.marked(slot_)) {
+      notify_parent();
+    }
+  }
+
   static void apply_limits(const worker_limits& limits) {
     auto set = [](int resource, std::size_t value) {
       if (value != 0) {
@@ -286,6 +377,8 @@ class worker final : public result_writer {
   std::size_t slot_;
   std::uint64_t current_id_ = 0;
   std::uint32_t status_ = result_value;
+  std::uint64_t emitted_ = 0;  // values the running task emitted
+  values_frame values_;        // its open values frame, if any
   bool trim_pending_ = false;  // the heap may hold memory freed by a task
   pid_t zygote_;               // this worker's parent
 };

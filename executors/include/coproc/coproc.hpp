@@ -1,6 +1,7 @@
 #pragma once
 /// Everything coproc offers, in namespace coproc.
 
+#include "coproc/executors/emitter.hpp"
 #include "coproc/executors/manager.hpp"
 #include "coproc/executors/pool_options.hpp"
 #include "coproc/executors/pool_stats.hpp"
@@ -9,6 +10,7 @@
 #include "coproc/executors/submit_ec.hpp"
 #include "coproc/executors/task_object.hpp"
 #include "coproc/executors/task_stopped_error.hpp"
+#include "coproc/executors/task_stream.hpp"
 #include "coproc/executors/this_task.hpp"
 #include "coproc/ipc/barrier.hpp"
 #include "coproc/ipc/codec.hpp"

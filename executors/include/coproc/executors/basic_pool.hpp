@@ -21,12 +21,14 @@
 #include <vector>
 
 #include "coproc/executors/detail/callable.hpp"
+#include "coproc/executors/detail/emitted_type.hpp"
 #include "coproc/executors/detail/input_items.hpp"
 #include "coproc/executors/detail/pool_algorithms.hpp"
 #include "coproc/executors/detail/submit_support.hpp"
 #include "coproc/executors/detail/task_checks.hpp"
 #include "coproc/executors/pool_stats.hpp"
 #include "coproc/executors/result_stream.hpp"
+#include "coproc/executors/task_stream.hpp"
 
 namespace coproc {
 
@@ -166,6 +168,38 @@ class basic_pool {
       return detail::unordered_map<detail::task_result_t<F, T>>(
           *this, Backend::template chunk_task<F, T>, detail::to_wire(fn),
           detail::collect(std::forward<Range>(items)), window, chunk_size, std::move(start_on));
+    }
+  }
+
+  /// Runs a streaming task: `fn(out, args...)` in a worker, where fn's first
+  /// parameter is `coproc::emitter<T>&` (T is read from it), and returns the
+  /// coproc::task_stream<T> its values arrive through while it runs:
+  ///
+  ///     void scan(coproc::emitter<match>& out, std::string path);
+  ///     auto s = pool.stream(scan, path);
+  ///     while (auto m = co_await s.next()) use(*m);
+  ///
+  /// The task starts now, as a submitted one does (same queue, options,
+  /// timeout and errors, which next() throws after the values emitted before
+  /// them). Its emitter blocks while pool_options::stream_buffer values are
+  /// unread. Destroying the stream, or cancelling a waiting next(), cancels
+  /// the task. fn: a function or a captureless lambda (parameters not
+  /// `auto`) returning void. process_pool only: an mpi_pool does not stream.
+  /// A streaming task is never retried (its reader saw the values of the
+  /// attempt that crashed).
+  template <class F, class... Args>
+  auto stream(F fn, Args&&... args) {
+    using T = detail::emitted_t<F>;
+    if constexpr (!Backend::runs_streaming_tasks) {
+      static_assert(detail::always_false<F>,
+                    "coproc: mpi_pool does not run streaming tasks; use a process_pool, or "
+                    "return the values as a std::vector");
+      return task_stream<int>{};
+    } else if constexpr (!detail::check_stream_task<F, detail::wire_t<Args>...>()) {
+      return task_stream<std::conditional_t<std::is_void_v<T>, int, T>>{};
+    } else {
+      return backend_.template stream<T>(
+          ex_, std::move(fn), std::tuple<detail::wire_t<Args>...>(std::forward<Args>(args)...));
     }
   }
 

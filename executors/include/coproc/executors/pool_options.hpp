@@ -112,6 +112,10 @@ struct pool_options {
   std::chrono::milliseconds restart_period{10'000};
   /// Tasks accepted but not yet running; further submits suspend until room frees.
   std::size_t queue_capacity = 4096;
+  /// Values a streaming task (basic_pool::stream) may emit ahead of its
+  /// reader: past this many unread values, its emitter blocks until the
+  /// reader catches up, so a slow reader bounds the memory of both sides.
+  std::size_t stream_buffer = 1024;
   /// Bytes of each worker's task and result rings (a power of two).
   std::size_t ring_bytes = std::size_t{1} << 20;
   /// Largest payload (arguments or result) one task may carry. Payloads above

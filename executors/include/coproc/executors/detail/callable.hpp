@@ -19,6 +19,7 @@
 #include <variant>
 
 #include "coproc/executors/detail/code_identity.hpp"
+#include "coproc/executors/emitter.hpp"
 #include "coproc/executors/task_object.hpp"
 #include "coproc/ipc/codec.hpp"
 
@@ -166,8 +167,9 @@ F from_wire(const callable_wire_t<F>& w) {
 template <class F, class... Args>
 using task_result_t = std::decay_t<std::invoke_result_t<const F&, Args&&...>>;
 
-/// Where a worker writes a task's result; implemented by the worker loop.
-class result_writer {
+/// Where a worker writes a task's result (and a streaming task's values);
+/// implemented by the worker loop.
+class result_writer : public emit_sink {
  public:
   /// Space for `n` bytes of encoded result (ring or arena).
   virtual std::span<std::byte> reserve(std::size_t n) = 0;

@@ -10,10 +10,12 @@
 #include <utility>
 
 #include "coproc/executors/basic_pool.hpp"
+#include "coproc/executors/detail/stream_op.hpp"
 #include "coproc/executors/detail/submit_support.hpp"
 #include "coproc/executors/detail/task_op.hpp"
 #include "coproc/executors/pool_options.hpp"
 #include "coproc/executors/pool_stats.hpp"
+#include "coproc/executors/task_stream.hpp"
 
 namespace coproc::detail {
 
@@ -23,6 +25,7 @@ class local_backend {
  public:
   static constexpr const char* deadline_message = "process_pool: per-call deadline passed";
   static constexpr bool streams_start_at_once = true;
+  static constexpr bool runs_streaming_tasks = true;
   template <class F, class T>
   static constexpr auto chunk_task = &map_chunk<F, T>;
 
@@ -41,6 +44,15 @@ class local_backend {
     start(new submit_op<F, Handler, W...>(ex, std::move(f), std::move(args), std::move(handler)));
   }
 
+  /// A streaming task (basic_pool::stream): started now, read through the
+  /// returned stream.
+  template <class T, class F, class... W>
+  task_stream<T> stream(const asio::any_io_executor& ex, F f, std::tuple<W...> args) {
+    auto state = std::make_shared<stream_state<T>>(stream_buffer_);
+    start(new stream_op<F, T, W...>(ex, std::move(f), std::move(args), state));
+    return task_stream<T>(std::move(state));
+  }
+
   void shutdown(shutdown_mode mode, std::function<void()> done);
   pool_stats stats() const;
   std::size_t size() const noexcept { return workers_; }
@@ -51,6 +63,7 @@ class local_backend {
 
  private:
   std::size_t workers_;
+  std::size_t stream_buffer_;
   std::shared_ptr<pool_core> core_;
 };
 

@@ -44,6 +44,12 @@ class ready_set {
                                            std::memory_order_release);
   }
 
+  /// Worker: whether slot `index` is marked and not yet taken by the parent.
+  bool marked(std::size_t index) const {
+    return (words_[index / bits_per_word].load(std::memory_order_relaxed) &
+            (std::uint64_t{1} << (index % bits_per_word))) != 0;
+  }
+
   /// Parent: whether any bit is set (a cheap look, for the spin and the
   /// re-check before sleeping).
   bool any() const {

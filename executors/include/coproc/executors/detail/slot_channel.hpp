@@ -40,6 +40,7 @@
 #include <system_error>
 
 #include "coproc/executors/detail/slot_frames.hpp"
+#include "coproc/executors/detail/values_frame.hpp"
 #include "coproc/ipc/shm_ring.hpp"
 #include "coproc/runtime/detail/futex.hpp"
 #include "coproc/runtime/errc.hpp"
@@ -82,6 +83,8 @@ class slot_channel {
     s->retiring.store(0, std::memory_order_relaxed);
     s->ready.store(0, std::memory_order_relaxed);
     s->stop_id.store(0, std::memory_order_relaxed);
+    s->emit_grant.store(0, std::memory_order_relaxed);
+    s->emit_bell.store(0, std::memory_order_relaxed);
     s->out_arena_busy.store(0, std::memory_order_release);
   }
 
@@ -196,6 +199,20 @@ class slot_channel {
       }
       result_header h;
       std::memcpy(&h, frame.data(), sizeof h);
+      if (h.status == result_emitted) {
+        auto got = values_frame::read(frame.subspan(sizeof h), values_taken_,
+                                      [&](std::span<const std::byte> v) { on_result(h, v, true); });
+        if (got == values_frame::read_result::open) {
+          break;  // the worker appends to it: the next drain reads on
+        }
+        if (got == values_frame::read_result::corrupt) {
+          on_corrupt();
+        }
+        values_taken_ = 0;
+        results.pop();
+        popped = true;
+        continue;
+      }
       std::span<const std::byte> body = result_body(h, frame);
       bool valid = body.data() != nullptr;
       on_result(h, body, valid);
@@ -433,6 +450,7 @@ class slot_channel {
   std::size_t in_touched_ = 0;   // the largest bodies in each arena since take_spare()
   std::size_t out_touched_ = 0;
   std::size_t in_populated_ = 0;  // input arena bytes mapped in this process (populate_input)
+  std::size_t values_taken_ = 0;  // record bytes read of the values frame at the front
   // Worker end.
   bool short_task_frame_ = false;
   bool taken_in_arena_ = false;  // the taken task's arguments are in the input arena

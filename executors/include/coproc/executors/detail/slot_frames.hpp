@@ -46,6 +46,7 @@ inline constexpr std::uint64_t initializer_failure_id = 0;
 enum result_status : std::uint32_t {
   result_value = 0,      // body: the encoded value
   result_exception = 1,  // body: an encoded exception
+  result_emitted = 2,    // a values frame of a streaming task (values_frame.hpp)
 };
 
 /// Per-worker words shared by the parent and the worker.
@@ -64,6 +65,8 @@ struct slot_shared {
   // worker never sees an old request, and the parent never clears it.
   std::atomic<std::uint64_t> stop_id;
   alignas(64) std::atomic<std::uint32_t> out_arena_busy;  // futex word: output arena in use
+  alignas(64) std::atomic<std::uint64_t> emit_grant;      // emit_credit: the parent's grant
+  std::atomic<std::uint32_t> emit_bell;                   // and the emitter's futex word
 };
 
 /// CLOCK_MONOTONIC in nanoseconds: the clock of slot_shared::started_ns, the

@@ -9,6 +9,7 @@
 #include <type_traits>
 
 #include "coproc/executors/detail/callable.hpp"
+#include "coproc/executors/detail/emitted_type.hpp"
 #include "coproc/ipc/codec.hpp"
 #include "coproc/ipc/process_shared.hpp"
 
@@ -164,6 +165,39 @@ constexpr bool check_map_task() {
     return false;
   } else {
     return check_result<task_result_t<F, T>>();
+  }
+}
+
+/// basic_pool::stream: a task whose first parameter is `coproc::emitter<T>&`
+/// (T read from it: a function, or a class with one non-template call
+/// operator), called with the emitter and the arguments, returning nothing.
+template <class F, class... W>
+constexpr bool check_stream_task() {
+  using T = emitted_t<F>;
+  if constexpr (!check_callable<F>()) {
+    return false;
+  } else if constexpr (std::is_void_v<T>) {
+    static_assert(always_false<F>,
+                  "coproc: a streaming task's first parameter must be coproc::emitter<T>& (a "
+                  "function, or a lambda whose parameters are not auto), through which it sends "
+                  "its values: void scan(coproc::emitter<match>& out, std::string path)");
+    return false;
+  } else if constexpr (!check_arguments<W...>()) {
+    return false;
+  } else if constexpr (!check_result<T>()) {
+    return false;  // the emitted type crosses back like a result
+  } else if constexpr (!std::is_invocable_v<const F&, coproc::emitter<T>&, W&&...>) {
+    static_assert(always_false<F>,
+                  "coproc: the streaming task cannot be called with an emitter and these "
+                  "arguments (each argument is passed as a decayed value)");
+    return false;
+  } else if constexpr (!std::is_void_v<
+                           std::invoke_result_t<const F&, coproc::emitter<T>&, W&&...>>) {
+    static_assert(always_false<F>,
+                  "coproc: a streaming task returns void: its results are what it emits");
+    return false;
+  } else {
+    return true;
   }
 }
 

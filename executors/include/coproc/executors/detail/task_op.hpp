@@ -14,6 +14,7 @@
 #include <memory>
 #include <optional>
 #include <span>
+#include <system_error>
 #include <tuple>
 #include <typeinfo>
 #include <utility>
@@ -22,6 +23,7 @@
 #include "coproc/executors/task_stopped_error.hpp"
 #include "coproc/ipc/codec.hpp"
 #include "coproc/ipc/detail/decode_into.hpp"
+#include "coproc/runtime/errc.hpp"
 
 namespace coproc::detail {
 
@@ -31,6 +33,9 @@ class task_canceller {
   /// Cancels task `id`; no effect when it already finished. Called on the
   /// handler's executor, where Asio emits cancellation.
   virtual void cancel(std::uint64_t id) = 0;
+  /// The caller of streaming task `id` has read `read` of its values: the
+  /// worker may emit up to pool_options::stream_buffer more (emit_credit).
+  virtual void stream_read(std::uint64_t id, std::uint64_t read) = 0;
 
  protected:
   ~task_canceller() = default;
@@ -69,6 +74,15 @@ class task_op {
   /// this thread: the pool calls it from its own completion handler, never
   /// from an initiating function), else posted.
   virtual void deliver(bool may_run_inline) = 0;
+  /// A value the task emitted (a streaming task: see stream_op.hpp), kept
+  /// until publish_emitted(). Throws when it does not decode, or when the
+  /// task does not stream: a worker following the protocol sends neither.
+  virtual void emitted(std::span<const std::byte>) {
+    throw std::system_error(coproc::errc::frame_corrupt, "a task that does not stream emitted");
+  }
+  /// Hands the values kept by emitted() to the task's reader. Throws when
+  /// the worker emitted past its credit.
+  virtual void publish_emitted() {}
   /// Decodes the value a task returned after it was asked to stop into
   /// `into` (held type-erased; its caller reads it through
   /// task_stopped_error::value). An op that does not know its value's type

@@ -94,6 +94,7 @@ class mpi_backend {
  public:
   static constexpr const char* deadline_message = "mpi_pool: per-call deadline passed";
   static constexpr bool streams_start_at_once = false;
+  static constexpr bool runs_streaming_tasks = false;  // a rank would have to relay each value
   template <class F, class T>
   static constexpr auto chunk_task = &mpi_map_chunk<F, T>;
 

@@ -1,0 +1,133 @@
+#pragma once
+// A streaming task (basic_pool::stream): the code its worker runs
+// (run_stream_task, which hands the task an emitter) and the operation the
+// pool keeps for it (stream_op), which feeds the caller's task_stream.
+
+#include <asio/any_io_executor.hpp>
+#include <asio/executor_work_guard.hpp>
+#include <cstddef>
+#include <cstdint>
+#include <exception>
+#include <functional>
+#include <memory>
+#include <span>
+#include <system_error>
+#include <tuple>
+#include <type_traits>
+#include <utility>
+#include <vector>
+
+#include "coproc/executors/detail/callable.hpp"
+#include "coproc/executors/detail/emitted_type.hpp"
+#include "coproc/executors/detail/stream_state.hpp"
+#include "coproc/executors/detail/task_op.hpp"
+#include "coproc/executors/emitter.hpp"
+#include "coproc/ipc/codec.hpp"
+#include "coproc/runtime/errc.hpp"
+
+namespace coproc::detail {
+
+/// The code a worker runs for one streaming task: rebuild the callable,
+/// decode the arguments, call it with an emitter on `out`, then write its
+/// (empty) result. Exceptions propagate to the worker loop.
+template <class F, class T, class... Args>
+void run_stream_task(std::span<const std::byte> body, result_writer& out) {
+  coproc::decoder in(body);
+  std::tuple<callable_wire_t<F>, Args...> parts{in.template decode<callable_wire_t<F>>(),
+                                                in.template decode<Args>()...};
+  if (in.remaining() != 0) {
+    throw std::system_error(coproc::errc::frame_corrupt, "trailing bytes after task arguments");
+  }
+  const F f = from_wire<F>(std::get<0>(parts));
+  coproc::emitter<T> emit(out);
+  [&]<std::size_t... I>(std::index_sequence<I...>) {
+    std::invoke(f, emit, std::move(std::get<I + 1>(parts))...);
+  }
+  (std::index_sequence_for<Args...>{});
+  out.write_void();
+}
+
+/// The pool's side of a streaming task. Values the drain hands to emitted()
+/// are decoded at once (a worker's next frame may reuse the ring space) and
+/// published to the reader in one batch per drain; the end follows them.
+template <class F, class T, class... Args>
+class stream_op final : public task_op {
+ public:
+  /// `ex`: the pool's executor, kept busy until the task ended.
+  stream_op(const asio::any_io_executor& ex, F f, std::tuple<Args...> args,
+            std::shared_ptr<stream_state<T>> state)
+      : wire_(to_wire(f)), args_(std::move(args)), state_(std::move(state)), work_(ex) {
+    thunk_fn fn = &run_stream_task<F, T, Args...>;
+    thunk = code_offset(reinterpret_cast<const void*>(fn));
+  }
+
+  void bind_cancellation(task_canceller& pool) override {
+    state_->id = id;
+    state_->pool = &pool;
+  }
+
+  std::size_t body_size() const override {
+    return std::apply([&](const auto&... a) { return coproc::encoded_size(wire_, a...); }, args_);
+  }
+
+  void encode_body(std::span<std::byte> out) const override {
+    std::apply([&](const auto&... a) { coproc::encode(out, wire_, a...); }, args_);
+  }
+
+  void emitted(std::span<const std::byte> value) override {
+    pending_.push_back(coproc::decode_from<T>(value));
+  }
+
+  void publish_emitted() override {
+    if (!pending_.empty()) {
+      state_->push(pending_);
+    }
+  }
+
+  void complete(std::span<const std::byte> result) override {
+    if (!result.empty()) {
+      return fail(std::make_exception_ptr(
+          std::system_error(coproc::errc::frame_corrupt, "streaming task returned bytes")));
+    }
+    finish(nullptr);
+  }
+
+  void fail(std::exception_ptr error) override { finish(std::move(error)); }
+
+  void deliver(bool) override {
+    state_->end(held_error_);
+    auto work = std::move(work_);
+    delete this;
+  }
+
+  void drop() noexcept override {
+    state_->end(std::make_exception_ptr(
+                    std::system_error(asio::error::operation_aborted, "process_pool destroyed")),
+                false);
+    delete this;
+  }
+
+ private:
+  // Values that arrived before the end are the reader's first; values past
+  // the credit are not (the end then says why).
+  void finish(std::exception_ptr error) {
+    try {
+      publish_emitted();
+    } catch (...) {
+      error = error ? error : std::current_exception();
+    }
+    held_error_ = std::move(error);
+    if (!hold_delivery) {
+      deliver(false);
+    }
+  }
+
+  callable_wire_t<F> wire_;
+  std::tuple<Args...> args_;
+  std::shared_ptr<stream_state<T>> state_;
+  std::vector<T> pending_;  // decoded, not yet published
+  std::exception_ptr held_error_;
+  asio::executor_work_guard<asio::any_io_executor> work_;
+};
+
+}  // namespace coproc::detail
