@@ -11,6 +11,8 @@
 //   1: worker takes the next task frame      4: peer writes a word at (word % slot bytes) & ~7
 //   2: worker writes a result (size = next byte * 131)
 //   5: parent withdraws the last frame it sent
+//   6: worker appends a value (size = next byte * 13 % 300) to its values frame,
+//      opening one when needed   7: worker seals its values frame
 //
 //   ./x fuzz 30       (or build-fuzz/fuzz/slot_channel_fuzz -max_total_time=30)
 
@@ -71,10 +73,11 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   d::slot_channel::sent_frame last;
   std::uint64_t next_id = 1;
   std::uint64_t sum = 0;
+  d::values_frame values;  // the worker's open values frame
   coproc::fuzz::input in{data, size};
   std::uint8_t op = 0;
   for (int steps = 0; steps < 256 && in.byte(op); ++steps) {
-    switch (op % 6) {
+    switch (op % 8) {
       case 0: {
         std::uint8_t n = 0;
         in.byte(n);
@@ -151,6 +154,34 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
         std::memcpy(base + at, &w, sizeof w);
         break;
       }
+      case 6: {
+        std::uint8_t n = 0;
+        in.byte(n);
+        const std::size_t value = n * 13u % 300;
+        const std::size_t records = d::slot_channel::inline_limit(worker.results) -
+                                    sizeof(d::result_header) - d::values_frame::head_bytes;
+        if (d::values_frame::record_bytes(value) > records) {
+          break;
+        }
+        if (!values.fits(value)) {
+          values.seal();
+          std::span<std::byte> out =
+              worker.reserve_result(d::values_frame::head_bytes + records, now, give_up);
+          if (out.data() == nullptr) {
+            break;
+          }
+          check_within(out, base, end, "values frame outside the slot");
+          values.open(out.data(), records);
+          worker.commit_result(next_id, d::result_emitted, d::values_frame::head_bytes + records,
+                               now, give_up);
+        }
+        std::memset(values.value_at(), 0x3c, value);
+        values.append(value);
+        break;
+      }
+      case 7:
+        values.seal();
+        break;
       default:
         if (last.state != nullptr) {
           (void)parent.withdraw(last);
