@@ -49,8 +49,9 @@ auto collect(Range&& items) {
   return out;
 }
 
-/// submit_for's deadline passed: errc::task_timeout, `what`; a task_stopped_error
-/// when the pool asked the task to stop (stop_grace), carrying what it did.
+/// submit_for's deadline passed: errc::task_timeout, `what`; a
+/// task_stopped_error when the pool asked the task to stop (stop_grace),
+/// carrying what it did.
 [[noreturn]] inline void throw_deadline(const std::exception_ptr& error, const char* what) {
   if (error) {
     try {
@@ -65,12 +66,13 @@ auto collect(Range&& items) {
 }
 
 /// One task raced against a deadline; the loser is cancelled (what that does
-/// to a running task is the pool's: process_pool kills its worker, or asks the
-/// task to stop first with a stop_grace; mpi_pool discards the result). Past the deadline:
-/// errc::task_timeout, `what`. Written by hand rather than with awaitable operators (`submit ||
-/// timer`), whose header (parallel groups, deferred) every includer of process_pool.hpp paid to
-/// compile. The coroutine's own cancellation cancels the task; either way it returns only once the
-/// task completed.
+/// to a running task is the pool's: process_pool kills its worker, or with a
+/// stop_grace asks the task to stop first; mpi_pool discards the result).
+/// Past the deadline: errc::task_timeout, `what` (see throw_deadline).
+/// Written by hand rather than with awaitable operators (`submit || timer`),
+/// whose header (parallel groups, deferred) every includer of process_pool.hpp
+/// paid to compile. The coroutine's own cancellation cancels the task; either
+/// way it returns only once the task completed.
 template <class Pool, class F, class... W>
 asio::awaitable<task_result_t<F, W...>> submit_within(Pool& pool,
                                                       std::chrono::steady_clock::duration timeout,
