@@ -349,3 +349,40 @@ TEST_CASE("get_stop_token ends a loop, and is inert outside a task", "[stop]") {
     CHECK(pool.stats().respawns == 0);
   });
 }
+
+TEST_CASE("tasks behind a stopping task run on its worker and see no request", "[stop]") {
+  reset_words();
+  coproc::test::run_async([](asio::io_context& ctx) -> asio::awaitable<void> {
+    process_pool pool(ctx.get_executor(), {.workers = 1, .stop_grace = 30s});
+    int before = co_await worker_pid(pool);
+    asio::cancellation_signal cancel;
+    completion stopping;
+    pool.async_submit(polls_then_returns, 8,
+                      asio::bind_cancellation_slot(cancel.slot(), [&](std::exception_ptr e, int) {
+                        stopping = {true, e};
+                      }));
+    co_await until_started(1);
+    // One task already in the worker's ring behind it, one sent after the
+    // request (it waits in the pool: a stopping worker takes no new task).
+    std::pair<int, bool> in_ring{0, true};
+    std::pair<int, bool> later{0, true};
+    int done = 0;
+    pool.async_submit(pid_and_stop, [&](std::exception_ptr, std::pair<int, bool> v) {
+      in_ring = v;
+      ++done;
+    });
+    co_await asio::post(ctx, asio::use_awaitable);
+    cancel.emit(asio::cancellation_type::terminal);
+    pool.async_submit(pid_and_stop, [&](std::exception_ptr, std::pair<int, bool> v) {
+      later = v;
+      ++done;
+    });
+    co_await coproc::test::poll_until([&] { return stopping.done && done == 2; }, 1ms, 30'000);
+    CHECK(stopped_error(stopping.error).finished());
+    CHECK(in_ring.first == before);
+    CHECK_FALSE(in_ring.second);
+    CHECK(later.first == before);
+    CHECK_FALSE(later.second);
+    CHECK(pool.stats().respawns == 0);
+  });
+}
