@@ -36,6 +36,8 @@ class buffer_writer final : public coproc::detail::result_writer {
     return out_;
   }
   void commit(std::size_t) override {}
+  std::byte* reserve_emitted(std::size_t n) override { return reserve(n).data(); }
+  void commit_emitted(std::size_t) override {}
 
  private:
   std::vector<std::byte> out_;

@@ -55,8 +55,8 @@ class stream_op final : public task_op {
  public:
   /// `ex`: the pool's executor, kept busy until the task ended.
   stream_op(const asio::any_io_executor& ex, F f, std::tuple<Args...> args,
-            std::shared_ptr<stream_state<T>> state)
-      : wire_(to_wire(f)), args_(std::move(args)), state_(std::move(state)), work_(ex) {
+            std::shared_ptr<stream_state<T>> shared)
+      : wire_(to_wire(f)), args_(std::move(args)), state_(std::move(shared)), work_(ex) {
     thunk_fn fn = &run_stream_task<F, T, Args...>;
     thunk = code_offset(reinterpret_cast<const void*>(fn));
   }

@@ -31,7 +31,7 @@ namespace coproc::detail {
 
 template <class T>
 struct stream_state : std::enable_shared_from_this<stream_state<T>> {
-  explicit stream_state(std::size_t buffer) : buffer(buffer == 0 ? 1 : buffer) {}
+  explicit stream_state(std::size_t unread_limit) : buffer(unread_limit == 0 ? 1 : unread_limit) {}
 
   const std::size_t buffer;  // values the worker may emit past the reads granted
 
