@@ -17,6 +17,7 @@
 #include <stdexcept>
 #include <string>
 #include <system_error>
+#include <thread>
 #include <utility>
 
 #include "async_test.hpp"
@@ -89,6 +90,19 @@ int crashes_when_stopped() {
   }
   ::raise(SIGSEGV);
   return 0;
+}
+/// Polls from a thread of its own: the request is the process's, not a thread's.
+int polls_in_a_thread() {
+  announce_start();
+  int seen = 0;
+  std::thread poller([&seen] {
+    while (!coproc::this_task::stop_requested()) {
+      ::usleep(200);
+    }
+    seen = 11;
+  });
+  poller.join();
+  return seen;
 }
 /// The worker's pid and whether this task sees a stop request.
 std::pair<int, bool> pid_and_stop() {
@@ -384,5 +398,16 @@ TEST_CASE("tasks behind a stopping task run on its worker and see no request", "
     CHECK(later.first == before);
     CHECK_FALSE(later.second);
     CHECK(pool.stats().respawns == 0);
+  });
+}
+
+TEST_CASE("a thread the task started sees the stop request", "[stop]") {
+  reset_words();
+  coproc::test::run_async([](asio::io_context& ctx) -> asio::awaitable<void> {
+    process_pool pool(ctx.get_executor(), {.workers = 1, .stop_grace = 30s});
+    std::exception_ptr error = co_await cancel_when_running(pool, polls_in_a_thread);
+    auto e = stopped_error(error);
+    REQUIRE(e.value<int>() != nullptr);
+    CHECK(*e.value<int>() == 11);
   });
 }
