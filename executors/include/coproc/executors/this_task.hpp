@@ -47,7 +47,7 @@ namespace this_task {
 /// zero. The pool then waits up to stop_grace for the task to return before
 /// it kills the worker; a task that returns in time keeps its worker (see
 /// task_stopped_error for what its caller gets). False outside a task (in
-/// the parent, say). One relaxed load and a compare: cheap enough for an
+/// the parent, say). A few relaxed loads and a compare: cheap enough for an
 /// inner loop. Thread safety: any thread of the worker process.
 inline bool stop_requested() noexcept {
   return detail::task_stop_requested();
