@@ -14,6 +14,7 @@
 #include <string>
 #include <utility>
 
+#include "coproc/executors/detail/emit_credit.hpp"
 #include "coproc/ipc/remote_error.hpp"
 #include "coproc/runtime/detail/nosigpipe.hpp"
 #include "coproc/runtime/errc.hpp"
@@ -186,6 +187,8 @@ bool pool_core::ask_to_stop(worker_rec& w, task_op& op, stop_reason why) {
   op.stopped = why;
   w.stopping_id = op.id;
   w.channel.shared->stop_id.store(op.id, std::memory_order_release);
+  // An emitter waiting for its reader's credit looks again, and stops.
+  emit_credit(w.channel.shared->emit_grant, w.channel.shared->emit_bell).wake();
   loads_.update(w, false);
   disarm_timeout(w);
   arm_timer(w, options_.stop_grace);

@@ -140,8 +140,8 @@ class worker final : public result_writer {
                               "emitted value of " + std::to_string(n) + " bytes (at most " +
                                   std::to_string(most - values_frame::size_bytes) + " per value)");
     }
-    if (!wait_for_emit_credit()) {
-      return nullptr;
+    if (task_stop_requested() || !wait_for_emit_credit()) {
+      return nullptr;  // asked to stop: nobody reads on (emitter.hpp)
     }
     if (!values_.fits(n)) {
       open_values_frame(
@@ -187,12 +187,12 @@ class worker final : public result_writer {
     // another CPU: spin for it there rather than pay a futex sleep and wake.
     const int parent_cpu = header_->parent_cpu.load(std::memory_order_relaxed);
     if (peer_on_other_cpu(parent_cpu) && spin_until(blocking_spin_budget, [&] {
-          return emitted_ < credit.allowed(current_id_, buffer);
+          return emitted_ < credit.allowed(current_id_, buffer) || task_stop_requested();
         })) {
-      return true;
+      return !task_stop_requested();
     }
     return credit.wait(
-        current_id_, emitted_, buffer, recheck, [] { return false; },
+        current_id_, emitted_, buffer, recheck, [] { return task_stop_requested(); },
         [this] {
           if (orphaned()) {
             ::_exit(worker_exit_orphaned);

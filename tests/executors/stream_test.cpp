@@ -57,6 +57,12 @@ void forever(coproc::emitter<std::int64_t>& out) {
   }
 }
 
+void emit_until_stopped(coproc::emitter<int>& out) {
+  for (int i = 0; !coproc::this_task::stop_requested(); ++i) {
+    out(i);
+  }
+}
+
 void too_large(coproc::emitter<std::string>& out) {
   out(std::string(200 * 1024, 'x'));
 }
@@ -208,6 +214,32 @@ TEST_CASE("destroying a stream cancels its task; the worker is replaced",
     CHECK(st.respawns == 1);
     int after = co_await pool.submit([](int x) { return x * 3; }, 5);
     CHECK(after == 15);
+  });
+}
+
+TEST_CASE("a streaming task blocked on its reader stops within the grace, its worker kept",
+          "[process_pool][stream][stop]") {
+  coproc::test::run_async([](asio::io_context& ctx) -> asio::awaitable<void> {
+    // The grace is long: a task that did not see the request would be
+    // killed only after it, and the worker replaced.
+    coproc::process_pool pool(
+        ctx, {.workers = 1, .stop_grace = std::chrono::seconds(20), .stream_buffer = 4});
+    const pid_t worker = co_await pool.submit([] { return ::getpid(); });
+    {
+      auto s = pool.stream(emit_until_stopped);
+      auto first = co_await s.next();
+      CHECK(first == std::optional<int>(0));
+      // Unread values reach the buffer: the emitter waits for this reader,
+      // which goes away (the stream's destruction cancels the task).
+    }
+    co_await coproc::test::poll_until([&] { return pool.stats().tasks_cancelled == 1; }, 10ms,
+                                      1000);
+    auto st = pool.stats();
+    CHECK(st.tasks_cancelled == 1);
+    CHECK(st.respawns == 0);
+    CHECK(st.worker_crashes == 0);
+    pid_t after = co_await pool.submit([] { return ::getpid(); });
+    CHECK(after == worker);
   });
 }
 

@@ -39,6 +39,12 @@ class emit_credit {
       allowed = count_mask;
     }
     grant_->store(tag(id) | allowed, std::memory_order_release);
+    wake();
+  }
+
+  /// Wakes a blocked emitter to look again (after a grant, or after its task
+  /// was asked to stop: it then drops its value instead of waiting).
+  void wake() noexcept {
     if (sleep_flag(*bell_).take()) {
       futex_wake(*bell_);
     }
@@ -54,17 +60,18 @@ class emit_credit {
   }
 
   /// Waits until task `id`, which emitted `emitted` values, may emit one
-  /// more; false as soon as `stop()` says so. Sleeps at most `recheck` at a
-  /// time and calls `on_wake()` after each sleep (the worker's orphan check).
+  /// more; false as soon as `stop()` says so (its publisher calls wake()). Sleeps at most `recheck`
+  /// at a time and calls `on_wake()` after each sleep (the worker's orphan check).
   template <class Stop, class OnWake>
   bool wait(std::uint64_t id, std::uint64_t emitted, std::uint64_t buffer, const timespec& recheck,
             Stop&& stop, OnWake&& on_wake) {
     sleep_flag bell(*bell_);
     for (;;) {
+      const std::uint32_t v = bell.announce();
       if (stop()) {
+        bell.cancel();
         return false;
       }
-      const std::uint32_t v = bell.announce();
       if (emitted < allowed(id, buffer)) {
         bell.cancel();
         return true;
