@@ -168,8 +168,17 @@ void pool_core::on_timeout(worker_rec& w) {
       return;
     }
     remove_inflight(w, op);
+    std::string why = timeout_what();
+    exit_status killed;  // the worker's end is the pool's SIGKILL, sent now
+    killed.signal = SIGKILL;
+    std::string reason = "worker " + std::to_string(w.pid) + " killed: " + why + " (task_timeout)";
     kill(w, running);
-    ledger_.fail(op, error(coproc::errc::task_timeout, timeout_what()));
+    if (retry_after(*op, killed, reason, attempt_end::timeout)) {
+      ledger_.requeue({op});
+      pump();
+      return;
+    }
+    ledger_.fail(op, error(coproc::errc::task_timeout, attempts_text(*op, why)));
     return;
   }
   arm_timeout(w);

@@ -152,6 +152,14 @@ class pool_core final : public std::enable_shared_from_this<pool_core>, public t
   static coproc::errc death_errc(const exit_status& status);
   static std::string own_reason(const exit_status& status);
   bool release_worker(worker_rec& w, const exit_status& status);
+  /// How a task's attempt ended, for retry_after: a crash of its worker, a
+  /// kill past task_timeout, or an end that is never retried.
+  enum class attempt_end { crash, timeout, final };
+  static bool retryable(const exit_status& status);
+  bool retry_after(task_op& op, const exit_status& status, const std::string& why, attempt_end end);
+  static std::string attempts_text(const task_op& op, const std::string& why);
+  static std::exception_ptr crash_error(const task_op& op, const exit_status& status,
+                                        const std::string& why);
   std::string start_failure(const worker_rec& w, const exit_status& status) const;
   void start_zygote();
   void on_zygote_lost(const std::string& why);

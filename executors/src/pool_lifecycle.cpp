@@ -18,7 +18,6 @@
 #include "coproc/runtime/detail/nosigpipe.hpp"
 #include "coproc/runtime/detail/system_error.hpp"
 #include "coproc/runtime/pipe_reader.hpp"
-#include "coproc/runtime/worker_crashed_error.hpp"
 #include "pool_core.hpp"
 
 namespace coproc::detail {
@@ -188,20 +187,21 @@ bool pool_core::release_worker(worker_rec& w, const exit_status& status) {
   for (task_op* op : w.inflight) {
     bool crashed_here =
         op->id == running && consumed > op->seq && !(w.killing && w.kill_target != op->id);
-    crashed_here = crashed_here || charge_death(w, *op, oldest);
-    if (crashed_here && op->stopped != stop_reason::none) {
-      // Asked to stop, it died before it returned: as if killed at the grace's end.
-      fail_stopped(op, std::make_shared<const task_outcome>());
-    } else if (crashed_here) {
-      // A crash carries its status as data (worker_crashed_error::status());
-      // a worker that found its ring overwritten fails the task as corrupt.
-      ledger_.fail(op, death_errc(status) == coproc::errc::worker_crashed
-                           ? std::make_exception_ptr(worker_crashed_error(status, why))
-                           : error(death_errc(status), why));
-    } else {
+    // The three-deaths rule (a task that hides that it runs) fails at once:
+    // only a death the task admitted to is retried, and never one the pool caused.
+    auto end =
+        crashed_here && !w.killing && retryable(status) ? attempt_end::crash : attempt_end::final;
+    if (!crashed_here && !charge_death(w, *op, oldest)) {
       op->worker = -1;
       op->state = nullptr;
+      requeue.push_back(op);  // it had not run: not an attempt
+    } else if (op->stopped != stop_reason::none) {
+      // Asked to stop, it died before it returned: as if killed at the grace's end.
+      fail_stopped(op, std::make_shared<const task_outcome>());
+    } else if (retry_after(*op, status, why, end)) {
       requeue.push_back(op);
+    } else {
+      ledger_.fail(op, crash_error(*op, status, why));
     }
   }
   ledger_.requeue(requeue);

@@ -150,7 +150,7 @@ std::exception_ptr with_prefix(std::exception_ptr error, const std::string& pref
         e.type_name(), prefix + e.message(), e.category_name(), e.code_value(), e.code_message()));
   } catch (const worker_crashed_error& e) {
     return std::make_exception_ptr(
-        worker_crashed_error(e.status(), prefix + what_arg_of(e), e.rank()));
+        worker_crashed_error(e.attempts(), prefix + what_arg_of(e), e.rank()));
   } catch (const std::system_error& e) {
     if (typeid(e) == typeid(std::system_error)) {
       return std::make_exception_ptr(std::system_error(e.code(), prefix + what_arg_of(e)));

@@ -7,6 +7,7 @@
 #include "coproc/executors/pool_stats.hpp"
 #include "coproc/executors/process.hpp"
 #include "coproc/executors/process_pool.hpp"
+#include "coproc/executors/retry_policy.hpp"
 #include "coproc/executors/submit_ec.hpp"
 #include "coproc/executors/task_object.hpp"
 #include "coproc/executors/task_stopped_error.hpp"

@@ -28,6 +28,7 @@
 #include "coproc/executors/detail/task_checks.hpp"
 #include "coproc/executors/pool_stats.hpp"
 #include "coproc/executors/result_stream.hpp"
+#include "coproc/executors/retry_policy.hpp"
 #include "coproc/executors/task_stream.hpp"
 
 namespace coproc {
@@ -43,8 +44,9 @@ enum class shutdown_mode {
 /// and add only constructors. What differs between them (what cancelling a
 /// running task does, which options apply) is said in their class comments.
 ///
-/// A Backend (coproc::detail) provides: `submit(ex, fn, std::tuple<args...>,
-/// handler)`, which creates the task's operation and starts it;
+/// A Backend (coproc::detail) provides: `submit(ex, retry, fn,
+/// std::tuple<args...>, handler)`, which creates the task's operation (with
+/// the call's std::optional<retry_policy>) and starts it;
 /// `shutdown(mode, done)`; `stats()`; `size()`; `chunk_task<F, T>`, the
 /// function that runs one chunk of a map; `deadline_message`, submit_for's
 /// timeout text; and `streams_start_at_once` (map_unordered submits its
@@ -94,21 +96,41 @@ class basic_pool {
   /// declared task objects (coproc/executors/task_object.hpp). Lambdas with
   /// captures are refused at compile time: pass the data as arguments.
   /// Arguments and results: any coproc::codable type.
+  /// Retries: a task whose worker crashed fails, unless pool_options::retries
+  /// (or the call's retry_policy, below) says to run it again.
   template <class F, class... Ts>
-  auto async_submit(F fn, Ts&&... args_and_token) {
+  requires(!std::is_same_v<F, retry_policy>) auto async_submit(F fn, Ts&&... args_and_token) {
     static_assert(sizeof...(Ts) >= 1, "coproc: async_submit takes a completion token last");
-    return async_submit_tuple(
-        std::move(fn),
-        detail::all_but_last(std::make_index_sequence<sizeof...(Ts) - 1>{},
-                             std::forward<Ts>(args_and_token)...),
-        std::forward<decltype(detail::last_of(std::forward<Ts>(args_and_token)...))>(
-            detail::last_of(std::forward<Ts>(args_and_token)...)));
+    return async_submit_split(std::nullopt, std::move(fn), std::forward<Ts>(args_and_token)...);
+  }
+
+  /// async_submit with the call's own retries, overriding pool_options::retries
+  /// and retry_timeouts: `async_submit(coproc::retry_policy{.retries = 3}, fn,
+  /// args..., token)`. A task whose worker crashed (a signal, an exit of its
+  /// own, an rlimit, the OOM killer; past task_timeout only with
+  /// `policy.on_timeout`) runs again from its start in another worker, up to
+  /// `policy.retries` times; if every attempt fails, the error is the last
+  /// one's (coproc::worker_crashed_error, whose attempts() and message give
+  /// every attempt's). Only for idempotent tasks: the caller opts in knowing
+  /// that a crashed attempt's side effects stay. The task's own exception,
+  /// cancellation and shutdown are never retried. Otherwise as async_submit.
+  template <class F, class... Ts>
+  auto async_submit(retry_policy policy, F fn, Ts&&... args_and_token) {
+    static_assert(sizeof...(Ts) >= 1, "coproc: async_submit takes a completion token last");
+    return async_submit_split(policy, std::move(fn), std::forward<Ts>(args_and_token)...);
   }
 
   /// `co_await pool.submit(fn, args...)`: the coroutine form of async_submit.
   template <class F, class... Args>
-  auto submit(F fn, Args&&... args) {
+  requires(!std::is_same_v<F, retry_policy>) auto submit(F fn, Args&&... args) {
     return async_submit(std::move(fn), std::forward<Args>(args)..., asio::use_awaitable);
+  }
+
+  /// `co_await pool.submit(coproc::retry_policy{.retries = 3}, fn, args...)`:
+  /// submit with the call's own retries (see async_submit(retry_policy, ...)).
+  template <class F, class... Args>
+  auto submit(retry_policy policy, F fn, Args&&... args) {
+    return async_submit(policy, std::move(fn), std::forward<Args>(args)..., asio::use_awaitable);
   }
 
   /// Like submit(), with a per-call deadline: when the task has not finished
@@ -252,8 +274,19 @@ class basic_pool {
   ~basic_pool() = default;
 
  private:
+  // Splits the arguments from the token, which comes last.
+  template <class F, class... Ts>
+  auto async_submit_split(std::optional<retry_policy> retry, F fn, Ts&&... args_and_token) {
+    return async_submit_tuple(
+        retry, std::move(fn),
+        detail::all_but_last(std::make_index_sequence<sizeof...(Ts) - 1>{},
+                             std::forward<Ts>(args_and_token)...),
+        std::forward<decltype(detail::last_of(std::forward<Ts>(args_and_token)...))>(
+            detail::last_of(std::forward<Ts>(args_and_token)...)));
+  }
+
   template <class F, class Args, class Token>
-  auto async_submit_tuple(F fn, Args args, Token&& token) {
+  auto async_submit_tuple(std::optional<retry_policy> retry, F fn, Args args, Token&& token) {
     return std::apply(
         [&]<class... A>(A&&... a) {
           using tuple_t = std::tuple<std::decay_t<A>...>;
@@ -266,8 +299,9 @@ class basic_pool {
                   [](auto&&...) {}, token);
             } else {
               return asio::async_initiate<Token, detail::submit_signature<F, W...>>(
-                  [this](auto handler, F f, tuple_t task_args) {
-                    backend_.submit(ex_, std::move(f), std::move(task_args), std::move(handler));
+                  [this, retry](auto handler, F f, tuple_t task_args) {
+                    backend_.submit(ex_, retry, std::move(f), std::move(task_args),
+                                    std::move(handler));
                   },
                   token, std::move(fn), tuple_t(std::forward<A>(a)...));
             }

@@ -93,6 +93,20 @@ struct pool_options {
   /// A task that never looks at stop_requested() only finishes later: it
   /// runs on for the grace, then is killed.
   std::chrono::milliseconds stop_grace{0};
+  /// Runs a task again, in another worker, when the worker running it died (a
+  /// signal, an exit of its own, an rlimit, the OOM killer), up to this many
+  /// times; if every attempt fails, the task fails with the last attempt's
+  /// coproc::worker_crashed_error, whose message lists every attempt's reason.
+  /// 0: a crash fails the task at once. Opt in only for idempotent tasks: a
+  /// retried task starts over, and what its crashed attempt did before it died
+  /// (a file written, a request sent) stays done. Never retried: the task's own
+  /// exception, a cancellation, a shutdown, a broken pool. A call can set its
+  /// own with coproc::retry_policy. stats().tasks_retried counts the retries.
+  std::size_t retries = 0;
+  /// Whether a task that ran past task_timeout (its worker killed) is retried
+  /// within `retries` too; if its last attempt timed out it fails with
+  /// errc::task_timeout, its message listing every attempt.
+  bool retry_timeouts = false;
   /// The bound on waiting for a worker: while tasks wait, a worker that has
   /// not finished starting (fork and initializer) this long after it was asked
   /// for breaks the pool (errc::pool_broken, naming the initializer), and a

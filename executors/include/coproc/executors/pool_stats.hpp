@@ -29,6 +29,7 @@ struct pool_stats {
   std::uint64_t tasks_completed = 0;  ///< finished with a value
   std::uint64_t tasks_failed = 0;     ///< finished with an exception or an error
   std::uint64_t tasks_cancelled = 0;  ///< dropped or killed through cancellation
+  std::uint64_t tasks_retried = 0;    ///< attempts started again after a crash (retries)
   std::uint64_t worker_crashes = 0;   ///< workers that died unexpectedly
   std::uint64_t respawns = 0;         ///< workers forked to replace another
   std::vector<pid_t> worker_pids;     ///< pids of the live workers (of every rank)

@@ -2,8 +2,11 @@
 /// coproc::worker_crashed_error: the exception a task fails with when the worker
 /// running it died.
 
+#include <memory>
 #include <string>
 #include <system_error>
+#include <utility>
+#include <vector>
 
 #include "coproc/runtime/errc.hpp"
 #include "coproc/runtime/exit_status.hpp"
@@ -20,22 +23,37 @@ namespace coproc {
 ///
 /// A pool-wide failure that is not one worker's death (a failed initializer, an
 /// image mismatch) stays a plain std::system_error with errc::worker_crashed.
+///
+/// A task retried after crashes (pool_options::retries, coproc::retry_policy)
+/// that crashed on every attempt fails with this error too: status() is the
+/// last attempt's, attempts() holds every attempt's in order, and what() lists
+/// each attempt's reason. Copies share the attempts (exceptions are copied).
 class worker_crashed_error : public std::system_error {
  public:
   /// `rank`: the MPI rank whose worker died (mpi_pool), -1 for this host's pool.
   worker_crashed_error(const exit_status& status, const std::string& what, int rank = -1)
+      : worker_crashed_error(std::vector<exit_status>{status}, what, rank) {}
+
+  /// A task that crashed on every attempt: `attempts` in order, the last one
+  /// not empty.
+  worker_crashed_error(std::vector<exit_status> attempts, const std::string& what, int rank = -1)
       : std::system_error(make_error_code(errc::worker_crashed), what),
-        status_(status),
+        attempts_(std::make_shared<const std::vector<exit_status>>(std::move(attempts))),
         rank_(rank) {}
 
-  /// How the worker ended (signal or exit status, core dump, max RSS in KiB).
-  const exit_status& status() const noexcept { return status_; }
+  /// How the worker ended (signal or exit status, core dump, max RSS in KiB);
+  /// for a retried task, how its last attempt's worker ended.
+  const exit_status& status() const noexcept { return attempts_->back(); }
+  /// How each attempt's worker ended, first to last (one entry when the task
+  /// was not retried). An attempt that ran past task_timeout (retried with
+  /// retry_timeouts) shows the SIGKILL the pool sent.
+  const std::vector<exit_status>& attempts() const noexcept { return *attempts_; }
   /// The MPI rank the worker ran on (an mpi_pool's task); -1 for a
   /// process_pool's own worker.
   int rank() const noexcept { return rank_; }
 
  private:
-  exit_status status_;
+  std::shared_ptr<const std::vector<exit_status>> attempts_;
   int rank_;
 };
 

@@ -6,6 +6,7 @@
 #include <cstddef>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <tuple>
 #include <utility>
 
@@ -15,6 +16,7 @@
 #include "coproc/executors/detail/task_op.hpp"
 #include "coproc/executors/pool_options.hpp"
 #include "coproc/executors/pool_stats.hpp"
+#include "coproc/executors/retry_policy.hpp"
 #include "coproc/executors/task_stream.hpp"
 
 namespace coproc::detail {
@@ -38,10 +40,15 @@ class local_backend {
   local_backend& operator=(const local_backend&) = delete;
 
   /// The typed operation, handed to the core on the caller's thread (no post
-  /// on the way in); the core binds its cancellation slot.
+  /// on the way in); the core binds its cancellation slot. `retry`: the
+  /// call's own policy, else the pool's options apply.
   template <class F, class Handler, class... W>
-  void submit(const asio::any_io_executor& ex, F f, std::tuple<W...> args, Handler handler) {
-    start(new submit_op<F, Handler, W...>(ex, std::move(f), std::move(args), std::move(handler)));
+  void submit(const asio::any_io_executor& ex, std::optional<retry_policy> retry, F f,
+              std::tuple<W...> args, Handler handler) {
+    auto* op =
+        new submit_op<F, Handler, W...>(ex, std::move(f), std::move(args), std::move(handler));
+    op->retry = retry;
+    start(op);
   }
 
   /// A streaming task (basic_pool::stream): started now, read through the

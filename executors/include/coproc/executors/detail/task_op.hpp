@@ -20,6 +20,8 @@
 #include <utility>
 
 #include "coproc/executors/detail/callable.hpp"
+#include "coproc/executors/detail/task_attempts.hpp"
+#include "coproc/executors/retry_policy.hpp"
 #include "coproc/executors/task_stopped_error.hpp"
 #include "coproc/ipc/codec.hpp"
 #include "coproc/ipc/detail/decode_into.hpp"
@@ -55,6 +57,10 @@ class task_op {
   std::int64_t sent_ns = 0;                     // when it entered a worker's ring (monotonic)
   std::uint8_t deaths = 0;  // workers that died while it was the oldest in their ring
   stop_reason stopped = stop_reason::none;  // asked to stop; its worker kept for the grace
+  /// The call's own retry_policy; empty: the pool's options decide.
+  std::optional<retry_policy> retry;
+  /// Why its earlier attempts failed; made when a retryable attempt fails.
+  std::unique_ptr<task_attempts> attempts;
   /// Set by the pool before complete() or fail() when it will hand the
   /// completion over itself, through deliver(), once out of its lock.
   bool hold_delivery = false;

@@ -11,6 +11,7 @@
 #include <cstdint>
 #include <exception>
 #include <functional>
+#include <optional>
 #include <system_error>
 #include <tuple>
 #include <utility>
@@ -22,6 +23,7 @@
 #include "coproc/executors/detail/task_op.hpp"
 #include "coproc/executors/pool_options.hpp"
 #include "coproc/executors/pool_stats.hpp"
+#include "coproc/executors/retry_policy.hpp"
 #include "coproc/mpi/mpi_options.hpp"
 #include "coproc/runtime/errc.hpp"
 
@@ -107,14 +109,18 @@ class mpi_backend {
 
   /// The typed operation; the pool, not submit_op, owns the handler's
   /// cancellation slot (mpi_handler), since a sent task cannot be withdrawn.
+  /// `retry`, the call's own policy, travels with the task to its rank, whose
+  /// process_pool retries it there (else the rank's pool_options apply).
   template <class F, class Handler, class... W>
-  void submit(const asio::any_io_executor& ex, F f, std::tuple<W...> args, Handler handler) {
+  void submit(const asio::any_io_executor& ex, std::optional<retry_policy> retry, F f,
+              std::tuple<W...> args, Handler handler) {
     using op_t = submit_op<F, mpi_handler<Handler>, W...>;
     auto slot = asio::get_associated_cancellation_slot(handler);
     const bool code_ok = mpi_code_crosses(f);
     auto* op =
         new op_t(ex, std::move(f), std::move(args), mpi_handler<Handler>(std::move(handler), ex));
     op->id = mpi_next_id();
+    op->retry = retry;
     if (!code_ok) {
       op->fail(std::make_exception_ptr(
           std::system_error(coproc::errc::function_mismatch,
