@@ -39,6 +39,8 @@ rank_pool_wire rank_pool_options(const pool_options& o, const mpi_options& mpi) 
   w.arena_keep = o.arena_keep;
   w.start_method = static_cast<std::uint32_t>(o.start_method);
   w.idle_priority = o.idle_priority ? 1 : 0;
+  w.retries = o.retries;
+  w.retry_timeouts = o.retry_timeouts ? 1 : 0;
   return w;
 }
 
@@ -200,6 +202,7 @@ pool_stats runtime::stats() const {
     s.workers_busy += one.workers_busy;
     s.worker_crashes += one.worker_crashes;
     s.respawns += one.respawns;
+    s.tasks_retried += one.tasks_retried;
     s.worker_pids.insert(s.worker_pids.end(), one.worker_pids.begin(), one.worker_pids.end());
     s.ranks.push_back(std::move(one));
   }

@@ -70,7 +70,12 @@ void runtime::collect_locked(std::vector<outgoing>& out) {
       continue;
     }
     std::vector<std::byte> m(sizeof(task_wire) + body);
-    task_wire t{op->id, op->thunk};
+    task_wire t{op->id, op->thunk, 0, 0, 0};
+    if (op->retry) {
+      t.retries = op->retry->retries;
+      t.has_retry = 1;
+      t.retry_on_timeout = op->retry->on_timeout ? 1 : 0;
+    }
     std::memcpy(m.data(), &t, sizeof t);
     op->encode_body(std::span<std::byte>(m).subspan(sizeof t));
     op->worker = r;
@@ -234,6 +239,7 @@ void runtime::on_stats(int source, std::span<const std::byte> m) {
   r.workers_alive = w.workers_alive;
   r.worker_crashes = w.worker_crashes;
   r.respawns = w.respawns;
+  r.tasks_retried = w.tasks_retried;
   r.worker_pids = std::move(pids);
 }
 

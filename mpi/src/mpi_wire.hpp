@@ -37,6 +37,11 @@ inline constexpr std::uint32_t ack_init_failed = 2;  // the initializer threw; t
 struct task_wire {
   std::uint64_t id;
   std::int64_t thunk;
+  // The call's retry_policy (has_retry), retried by the rank's own pool;
+  // else that pool's retries (rank_pool_wire) apply.
+  std::uint64_t retries;
+  std::uint32_t has_retry;
+  std::uint32_t retry_on_timeout;
 };
 struct result_wire {
   std::uint64_t id;
@@ -60,6 +65,9 @@ struct rank_pool_wire {
   std::uint32_t start_method;  // coproc::start_method
   std::uint32_t idle_priority;
   std::int64_t stop_grace_ms;
+  std::uint64_t retries;
+  std::uint32_t retry_timeouts;
+  std::uint32_t pad;
 };
 struct hello_wire {
   std::int64_t anchor_offset;  // image_id::anchor_offset: equal builds agree on it
@@ -85,6 +93,7 @@ struct stats_wire {
   std::uint64_t workers_alive;
   std::uint64_t worker_crashes;
   std::uint64_t respawns;
+  std::uint64_t tasks_retried;
 };
 // The largest body one MPI message carries (its count is an int).
 inline constexpr std::size_t message_limit = static_cast<std::size_t>(INT_MAX) - 64;

@@ -38,6 +38,8 @@ pool_options local_options(const rank_pool_wire& w, std::size_t max_result, void
   o.limits = {w.address_space, w.cpu_seconds, w.open_files};
   o.start_method = static_cast<coproc::start_method>(w.start_method);
   o.idle_priority = w.idle_priority != 0;
+  o.retries = w.retries;
+  o.retry_timeouts = w.retry_timeouts != 0;
   // Rank 0 bounds what it sends (mpi_options); the rank queues what it got.
   o.queue_capacity = std::size_t{1} << 20;
   if (initializer != nullptr) {
@@ -152,9 +154,11 @@ std::vector<rank_pool::reply> rank_pool::stop() {
   return std::exchange(replies_, {});
 }
 
-void rank_pool::run(std::uint64_t id, std::int64_t thunk, std::vector<std::byte> message,
-                    std::size_t offset) {
-  backend_->start(new forwarded_op(*this, id, thunk, std::move(message), offset, max_result_));
+void rank_pool::run(std::uint64_t id, std::int64_t thunk, std::optional<retry_policy> retry,
+                    std::vector<std::byte> message, std::size_t offset) {
+  auto* op = new forwarded_op(*this, id, thunk, std::move(message), offset, max_result_);
+  op->retry = retry;
+  backend_->start(op);
 }
 
 void rank_pool::cancel(std::uint64_t id) {
@@ -220,7 +224,7 @@ void rank_pool::report_changes(std::vector<reply>& out) {
   // Here, on the MPI thread, not in finish(): the pool may call finish()
   // under its own lock, and stats() takes that lock.
   pool_stats s = backend_->stats();
-  stats_wire now{s.workers_alive, s.worker_crashes, s.respawns};
+  stats_wire now{s.workers_alive, s.worker_crashes, s.respawns, s.tasks_retried};
   std::vector<std::int32_t> pids(s.worker_pids.begin(), s.worker_pids.end());
   if (std::memcmp(&now, &sent_stats_, sizeof now) == 0 && pids == sent_pids_) {
     return;

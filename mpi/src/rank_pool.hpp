@@ -23,6 +23,7 @@
 
 #include "coproc/executors/detail/local_backend.hpp"
 #include "coproc/executors/detail/task_op.hpp"
+#include "coproc/executors/retry_policy.hpp"
 #include "mpi_wire.hpp"
 
 namespace coproc::detail {
@@ -45,10 +46,11 @@ class rank_pool {
 
   std::size_t workers() const noexcept { return backend_->size(); }
 
-  /// Runs rank 0's task `id` in a worker of this rank; its body is
-  /// `message` past its first `offset` bytes (kept, not copied).
-  void run(std::uint64_t id, std::int64_t thunk, std::vector<std::byte> message,
-           std::size_t offset);
+  /// Runs rank 0's task `id` in a worker of this rank, with its call's
+  /// `retry` policy if any; its body is `message` past its first `offset`
+  /// bytes (kept, not copied).
+  void run(std::uint64_t id, std::int64_t thunk, std::optional<retry_policy> retry,
+           std::vector<std::byte> message, std::size_t offset);
   /// Cancels rank 0's task `id`: queued here, it is dropped; running, its
   /// worker is killed. Its reply still comes (operation_aborted).
   void cancel(std::uint64_t id);

@@ -81,7 +81,7 @@ std::vector<std::byte> rank_session::hello(std::span<const std::byte> in) {
 }
 
 void rank_session::task(std::vector<std::byte> in) {
-  task_wire t{0, 0};
+  task_wire t{};
   if (in.size() < sizeof t) {
     return refuse(0, coproc::errc::frame_corrupt, "mpi_pool: short task message");
   }
@@ -89,7 +89,11 @@ void rank_session::task(std::vector<std::byte> in) {
   if (!pool_) {
     return refuse(t.id, coproc::errc::function_mismatch, refusal_);
   }
-  pool_->run(t.id, t.thunk, std::move(in), sizeof t);
+  std::optional<retry_policy> retry;
+  if (t.has_retry != 0) {
+    retry = retry_policy{t.retries, t.retry_on_timeout != 0};
+  }
+  pool_->run(t.id, t.thunk, retry, std::move(in), sizeof t);
 }
 
 void rank_session::cancel(std::span<const std::byte> in) {

@@ -401,6 +401,51 @@ asio::awaitable<void> payload_limit(coproc::mpi_pool& pool) {
   std::printf("max_payload: ok\n");
 }
 
+// Its first attempt leaves `marker` and dies as the OOM killer ends a
+// process; a retry (in the same rank's pool) finds the marker and returns.
+int crash_once(std::string marker) {
+  if (::access(marker.c_str(), F_OK) != 0) {
+    open_gate(marker);
+    ::kill(::getpid(), SIGKILL);
+  }
+  return 2;
+}
+
+bool crashed(const std::exception_ptr& e) {
+  try {
+    std::rethrow_exception(e);
+  } catch (const std::system_error& se) {
+    return se.code() == coproc::errc::worker_crashed;
+  } catch (...) {
+    return false;
+  }
+}
+
+// Needs pool_options::retries = 1: it reaches every rank's own pool, and a
+// retry_policy travels with its task.
+asio::awaitable<void> retries(coproc::mpi_pool& pool) {
+  std::string a = new_gate();
+  int v = co_await pool.submit(crash_once, a);
+  EXPECT(v == 2);
+  std::string b = new_gate();
+  std::exception_ptr none;
+  try {
+    co_await pool.submit(coproc::retry_policy{}, crash_once, b);
+  } catch (...) {
+    none = std::current_exception();
+  }
+  EXPECT(crashed(none));
+  std::string c = new_gate();
+  int w = co_await pool.submit(coproc::retry_policy{.retries = 2}, crash_once, c);
+  EXPECT(w == 2);
+  co_await until([&] { return pool.stats().tasks_retried == 2; });  // the ranks report it
+  EXPECT(pool.stats().tasks_retried == 2);
+  for (const std::string& m : {a, b, c}) {
+    ::unlink(m.c_str());
+  }
+  std::printf("retries: ok\n");
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -462,6 +507,10 @@ int main(int argc, char** argv) {
   {
     coproc::mpi_pool pool(ctx.get_executor());
     run("submit_for", [&] { return per_call_deadline(pool); });
+  }
+  {
+    coproc::mpi_pool pool(ctx.get_executor(), {.retries = 1}, {.workers_per_rank = 1});
+    run("retries", [&] { return retries(pool); });
   }
   {
     coproc::mpi_pool pool(ctx.get_executor(), {.initializer = count_initializer});

@@ -17,6 +17,7 @@ struct rank_stats {
   std::size_t tasks_held = 0;        ///< tasks sent to the rank, reply not yet back
   std::uint64_t worker_crashes = 0;  ///< its workers that died unexpectedly
   std::uint64_t respawns = 0;        ///< its workers forked to replace another
+  std::uint64_t tasks_retried = 0;   ///< its tasks run again after a crash
   std::vector<pid_t> worker_pids;    ///< pids of its live workers, on its host
 };
 
