@@ -51,11 +51,12 @@ namespace coproc {
 /// stats().tasks_waiting) and max_payload (arguments; results are checked on
 /// the rank). On every worker rank's pool: task_timeout, stop_grace, max_tasks_per_worker,
 /// max_worker_rss, limits, start_method, idle_priority, ring_bytes, arena_keep,
-/// start_timeout, max_restarts, restart_period and initializer (run in every
-/// worker; it must be a plain function pointer, `+[] {...}` for a captureless
-/// lambda, because a closure cannot travel to another exec). Ignored:
-/// workers (mpi_options::workers_per_rank decides) and worker_output (the
-/// workers' output goes where the rank's goes, as mpirun forwards it).
+/// start_timeout, max_restarts, restart_period, retries, retry_timeouts and
+/// initializer (run in every worker; it must be a plain function pointer,
+/// `+[] {...}` for a captureless lambda, because a closure cannot travel to
+/// another exec). Ignored: workers (mpi_options::workers_per_rank decides)
+/// and worker_output (the workers' output goes where the rank's goes, as
+/// mpirun forwards it).
 ///
 /// The members (submit, async_submit, submit_for, map, map_unordered,
 /// async_shutdown, stats, size) are basic_pool's, documented there. What is
@@ -64,6 +65,11 @@ namespace coproc {
 ///   errc::function_mismatch for code outside the main executable,
 ///   coproc::worker_crashed_error whose rank() names the rank, and
 ///   errc::worker_crashed for an MPI error towards a rank;
+/// - retries (pool_options::retries, or a call's coproc::retry_policy, which
+///   travels with its task) happen on the task's rank, in its own pool: a task
+///   is not moved to another rank. A task that crashed on every attempt fails
+///   with a worker_crashed_error whose message lists every attempt, but whose
+///   attempts() holds only the last one's status (what crosses back);
 /// - cancellation (and submit_for's deadline): the handler gets
 ///   asio::error::operation_aborted at once; a task not yet sent is dropped,
 ///   a task on a rank is dropped there or, running, its worker is killed
