@@ -316,3 +316,23 @@ TEST_CASE("a cancelled task is not retried", "[retry]") {
     CHECK(s.tasks_cancelled == 1);
   });
 }
+
+TEST_CASE("a task stopped by a shutdown is not retried", "[retry]") {
+  reset_attempts();
+  coproc::test::run_async([](asio::io_context& ctx) -> asio::awaitable<void> {
+    process_pool pool(ctx.get_executor(), {.workers = 1, .retries = 3});
+    std::exception_ptr got;
+    bool done = false;
+    pool.async_submit(hang_first, 10, [&](std::exception_ptr e, int) {
+      got = e;
+      done = true;
+    });
+    co_await coproc::test::poll_until([] { return attempts() == 1; }, std::chrono::milliseconds(5),
+                                      2000);
+    co_await pool.async_shutdown(coproc::shutdown_mode::cancel, asio::use_awaitable);
+    co_await coproc::test::poll_until([&] { return done; }, std::chrono::milliseconds(5), 2000);
+    CHECK(code_of(got) == coproc::errc::pool_stopped);
+    CHECK(attempts() == 1);
+    CHECK(pool.stats().tasks_retried == 0);
+  });
+}
