@@ -1,9 +1,7 @@
 // The retry side of pool_core: whether a task whose worker died under it
 // runs again (pool_options::retries, coproc::retry_policy), and the error of
-// one whose every attempt failed (see docs/ARCHITECTURE.md, "Retries after a
-// crash").
-
-#include <signal.h>
+// one whose every attempt failed (see docs/ARCHITECTURE.md, "Lifecycle,
+// broken pools and restarts").
 
 #include <memory>
 #include <string>

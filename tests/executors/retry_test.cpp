@@ -16,6 +16,7 @@
 #include <string>
 
 #include "async_test.hpp"
+#include "coproc/executors/emitter.hpp"
 #include "coproc/executors/process_pool.hpp"
 #include "coproc/executors/retry_policy.hpp"
 #include "coproc/runtime/worker_crashed_error.hpp"
@@ -104,6 +105,12 @@ int throw_once() {
 
 int add(int a, int b) {
   return a + b;
+}
+
+void emit_then_crash(coproc::emitter<int>& out) {
+  attempts_word()->fetch_add(1);
+  out(1);
+  ::raise(SIGSEGV);
 }
 
 // Outside the coroutines that call them: GCC 12 reports a false
@@ -332,6 +339,27 @@ TEST_CASE("a task stopped by a shutdown is not retried", "[retry]") {
     co_await pool.async_shutdown(coproc::shutdown_mode::cancel, asio::use_awaitable);
     co_await coproc::test::poll_until([&] { return done; }, std::chrono::milliseconds(5), 2000);
     CHECK(code_of(got) == coproc::errc::pool_stopped);
+    CHECK(attempts() == 1);
+    CHECK(pool.stats().tasks_retried == 0);
+  });
+}
+
+TEST_CASE("a streaming task is never retried", "[retry]") {
+  reset_attempts();
+  coproc::test::run_async([](asio::io_context& ctx) -> asio::awaitable<void> {
+    process_pool pool(ctx.get_executor(), {.workers = 2, .retries = 2});
+    auto s = pool.stream(emit_then_crash);
+    int values = 0;
+    int signal = 0;
+    try {
+      while (auto v = co_await s.next()) {
+        ++values;
+      }
+    } catch (const coproc::worker_crashed_error& e) {
+      signal = e.status().signal;
+    }
+    CHECK(values == 1);  // read once: a second run would emit it again
+    CHECK(signal == SIGSEGV);
     CHECK(attempts() == 1);
     CHECK(pool.stats().tasks_retried == 0);
   });

@@ -100,8 +100,9 @@ struct pool_options {
   /// 0: a crash fails the task at once. Opt in only for idempotent tasks: a
   /// retried task starts over, and what its crashed attempt did before it died
   /// (a file written, a request sent) stays done. Never retried: the task's own
-  /// exception, a cancellation, a shutdown, a broken pool. A call can set its
-  /// own with coproc::retry_policy. stats().tasks_retried counts the retries.
+  /// exception, a cancellation, a shutdown, a broken pool, a streaming task.
+  /// A call can set its own with coproc::retry_policy. stats().tasks_retried
+  /// counts the retries.
   std::size_t retries = 0;
   /// Whether a task that ran past task_timeout (its worker killed) is retried
   /// within `retries` too; if its last attempt timed out it fails with

@@ -18,10 +18,12 @@ namespace coproc {
 ///
 /// What is retried: a worker that died while it ran the task (a signal, an
 /// exit of its own, an rlimit, the OOM killer). Never: the task's own
-/// exception, a cancellation, a shutdown, a pool that broke. A task that ran
-/// past pool_options::task_timeout only with `on_timeout`. When every attempt
-/// failed, the error is the last attempt's (a coproc::worker_crashed_error, or
-/// errc::task_timeout) and its message lists every attempt's reason.
+/// exception, a cancellation, a shutdown, a pool that broke, a streaming
+/// task (pool.stream: its reader saw the values of the attempt that crashed).
+/// A task that ran past pool_options::task_timeout only with `on_timeout`.
+/// When every attempt failed, the error is the last attempt's (a
+/// coproc::worker_crashed_error, or errc::task_timeout) and its message lists
+/// every attempt's reason.
 struct retry_policy {
   /// Attempts after the first (0: the task fails with its first crash).
   std::size_t retries = 0;

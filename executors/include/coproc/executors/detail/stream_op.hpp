@@ -22,6 +22,7 @@
 #include "coproc/executors/detail/stream_state.hpp"
 #include "coproc/executors/detail/task_op.hpp"
 #include "coproc/executors/emitter.hpp"
+#include "coproc/executors/retry_policy.hpp"
 #include "coproc/ipc/codec.hpp"
 #include "coproc/runtime/errc.hpp"
 
@@ -59,6 +60,9 @@ class stream_op final : public task_op {
       : wire_(to_wire(f)), args_(std::move(args)), state_(std::move(shared)), work_(ex) {
     thunk_fn fn = &run_stream_task<F, T, Args...>;
     thunk = code_offset(reinterpret_cast<const void*>(fn));
+    // Whatever pool_options::retries says: a second run would emit again
+    // what the reader already took from the attempt that crashed.
+    retry = retry_policy{};
   }
 
   void bind_cancellation(task_canceller& pool) override {
