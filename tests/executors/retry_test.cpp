@@ -288,19 +288,21 @@ TEST_CASE("a task past task_timeout is retried only when asked", "[retry]") {
 
 namespace {
 
-// Submits a hanging task, cancels it once it runs, and returns its error.
-asio::awaitable<std::exception_ptr> cancel_once_running(process_pool& pool) {
-  asio::cancellation_signal cancel;
+// Submits a task that hangs, awaits `stop(signal)` once it runs (the signal
+// is bound to the task's cancellation slot), and returns the task's error.
+template <class Stop>
+asio::awaitable<std::exception_ptr> stop_once_running(process_pool& pool, Stop stop) {
+  asio::cancellation_signal signal;
   std::exception_ptr got;
   bool done = false;
   pool.async_submit(hang_first, 10,
-                    asio::bind_cancellation_slot(cancel.slot(), [&](std::exception_ptr e, int) {
+                    asio::bind_cancellation_slot(signal.slot(), [&](std::exception_ptr e, int) {
                       got = e;
                       done = true;
                     }));
   co_await coproc::test::poll_until([] { return attempts() == 1; }, std::chrono::milliseconds(5),
                                     2000);
-  cancel.emit(asio::cancellation_type::terminal);
+  co_await stop(signal);
   co_await coproc::test::poll_until([&] { return done; }, std::chrono::milliseconds(5), 2000);
   co_return got;
 }
@@ -311,7 +313,11 @@ TEST_CASE("a cancelled task is not retried", "[retry]") {
   reset_attempts();
   coproc::test::run_async([](asio::io_context& ctx) -> asio::awaitable<void> {
     process_pool pool(ctx.get_executor(), {.workers = 1, .retries = 3, .retry_timeouts = true});
-    std::exception_ptr got = co_await cancel_once_running(pool);
+    std::exception_ptr got =
+        co_await stop_once_running(pool, [](asio::cancellation_signal& s) -> asio::awaitable<void> {
+          s.emit(asio::cancellation_type::terminal);
+          co_return;
+        });
     CHECK(code_of(got) == asio::error::operation_aborted);
     // One worker: this task runs once the killed worker's death was
     // accounted and its replacement forked.
@@ -328,16 +334,10 @@ TEST_CASE("a task stopped by a shutdown is not retried", "[retry]") {
   reset_attempts();
   coproc::test::run_async([](asio::io_context& ctx) -> asio::awaitable<void> {
     process_pool pool(ctx.get_executor(), {.workers = 1, .retries = 3});
-    std::exception_ptr got;
-    bool done = false;
-    pool.async_submit(hang_first, 10, [&](std::exception_ptr e, int) {
-      got = e;
-      done = true;
-    });
-    co_await coproc::test::poll_until([] { return attempts() == 1; }, std::chrono::milliseconds(5),
-                                      2000);
-    co_await pool.async_shutdown(coproc::shutdown_mode::cancel, asio::use_awaitable);
-    co_await coproc::test::poll_until([&] { return done; }, std::chrono::milliseconds(5), 2000);
+    std::exception_ptr got =
+        co_await stop_once_running(pool, [&](asio::cancellation_signal&) -> asio::awaitable<void> {
+          co_await pool.async_shutdown(coproc::shutdown_mode::cancel, asio::use_awaitable);
+        });
     CHECK(code_of(got) == coproc::errc::pool_stopped);
     CHECK(attempts() == 1);
     CHECK(pool.stats().tasks_retried == 0);
