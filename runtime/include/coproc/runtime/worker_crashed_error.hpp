@@ -34,11 +34,12 @@ class worker_crashed_error : public std::system_error {
   worker_crashed_error(const exit_status& status, const std::string& what, int rank = -1)
       : worker_crashed_error(std::vector<exit_status>{status}, what, rank) {}
 
-  /// A task that crashed on every attempt: `attempts` in order, the last one
-  /// not empty.
+  /// A task that crashed on every attempt: how each attempt's worker ended,
+  /// first to last (an empty vector counts as one attempt of unknown end).
   worker_crashed_error(std::vector<exit_status> attempts, const std::string& what, int rank = -1)
       : std::system_error(make_error_code(errc::worker_crashed), what),
-        attempts_(std::make_shared<const std::vector<exit_status>>(std::move(attempts))),
+        attempts_(std::make_shared<const std::vector<exit_status>>(
+            attempts.empty() ? std::vector<exit_status>(1) : std::move(attempts))),
         rank_(rank) {}
 
   /// How the worker ended (signal or exit status, core dump, max RSS in KiB);
