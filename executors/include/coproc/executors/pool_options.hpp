@@ -106,7 +106,9 @@ struct pool_options {
   std::size_t retries = 0;
   /// Whether a task that ran past task_timeout (its worker killed) is retried
   /// within `retries` too; if its last attempt timed out it fails with
-  /// errc::task_timeout, its message listing every attempt.
+  /// errc::task_timeout, its message listing every attempt. Not with a
+  /// stop_grace: a task asked to stop is never retried (it ends with
+  /// task_stopped_error, carrying what it did).
   bool retry_timeouts = false;
   /// The bound on waiting for a worker: while tasks wait, a worker that has
   /// not finished starting (fork and initializer) this long after it was asked
