@@ -364,3 +364,24 @@ TEST_CASE("a streaming task is never retried", "[retry]") {
     CHECK(pool.stats().tasks_retried == 0);
   });
 }
+
+TEST_CASE("a task asked to stop at its timeout is not retried", "[retry]") {
+  using namespace std::chrono_literals;
+  reset_attempts();
+  coproc::test::run_async([](asio::io_context& ctx) -> asio::awaitable<void> {
+    process_pool pool(ctx.get_executor(), {.workers = 2,
+                                           .task_timeout = 200ms,
+                                           .stop_grace = 100ms,
+                                           .retries = 2,
+                                           .retry_timeouts = true});
+    std::error_code code;
+    try {
+      co_await pool.submit(hang_first, 10);  // ignores the request: killed after the grace
+    } catch (const std::system_error& e) {
+      code = e.code();
+    }
+    CHECK(code == coproc::errc::task_timeout);
+    CHECK(attempts() == 1);
+    CHECK(pool.stats().tasks_retried == 0);
+  });
+}
