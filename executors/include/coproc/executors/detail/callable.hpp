@@ -196,8 +196,9 @@ class result_writer : public emit_sink {
 /// arguments, call, write the result. Exceptions propagate to the worker loop.
 using thunk_fn = void (*)(std::span<const std::byte> body, result_writer& out);
 
+/// A task body decoded: the callable as it crossed, then the arguments.
 template <class F, class... Args>
-void run_task(std::span<const std::byte> body, result_writer& out) {
+std::tuple<callable_wire_t<F>, Args...> decode_task_body(std::span<const std::byte> body) {
   coproc::decoder in(body);
   // Braces: the callable, then the arguments, left to right.
   std::tuple<callable_wire_t<F>, Args...> parts{in.template decode<callable_wire_t<F>>(),
@@ -205,6 +206,12 @@ void run_task(std::span<const std::byte> body, result_writer& out) {
   if (in.remaining() != 0) {
     throw std::system_error(coproc::errc::frame_corrupt, "trailing bytes after task arguments");
   }
+  return parts;
+}
+
+template <class F, class... Args>
+void run_task(std::span<const std::byte> body, result_writer& out) {
+  auto parts = decode_task_body<F, Args...>(body);
   const F f = from_wire<F>(std::get<0>(parts));
   auto call = [&]<std::size_t... I>(std::index_sequence<I...>)->decltype(auto) {
     return std::invoke(f, std::move(std::get<I + 1>(parts))...);

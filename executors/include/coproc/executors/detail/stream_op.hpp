@@ -33,12 +33,7 @@ namespace coproc::detail {
 /// (empty) result. Exceptions propagate to the worker loop.
 template <class F, class T, class... Args>
 void run_stream_task(std::span<const std::byte> body, result_writer& out) {
-  coproc::decoder in(body);
-  std::tuple<callable_wire_t<F>, Args...> parts{in.template decode<callable_wire_t<F>>(),
-                                                in.template decode<Args>()...};
-  if (in.remaining() != 0) {
-    throw std::system_error(coproc::errc::frame_corrupt, "trailing bytes after task arguments");
-  }
+  auto parts = decode_task_body<F, Args...>(body);
   const F f = from_wire<F>(std::get<0>(parts));
   coproc::emitter<T> emit(out);
   [&]<std::size_t... I>(std::index_sequence<I...>) {
