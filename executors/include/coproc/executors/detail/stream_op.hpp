@@ -47,30 +47,24 @@ void run_stream_task(std::span<const std::byte> body, result_writer& out) {
 /// are decoded at once (a worker's next frame may reuse the ring space) and
 /// published to the reader in one batch per drain; the end follows them.
 template <class F, class T, class... Args>
-class stream_op final : public task_op {
+class stream_op final : public encoded_task<F, Args...> {
  public:
   /// `ex`: the pool's executor, kept busy until the task ended.
   stream_op(const asio::any_io_executor& ex, F f, std::tuple<Args...> args,
             std::shared_ptr<stream_state<T>> shared)
-      : wire_(to_wire(f)), args_(std::move(args)), state_(std::move(shared)), work_(ex) {
+      : encoded_task<F, Args...>(std::move(f), std::move(args)),
+        state_(std::move(shared)),
+        work_(ex) {
     thunk_fn fn = &run_stream_task<F, T, Args...>;
-    thunk = code_offset(reinterpret_cast<const void*>(fn));
+    this->thunk = code_offset(reinterpret_cast<const void*>(fn));
     // Whatever pool_options::retries says: a second run would emit again
     // what the reader already took from the attempt that crashed.
-    retry = retry_policy{};
+    this->retry = retry_policy{};
   }
 
   void bind_cancellation(task_canceller& pool) override {
-    state_->id = id;
+    state_->id = this->id;
     state_->pool = &pool;
-  }
-
-  std::size_t body_size() const override {
-    return std::apply([&](const auto&... a) { return coproc::encoded_size(wire_, a...); }, args_);
-  }
-
-  void encode_body(std::span<std::byte> out) const override {
-    std::apply([&](const auto&... a) { coproc::encode(out, wire_, a...); }, args_);
   }
 
   void emitted(std::span<const std::byte> value) override {
@@ -116,13 +110,11 @@ class stream_op final : public task_op {
       error = error ? error : std::current_exception();
     }
     held_error_ = std::move(error);
-    if (!hold_delivery) {
+    if (!this->hold_delivery) {
       deliver(false);
     }
   }
 
-  callable_wire_t<F> wire_;
-  std::tuple<Args...> args_;
   std::shared_ptr<stream_state<T>> state_;
   std::vector<T> pending_;  // decoded, not yet published
   std::exception_ptr held_error_;

@@ -128,19 +128,39 @@ constexpr std::size_t storage_donor() {
 template <class R>
 using completion_value_t = std::conditional_t<std::is_void_v<R>, std::tuple<>, std::tuple<R>>;
 
+/// What every typed task keeps to send itself: the callable as it crosses
+/// and the arguments, encoded into a task body at each send (a retried task
+/// is encoded again).
+template <class F, class... Args>
+class encoded_task : public task_op {
+ public:
+  std::size_t body_size() const override {
+    return std::apply([&](const auto&... a) { return coproc::encoded_size(wire_, a...); }, args_);
+  }
+
+  void encode_body(std::span<std::byte> out) const override {
+    std::apply([&](const auto&... a) { coproc::encode(out, wire_, a...); }, args_);
+  }
+
+ protected:
+  encoded_task(F f, std::tuple<Args...> args) : wire_(to_wire(f)), args_(std::move(args)) {}
+
+  callable_wire_t<F> wire_;  // the callable as it crosses
+  std::tuple<Args...> args_;
+};
+
 /// The typed task: callable, arguments and the user's completion handler.
 template <class F, class Handler, class... Args>
-class submit_op final : public task_op {
+class submit_op final : public encoded_task<F, Args...> {
  public:
   using result_type = task_result_t<F, Args...>;
 
   /// `ex` is the pool's executor: the handler's default associated executor.
   submit_op(const asio::any_io_executor& ex, F f, std::tuple<Args...> args, Handler handler)
-      : wire_(to_wire(f)),
-        args_(std::move(args)),
+      : encoded_task<F, Args...>(std::move(f), std::move(args)),
         handler_(std::move(handler)),
         work_(asio::get_associated_executor(handler_, ex)) {
-    thunk = thunk_offset<F, Args...>();
+    this->thunk = thunk_offset<F, Args...>();
   }
 
   /// Connects the handler's cancellation slot to the pool.
@@ -149,14 +169,6 @@ class submit_op final : public task_op {
     if (slot.is_connected()) {
       slot.assign([pool = &pool, id = this->id](asio::cancellation_type) { pool->cancel(id); });
     }
-  }
-
-  std::size_t body_size() const override {
-    return std::apply([&](const auto&... a) { return coproc::encoded_size(wire_, a...); }, args_);
-  }
-
-  void encode_body(std::span<std::byte> out) const override {
-    std::apply([&](const auto&... a) { coproc::encode(out, wire_, a...); }, args_);
   }
 
   void drop() noexcept override {
@@ -205,7 +217,7 @@ class submit_op final : public task_op {
   result_type decode_result(std::span<const std::byte> bytes) {
     constexpr std::size_t donor = storage_donor<result_type, Args...>();
     if constexpr (donor < sizeof...(Args)) {
-      result_type value = std::move(std::get<donor>(args_));
+      result_type value = std::move(std::get<donor>(this->args_));
       decode_into(bytes, value);
       return value;
     } else {
@@ -220,7 +232,7 @@ class submit_op final : public task_op {
     if constexpr (sizeof...(V) == 1) {
       held_value_.emplace(std::forward<V>(value)...);
     }
-    if (!hold_delivery) {
+    if (!this->hold_delivery) {
       deliver(false);
     }
   }
@@ -245,8 +257,6 @@ class submit_op final : public task_op {
 
   using held_t = std::conditional_t<std::is_void_v<result_type>, char, result_type>;
 
-  callable_wire_t<F> wire_;  // the callable as it crosses
-  std::tuple<Args...> args_;
   Handler handler_;
   std::exception_ptr held_error_;
   std::optional<held_t> held_value_;
