@@ -160,10 +160,8 @@ void pool_core::on_timeout(worker_rec& w) {
   std::uint64_t running = w.channel.shared->running_id.load(std::memory_order_acquire);
   std::int64_t started = w.channel.shared->started_ns.load(std::memory_order_acquire);
   auto elapsed = std::chrono::nanoseconds(monotonic_ns() - started);
-  auto it = std::find_if(w.inflight.begin(), w.inflight.end(),
-                         [&](task_op* op) { return op->id == running; });
-  if (running != 0 && it != w.inflight.end() && elapsed >= options_.task_timeout && !w.killing) {
-    task_op* op = *it;
+  task_op* op = w.inflight_op(running);
+  if (op != nullptr && elapsed >= options_.task_timeout && !w.killing) {
     if (ask_to_stop(w, *op, stop_reason::timed_out)) {
       return;
     }

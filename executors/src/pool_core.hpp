@@ -7,6 +7,7 @@
 #include <sys/types.h>
 #include <sys/wait.h>
 
+#include <algorithm>
 #include <asio/any_io_executor.hpp>
 #include <asio/posix/stream_descriptor.hpp>
 #include <asio/steady_timer.hpp>
@@ -87,6 +88,14 @@ struct worker_rec {
   std::string init_error;         // what its initializer threw, as it told us
   load_links loads;               // its place in pool_core::loads_
   bool touched = false;           // sent to during the current pump(): ring it once
+
+  /// The task in flight here with `id`, or null (ended, withdrawn, or an id
+  /// the worker made up).
+  task_op* inflight_op(std::uint64_t id) const {
+    auto it = std::find_if(inflight.begin(), inflight.end(),
+                           [id](const task_op* op) { return op->id == id; });
+    return it == inflight.end() ? nullptr : *it;
+  }
 };
 
 class pool_core final : public std::enable_shared_from_this<pool_core>, public task_canceller {

@@ -58,12 +58,10 @@ void pool_core::drain(worker_rec& w) {
             w.init_error = "an exception that did not decode";
           }
         }
-        auto it = std::find_if(w.inflight.begin(), w.inflight.end(),
-                               [&](task_op* op) { return op->id == h.id; });
-        if (it == w.inflight.end()) {
+        task_op* op = w.inflight_op(h.id);
+        if (op == nullptr) {
           return;  // withdrawn, timed out, or an id the worker made up
         }
-        task_op* op = *it;
         if (op == emitting) {
           emitting = nullptr;  // its end publishes what it holds
         }
@@ -88,12 +86,11 @@ task_op* pool_core::take_emitted(worker_rec& w, const result_header& h,
     if (emitting != nullptr && !publish_emitted(w, emitting)) {
       emitting = nullptr;
     }
-    auto it = std::find_if(w.inflight.begin(), w.inflight.end(),
-                           [&](task_op* op) { return op->id == h.id; });
-    if (it == w.inflight.end()) {
+    task_op* op = w.inflight_op(h.id);
+    if (op == nullptr) {
       return emitting;  // a task already ended (cancelled, timed out) or a made-up id
     }
-    emitting = *it;
+    emitting = op;
   }
   if (!valid) {
     fail_emitter(w, emitting, error(coproc::errc::frame_corrupt, "emitted frame past its ring"));
@@ -141,17 +138,15 @@ void pool_core::fail_corrupt_worker(worker_rec& w) {
     return;
   }
   std::uint64_t running = w.channel.shared->running_id.load(std::memory_order_acquire);
-  auto it = std::find_if(w.inflight.begin(), w.inflight.end(),
-                         [&](task_op* op) { return op->id == running; });
-  if (it == w.inflight.end() && !w.inflight.empty()) {
+  task_op* op = w.inflight_op(running);
+  if (op == nullptr && !w.inflight.empty()) {
     // running_id is the worker's to write too: when it names no task in
     // flight, the oldest one (a worker takes frames in order) is blamed.
-    it = w.inflight.begin();
-    running = (*it)->id;
+    op = w.inflight.front();
+    running = op->id;
   }
   kill(w, running);
-  if (running != 0 && it != w.inflight.end()) {
-    task_op* op = *it;
+  if (op != nullptr) {
     remove_inflight(w, op);
     ledger_.fail(op, error(coproc::errc::frame_corrupt, "worker wrote a corrupt result frame"));
   }
