@@ -16,6 +16,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <exception>
+#include <iterator>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -62,13 +63,12 @@ struct stream_state : std::enable_shared_from_this<stream_state<T>> {
     }
     received += batch.size();
     if (values.empty()) {
-      values.swap(batch);
+      values.swap(batch);  // the reader took everything: hand the buffer over whole
     } else {
-      for (T& v : batch) {
-        values.push_back(std::move(v));
-      }
-      batch.clear();
+      values.insert(values.end(), std::make_move_iterator(batch.begin()),
+                    std::make_move_iterator(batch.end()));
     }
+    batch.clear();
     wake_consumer();
   }
 
