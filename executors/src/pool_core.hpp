@@ -35,6 +35,7 @@
 #include "coproc/executors/pool_stats.hpp"
 #include "coproc/executors/process_pool.hpp"
 #include "coproc/runtime/child_process.hpp"
+#include "coproc/runtime/detail/usable_cpus.hpp"
 #include "coproc/runtime/errc.hpp"
 #include "coproc/runtime/exit_status.hpp"
 #include "coproc/runtime/mapped_region.hpp"
@@ -47,6 +48,15 @@ namespace coproc::detail {
 /// Tasks sent to one worker and not finished, at most.
 inline constexpr std::size_t pipeline_depth = 32;
 static_assert(pipeline_depth <= 64, "worker_loads keeps one bit per level in a 64-bit word");
+
+/// Recent tasks that ran shorter than this, on average, cost less than
+/// waking a sleeping worker for each across CPUs (30-50 us here, see
+/// peer_spin.hpp): a pool with more workers than CPUs then queues them
+/// behind its busy workers (pool_core::pick).
+inline constexpr std::int64_t short_task_ns = 20'000;
+/// A task running this long has tasks queued behind it moved to idle
+/// workers (pool_core::rebalance).
+inline constexpr std::int64_t long_task_ns = 1'000'000;
 
 inline std::exception_ptr error(coproc::errc e, const std::string& what) {
   return std::make_exception_ptr(std::system_error(e, what));
@@ -122,6 +132,8 @@ class pool_core final : public std::enable_shared_from_this<pool_core>, public t
   void accept(task_op* op);
   void pump();
   worker_rec* pick(const task_op& op);
+  void rebalance();
+  std::size_t move_queued(worker_rec& w);
   bool send(worker_rec& w, task_op* op, std::size_t size);
   void drain();
   void drain(worker_rec& w);
@@ -229,6 +241,11 @@ class pool_core final : public std::enable_shared_from_this<pool_core>, public t
   bool reports_armed_ = false;
   bool listening_ = false;
   std::int64_t recent_latency_ns_ = 0;
+  // The average of recent tasks' run times as their workers reported them
+  // (a hint, clamped): pick() packs short tasks. It starts long: until
+  // results show otherwise, tasks spread over every worker.
+  std::int64_t recent_run_ns_ = long_task_ns;
+  std::size_t cpus_ = usable_cpus();
   std::optional<asio::steady_timer> rest_timer_{std::in_place, ex_};  // reset with the context
   pool_state state_ = pool_state::running;
   std::exception_ptr broken_error_;  // what a broken pool fails tasks with

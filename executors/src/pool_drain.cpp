@@ -159,6 +159,7 @@ void pool_core::remove_inflight(worker_rec& w, task_op* op) {
     end_stop(w);
   }
   loads_.update(w, true);  // relieved: likely still spinning for its next task
+  spawn_the_rest();        // the first task is back: the others may fork now
 }
 
 void pool_core::finish(worker_rec& w, task_op* op, const result_header& h,
@@ -166,6 +167,8 @@ void pool_core::finish(worker_rec& w, task_op* op, const result_header& h,
   // An average of recent send-to-result times decides whether spinning pays.
   std::int64_t latency = monotonic_ns() - op->sent_ns;
   recent_latency_ns_ += (latency - recent_latency_ns_) / 8;
+  std::int64_t run = std::clamp<std::int64_t>(h.run_ns, 0, long_task_ns);  // the worker's word
+  recent_run_ns_ += (run - recent_run_ns_) / 8;
   start_failures_ = 0;  // a worker ran a task: starts do not always fail
   if (op->stopped == stop_reason::none) {
     ledger_.complete(op, h.status == result_value, body);

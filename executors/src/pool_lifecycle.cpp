@@ -106,7 +106,9 @@ void pool_core::on_report(const zygote_report& r) {
       if (w.killing || state_ == pool_state::broken) {
         kill(w, w.kill_target);
       }
-      spawn_the_rest();
+      if (w.inflight.empty()) {
+        spawn_the_rest();  // else once its first task is back: the forks would slow it
+      }
       break;
     case report_exited:
       on_worker_exit(w, to_exit_status(r));

@@ -23,12 +23,14 @@
 #include <asio/posix/stream_descriptor.hpp>
 #include <asio/query.hpp>
 #include <asio/read.hpp>
+#include <algorithm>
 #include <atomic>
 #include <deque>
 #include <mutex>
 #include <string>
 #include <unordered_map>
 #include <utility>
+#include <vector>
 
 #include "coproc/ipc/detail/peer_spin.hpp"
 #include "coproc/ipc/remote_error.hpp"
@@ -207,6 +209,7 @@ void pool_core::on_rest_check() {
   }
   if (!idle()) {
     check_starts();
+    rebalance();
     arm_rest_check();
     // A doorbell a worker failed to ring (its fd closed by a task, or the
     // flags or the ready set overwritten in shared memory) delays a result
@@ -251,15 +254,71 @@ void pool_core::give_back_arenas() {
   }
 }
 
+// A pool with more workers than CPUs, fed short tasks, keeps about as many
+// workers busy as there are CPUs and queues further tasks behind them: one
+// more sleeping worker woken per task would cost the parent a futex wake each
+// and gain no parallelism (issue 19). rebalance() moves tasks out from
+// behind one that turned out long.
+//
 // A second task before the first worker was reported forked starts the
 // others now: a burst of tasks at start must not all queue at worker 0.
 worker_rec* pool_core::pick(const task_op& op) {
-  worker_rec* w = loads_.pick(op.in_arena);
+  bool pack = workers_.size() > cpus_ && !op.in_arena && recent_run_ns_ < short_task_ns &&
+              loads_.busy() >= cpus_;
+  worker_rec* w = pack ? loads_.pick(false, 1) : nullptr;
+  if (w == nullptr) {
+    w = loads_.pick(op.in_arena);
+  }
   if (deferred_spawns_ && (w == nullptr || !w->inflight.empty())) {
     spawn_the_rest();
     w = loads_.pick(op.in_arena);
   }
   return w;
+}
+
+// Tasks queued behind one that has run for long_task_ns go back to the
+// queue while workers idle, so pump() sends them to those: packing (pick)
+// must not leave a task waiting behind a long one. Runs at the pool's check,
+// every rest_interval while tasks are out.
+void pool_core::rebalance() {
+  if (loads_.idle() == 0) {
+    return;
+  }
+  std::size_t moved = 0;
+  for (auto& w : workers_) {
+    moved += move_queued(*w);
+  }
+  if (moved != 0) {
+    pump();
+  }
+}
+
+// Withdraws the frames `w` has not taken, when the task it runs is long.
+std::size_t pool_core::move_queued(worker_rec& w) {
+  if (w.inflight.size() < 2 || w.st != worker_rec::state::running || w.killing) {
+    return 0;
+  }
+  const slot_shared& shared = *w.channel.shared;
+  std::uint64_t running = shared.running_id.load(std::memory_order_acquire);
+  std::int64_t ran = monotonic_ns() - shared.started_ns.load(std::memory_order_relaxed);
+  if (running == 0 || ran < long_task_ns) {
+    return 0;
+  }
+  recent_run_ns_ = std::max(recent_run_ns_, long_task_ns);  // stop packing now
+  std::vector<task_op*> queued;
+  for (task_op* op : w.inflight) {
+    if (op->id != running && op->stopped == stop_reason::none &&
+        w.channel.withdraw({op->state, op->seq})) {
+      queued.push_back(op);
+    }
+  }
+  for (task_op* op : queued) {
+    remove_inflight(w, op);
+    op->worker = -1;
+    op->state = nullptr;
+  }
+  ledger_.requeue(queued);
+  return queued.size();
 }
 
 // A queued task that cannot be sent fails alone; the pool goes on.

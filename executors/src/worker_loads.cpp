@@ -27,6 +27,8 @@ void worker_loads::file(worker_rec& w, int level, bool front) {
     return;
   }
   w.loads.level = level;
+  ++filed_;
+  idle_ += level == 0 ? 1 : 0;
   worker_rec*& head = heads_[static_cast<std::size_t>(level)];
   if (head == nullptr) {
     head = &w;
@@ -61,11 +63,13 @@ void worker_loads::unlink(worker_rec& w) {
       head = w.loads.next;
     }
   }
+  --filed_;
+  idle_ -= w.loads.level == 0 ? 1 : 0;
   w.loads = {};
 }
 
-worker_rec* worker_loads::pick(bool needs_arena) {
-  for (std::size_t from = 0; from < heads_.size();) {
+worker_rec* worker_loads::pick(bool needs_arena, int min_load) {
+  for (auto from = static_cast<std::size_t>(min_load); from < heads_.size();) {
     std::uint64_t levels = filled_ >> from << from;  // read anew: a stale entry moves
     if (levels == 0) {
       return nullptr;

@@ -39,9 +39,14 @@ class worker_loads {
   /// take a task (dead, being killed, full). `front`: see the top comment.
   void update(worker_rec& w, bool front);
 
-  /// A worker with the fewest tasks in flight (with a free input arena when
-  /// `needs_arena`), or nullptr.
-  worker_rec* pick(bool needs_arena);
+  /// A worker with the fewest tasks in flight, at least `min_load` of them
+  /// (with a free input arena when `needs_arena`), or nullptr.
+  worker_rec* pick(bool needs_arena, int min_load = 0);
+
+  /// Workers filed with at least one task in flight (not counting full ones).
+  std::size_t busy() const { return filed_ - idle_; }
+  /// Workers filed with no task in flight.
+  std::size_t idle() const { return idle_; }
 
  private:
   static int level_of(const worker_rec& w);
@@ -49,6 +54,8 @@ class worker_loads {
   void unlink(worker_rec& w);
   std::vector<worker_rec*> heads_;  // one list per level below the depth
   std::uint64_t filled_ = 0;        // bit L: heads_[L] is not empty
+  std::size_t filed_ = 0;           // workers in every list
+  std::size_t idle_ = 0;            // of them in heads_[0]
 };
 
 }  // namespace coproc::detail

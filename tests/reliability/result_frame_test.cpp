@@ -31,7 +31,7 @@ constexpr std::size_t max_payload = 64 * 1024;
 constexpr std::uint64_t forged_value = 0xC0FFEE;
 
 /// Runs in the (only) worker: publishes, before its real result (1), a result
-/// frame of 8 payload bytes whose first 24 bytes (a result_header, read past
+/// frame of 8 payload bytes whose first 32 bytes (a result_header, read past
 /// the frame's end) claim this task's id and an inline body of 8 bytes, which
 /// lie past the frame too and hold `forged_value`.
 std::uint64_t forge_short_result() {
@@ -42,7 +42,7 @@ std::uint64_t forge_short_result() {
   coproc::detail::pool_geometry g{1, ring_bytes, max_payload};
   coproc::detail::slot_channel slot = coproc::detail::slot_at(base, g, 0);
   coproc::detail::result_header h{slot.shared->running_id.load(), coproc::detail::result_value, 0,
-                                  sizeof forged_value};
+                                  sizeof forged_value, 0};
   std::span<std::byte> frame = slot.results.try_reserve(8);
   if (frame.data() == nullptr) {
     return 4;
@@ -75,8 +75,8 @@ std::uint64_t forge_short_result() {
 
 TEST_CASE("a result frame shorter than its header fails the task cleanly", "[reliability][fuzz]") {
   // Regression (fixed in a0af2e5, executors/src/process_pool.cpp, pool_core::drain): drain
-  // memcpy()s sizeof(result_header) = 24 bytes from a frame without checking
-  // frame.size() >= 24, and checks an inline body with
+  // memcpy()s sizeof(result_header) bytes from a frame without checking
+  // frame.size() >= sizeof(result_header), and checks an inline body with
   // `h.body_size <= frame.size() - sizeof h`, which wraps around when the
   // frame is shorter than the header, so any body_size passes and the decoder
   // reads past the frame (here: it returns 8 bytes from outside the frame as

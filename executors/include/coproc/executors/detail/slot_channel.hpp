@@ -373,7 +373,8 @@ class slot_channel {
         return false;
       }
     }
-    result_header h{id, status, out_place_, n};
+    std::int64_t run_ns = monotonic_ns() - shared->started_ns.load(std::memory_order_relaxed);
+    result_header h{id, status, out_place_, n, run_ns};
     std::memcpy(out_frame_, &h, sizeof h);
     results.commit(in_frame ? sizeof h + n : sizeof h);
     if (out_place_ == result_in_output_arena) {

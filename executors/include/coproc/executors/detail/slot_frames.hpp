@@ -30,6 +30,9 @@ struct result_header {
   std::uint32_t status;  // result_status
   std::uint32_t place;   // result_place
   std::uint64_t body_size;
+  // How long the task ran in the worker (ns). The worker's own figure, so
+  // the parent uses it only to place tasks (worker_loads), never trusts it.
+  std::int64_t run_ns;
 };
 
 /// Where a result frame's body lies.
