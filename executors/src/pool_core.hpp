@@ -237,6 +237,7 @@ class pool_core final : public std::enable_shared_from_this<pool_core>, public t
   // of each is, whatever the lifecycle; listening_ says whether the pool
   // keeps them armed at all (it rests when idle, in every state but closed).
   bool doorbell_armed_ = false;
+  std::uint64_t doorbell_count_ = 0;  // the eventfd's count, read and dropped
   bool drain_posted_ = false;
   bool reports_armed_ = false;
   bool listening_ = false;

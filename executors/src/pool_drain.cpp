@@ -218,17 +218,20 @@ void pool_core::wait_doorbell() {
   if (doorbell_armed_) {
     return;
   }
+  // A read, not a wait then a read: Asio re-arms a wait on the descriptor
+  // with an epoll_ctl each time, where a read tries the eventfd first and
+  // needs nothing more once it is registered (one system call less per
+  // sleep of the loop, the one-core round trip's cost: issue 19).
   doorbell_armed_ = true;
-  doorbell_->async_wait(
-      asio::posix::stream_descriptor::wait_read, [self = shared_from_this()](std::error_code ec) {
+  doorbell_->async_read_some(
+      asio::buffer(&doorbell_count_, sizeof doorbell_count_),
+      [self = shared_from_this()](std::error_code ec, std::size_t) {
         self->locked(true, [&] {
           self->doorbell_armed_ = false;
           if (ec || self->closed()) {
             self->listen_or_rest();
             return;
           }
-          std::uint64_t count;
-          [[maybe_unused]] ssize_t n = ::read(self->doorbell_fd_.get(), &count, sizeof count);
           self->on_doorbell();
         });
       });

@@ -147,6 +147,14 @@ void pool_core::accept(task_op* op) {
   // leaves its result for the check in wait_doorbell, saving two syscalls.
   sleep_flag(header_->parent_sleeping).cancel();
   pump();
+  // A lone task on one CPU: the worker woken by pump() ran it before pump()
+  // returned, so its result is taken here, under the lock already held,
+  // instead of by a drain posted to the loop (a pass of the caller's loop
+  // less per round trip). Not with more tasks out: they come back in
+  // batches, which draining per submit would break up.
+  if (ledger_.size() == 1 && any_results()) {
+    drain();
+  }
   if (listening_) {
     wait_doorbell();
   } else {

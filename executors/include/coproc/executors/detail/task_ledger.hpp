@@ -100,6 +100,8 @@ class task_ledger {
 
   task_op* find(std::uint64_t id) const;
   bool empty() const { return ops_.empty(); }
+  /// Tasks accepted and not settled: queued, waiting, or in a worker.
+  std::size_t size() const { return ops_.size(); }
   std::size_t queued() const { return queue_.size(); }
   std::size_t waiting() const { return waiting_.size(); }
 
