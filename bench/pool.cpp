@@ -188,14 +188,27 @@ void group_tput() {
     for (std::size_t i = 0; i < many; ++i) {
       in[i] = static_cast<int>(i);
     }
-    auto t0 = clock_type::now();
-    auto out = co_await pool.map(noop, in);
-    emit("noop_tput_map", "coproc map (auto chunks)",
-         static_cast<double>(out.size()) / seconds_since(t0), "tasks/s", "higher",
-         ", \"tasks\": " + std::to_string(out.size()));
+    // The first map on a pool beside the warm median of the next five: the
+    // first touches the rings' and arenas' shared pages for the first time
+    // (a user's first call pays that), the limit's arrays are faulted in
+    // before it is timed.
+    std::vector<double> rates;
+    std::vector<int> out;
+    for (int call = 0; call < 6; ++call) {
+      auto t0 = clock_type::now();
+      out = co_await pool.map(noop, in);
+      rates.push_back(static_cast<double>(out.size()) / seconds_since(t0));
+    }
+    const std::string tasks = ", \"tasks\": " + std::to_string(out.size());
+    emit("noop_tput_map_first", "coproc map (auto chunks), first call on the pool", rates[0],
+         "tasks/s", "higher", tasks);
+    rates.erase(rates.begin());
+    std::sort(rates.begin(), rates.end());
+    emit("noop_tput_map", "coproc map (auto chunks), warm median of 5", rates[rates.size() / 2],
+         "tasks/s", "higher", tasks);
 
     in.resize(few);
-    t0 = clock_type::now();
+    auto t0 = clock_type::now();
     out = co_await pool.map(noop, in, 1);
     emit("noop_tput_map", "coproc map(chunk_size=1)",
          static_cast<double>(out.size()) / seconds_since(t0), "tasks/s", "higher",

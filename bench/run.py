@@ -246,6 +246,7 @@ def issue_rows(cpus):
         ("rtt_p99 [free]", "submit round trip p99, free placement"),
         ("noop_tput_submit", "no-op tasks/s, single submits in flight"),
         ("noop_tput_map", "no-op tasks/s, map"),
+        ("noop_tput_map_first", "no-op tasks/s, map, first call on a new pool"),
         ("payload_rtt_8B", "payload round trip 8 B"),
         ("payload_rtt_4KiB", "payload round trip 4 KiB"),
         ("payload_rtt_1MiB", "payload round trip 1 MiB"),
@@ -328,6 +329,7 @@ def known_rows(cpus):
 # Cells that have no contender by design (row prefix -> kinds): shown as
 # "n/a", so that "not measured" always means a program failed or is missing.
 NOT_APPLICABLE = {
+    "noop_tput_map_first": ("peer", "limit"),  # coproc's own first call, beside its warm map
     "memcpy_64MiB": ("coproc", "peer"),  # a reference figure only
     "lock_async_uncontended": ("peer",),  # multiprocessing has no awaitable lock
     "lock_contended_overlap": ("limit",),  # a check on the contended run, not a rate
