@@ -147,12 +147,15 @@ void pool_core::accept(task_op* op) {
   // leaves its result for the check in wait_doorbell, saving two syscalls.
   sleep_flag(header_->parent_sleeping).cancel();
   pump();
-  // A lone task on one CPU: the worker woken by pump() ran it before pump()
-  // returned, so its result is taken here, under the lock already held,
-  // instead of by a drain posted to the loop (a pass of the caller's loop
-  // less per round trip). Not with more tasks out: they come back in
-  // batches, which draining per submit would break up.
-  if (ledger_.size() == 1 && any_results()) {
+  // A lone task sent to a worker on this CPU: woken by pump(), the worker
+  // ran it before pump() returned, so its result is taken here, under the
+  // lock already held, instead of by a drain posted to the loop (a pass of
+  // the caller's loop less per round trip). Not otherwise: with more tasks
+  // out, or a worker on another CPU, draining here only makes the loop
+  // sleep sooner, and a worker ring the eventfd more often.
+  if (ledger_.size() == 1 && last_sent_ != nullptr &&
+      last_sent_->channel.shared->worker_cpu.load(std::memory_order_relaxed) == current_cpu() &&
+      any_results()) {
     drain();
   }
   if (listening_) {
