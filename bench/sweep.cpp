@@ -4,7 +4,10 @@
 //
 // For each worker count W in 1, 2, 4, ... up to max(128, 16 x the allowed
 // CPUs), a fresh pool (default options but W workers):
-// - sweep_ready_wW: construct to the first result (ms);
+// - sweep_ready_wW: construct to the first result (ms), measured for every
+//   count first, before any load: the default start method forks the host,
+//   whose page tables grow with its heap (after the 2M-item maps below a
+//   pool took 2.5-3.2 ms here where a program's first pools take 1-1.8);
 // - sweep_submit_wW: no-op single submits per second, 2 x W coroutines each
 //   awaiting one submit at a time (at least 2);
 // - sweep_cpu_per_task_wW: the parent process's CPU (user + system, every
@@ -93,17 +96,26 @@ asio::awaitable<std::pair<double, double>> submits(coproc::process_pool& pool, s
   co_return std::pair{static_cast<double>(n) / secs, cpu / static_cast<double>(n) * 1e6};
 }
 
+std::string workers_field(std::size_t w) {
+  return ", \"workers\": " + std::to_string(w);
+}
+
+asio::awaitable<void> ready(std::size_t w) {
+  auto ex = co_await asio::this_coro::executor;
+  const auto t0 = clock_type::now();
+  coproc::process_pool pool(ex, {.workers = w});
+  co_await pool.submit(noop, 1);
+  emit("sweep_ready_w" + std::to_string(w), "coproc process_pool", seconds_since(t0) * 1e3, "ms",
+       "lower", workers_field(w));
+  co_await pool.async_shutdown(coproc::shutdown_mode::drain, asio::use_awaitable);
+}
+
 asio::awaitable<void> one_count(std::size_t w) {
   const std::size_t n = quick ? 20'000 : 200'000;
   const std::size_t items = quick ? 200'000 : 2'000'000;
   const std::string tag = "_w" + std::to_string(w);
-  const std::string workers = ", \"workers\": " + std::to_string(w);
-  auto ex = co_await asio::this_coro::executor;
-
-  const auto t0 = clock_type::now();
-  coproc::process_pool pool(ex, {.workers = w});
-  co_await pool.submit(noop, 1);
-  emit("sweep_ready" + tag, "coproc process_pool", seconds_since(t0) * 1e3, "ms", "lower", workers);
+  const std::string workers = workers_field(w);
+  coproc::process_pool pool(co_await asio::this_coro::executor, {.workers = w});
 
   // Warm every worker (and the parent's paths) before measuring.
   co_await submits(pool, std::min<std::size_t>(n, 20 * w), std::max<std::size_t>(2, 2 * w));
@@ -119,6 +131,22 @@ asio::awaitable<void> one_count(std::size_t w) {
   co_await pool.async_shutdown(coproc::shutdown_mode::drain, asio::use_awaitable);
 }
 
+bool run_one(asio::awaitable<void> (*step)(std::size_t), std::size_t w) {
+  asio::io_context ctx;
+  std::exception_ptr error;
+  asio::co_spawn(ctx, step(w), [&](std::exception_ptr e) { error = e; });
+  ctx.run();
+  if (error) {
+    try {
+      std::rethrow_exception(error);
+    } catch (const std::exception& e) {
+      std::fprintf(stderr, "bench_sweep %zu workers: %s\n", w, e.what());
+      return false;
+    }
+  }
+  return true;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -128,16 +156,9 @@ int main(int argc, char** argv) {
     std::fprintf(stderr, "usage: bench_sweep sweep [--quick]\n");
     return 2;
   }
-  for (std::size_t w : worker_counts()) {
-    asio::io_context ctx;
-    std::exception_ptr error;
-    asio::co_spawn(ctx, one_count(w), [&](std::exception_ptr e) { error = e; });
-    ctx.run();
-    if (error) {
-      try {
-        std::rethrow_exception(error);
-      } catch (const std::exception& e) {
-        std::fprintf(stderr, "bench_sweep %zu workers: %s\n", w, e.what());
+  for (auto step : {ready, one_count}) {
+    for (std::size_t w : worker_counts()) {
+      if (!run_one(step, w)) {
         return 1;
       }
     }

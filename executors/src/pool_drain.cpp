@@ -218,10 +218,9 @@ void pool_core::wait_doorbell() {
   if (doorbell_armed_) {
     return;
   }
-  // A read, not a wait then a read: Asio re-arms a wait on the descriptor
-  // with an epoll_ctl each time, where a read tries the eventfd first and
-  // needs nothing more once it is registered (one system call less per
-  // sleep of the loop, the one-core round trip's cost: issue 19).
+  // A read, not a wait then a read: Asio re-arms every wait with an
+  // epoll_ctl(MOD), where a read is tried at once (a doorbell already rung
+  // costs no epoll at all) and otherwise waits on the fd's registration.
   doorbell_armed_ = true;
   doorbell_->async_read_some(
       asio::buffer(&doorbell_count_, sizeof doorbell_count_),

@@ -1,9 +1,11 @@
-// Where a pool with more workers than CPUs places its tasks (issue 19):
+// Where and when a pool's tasks run (issue 19): with more workers than CPUs,
 // short tasks are packed onto about as many workers as there are CPUs, so
 // that the parent does not wake a sleeping worker per task, and tasks queued
-// behind one that turns out long move to idle workers. No case asserts a
+// behind one that turns out long move to idle workers; a new pool's first
+// task runs before the other workers are forked. No case asserts a
 // duration: packing shows in which worker ran a task, moving in whether
-// tasks that wait for each other all got to run at once.
+// tasks that wait for each other all got to run at once, forking in the
+// zygote's children.
 #include <unistd.h>
 
 #include <algorithm>
@@ -14,10 +16,13 @@
 #include <cstddef>
 #include <cstdint>
 #include <new>
+#include <fstream>
 #include <set>
+#include <string>
 #include <vector>
 
 #include "async_test.hpp"
+#include "poll_until.hpp"
 #include "coproc/coproc.hpp"
 #include "coproc/runtime/detail/usable_cpus.hpp"
 
@@ -52,6 +57,19 @@ bool meet(std::uint32_t n) {
     ::usleep(1000);
   }
   return false;
+}
+
+/// After `ms` milliseconds: the workers alive, counted as the children of
+/// the zygote (every worker's parent, a single-threaded process).
+int workers_after(int ms) {
+  ::usleep(static_cast<useconds_t>(ms) * 1000);
+  const std::string zygote = std::to_string(::getppid());
+  std::ifstream in("/proc/" + zygote + "/task/" + zygote + "/children");
+  int n = 0;
+  for (long pid = 0; in >> pid;) {
+    ++n;
+  }
+  return n;
 }
 
 /// Runs `count` no-op tasks at once and returns the distinct workers that ran them.
@@ -127,4 +145,21 @@ TEST_CASE("tasks queued behind a long task move to idle workers", "[process_pool
   INFO("tasks that met all the others: " << std::count(met.begin(), met.end(), true) << " of "
                                          << workers);
   CHECK(std::count(met.begin(), met.end(), true) == static_cast<std::ptrdiff_t>(workers));
+}
+
+TEST_CASE("a new pool forks its other workers once its first task is back",
+          "[process_pool][placement]") {
+  int during = 0;
+  std::size_t after = 0;
+  coproc::test::run_async([&](asio::io_context& ctx) -> asio::awaitable<void> {
+    process_pool pool(ctx.get_executor(), {.workers = 8});
+    // 200 ms is ample for the zygote to fork 7 workers (about 4 ms for 64 here).
+    during = co_await pool.submit(workers_after, 200);
+    co_await coproc::test::poll_until([&] { return pool.stats().workers_alive == 8; },
+                                      std::chrono::milliseconds(5), 2000);
+    after = pool.stats().workers_alive;
+    co_await pool.async_shutdown(coproc::shutdown_mode::drain, asio::use_awaitable);
+  });
+  CHECK(during == 1);
+  CHECK(after == 8);
 }
