@@ -222,18 +222,17 @@ void pool_core::wait_doorbell() {
   // epoll_ctl(MOD), where a read is tried at once (a doorbell already rung
   // costs no epoll at all) and otherwise waits on the fd's registration.
   doorbell_armed_ = true;
-  doorbell_->async_read_some(
-      asio::buffer(&doorbell_count_, sizeof doorbell_count_),
-      [self = shared_from_this()](std::error_code ec, std::size_t) {
-        self->locked(true, [&] {
-          self->doorbell_armed_ = false;
-          if (ec || self->closed()) {
-            self->listen_or_rest();
-            return;
-          }
-          self->on_doorbell();
-        });
-      });
+  doorbell_->async_read_some(asio::buffer(&doorbell_count_, sizeof doorbell_count_),
+                             [self = shared_from_this()](std::error_code ec, std::size_t) {
+                               self->locked(true, [&] {
+                                 self->doorbell_armed_ = false;
+                                 if (ec || self->closed()) {
+                                   self->listen_or_rest();
+                                   return;
+                                 }
+                                 self->on_doorbell();
+                               });
+                             });
 }
 
 // Waking a sleeping loop from another CPU costs tens of microseconds here,

@@ -19,11 +19,11 @@
 #include <time.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <asio/execution/context.hpp>
 #include <asio/posix/stream_descriptor.hpp>
 #include <asio/query.hpp>
 #include <asio/read.hpp>
-#include <algorithm>
 #include <atomic>
 #include <deque>
 #include <mutex>

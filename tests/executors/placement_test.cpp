@@ -15,16 +15,16 @@
 #include <chrono>
 #include <cstddef>
 #include <cstdint>
-#include <new>
 #include <fstream>
+#include <new>
 #include <set>
 #include <string>
 #include <vector>
 
 #include "async_test.hpp"
-#include "poll_until.hpp"
 #include "coproc/coproc.hpp"
 #include "coproc/runtime/detail/usable_cpus.hpp"
+#include "poll_until.hpp"
 
 namespace {
 
