@@ -194,8 +194,7 @@ bool pool_core::release_worker(worker_rec& w, const exit_status& status) {
     auto end =
         crashed_here && !w.killing && retryable(status) ? attempt_end::crash : attempt_end::final;
     if (!crashed_here && !charge_death(w, *op, oldest)) {
-      op->worker = -1;
-      op->state = nullptr;
+      op->unsend();
       requeue.push_back(op);  // it had not run: not an attempt
     } else if (op->stopped != stop_reason::none) {
       // Asked to stop, it died before it returned: as if killed at the grace's end.

@@ -42,8 +42,7 @@ bool pool_core::retry_after(task_op& op, const exit_status& status, const std::s
   if (!allowed || a.statuses.size() > policy.retries || !replaces_workers(state_, true)) {
     return false;
   }
-  op.worker = -1;
-  op.state = nullptr;
+  op.unsend();
   ++ledger_.stats().tasks_retried;
   return true;
 }

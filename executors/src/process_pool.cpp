@@ -325,8 +325,7 @@ std::size_t pool_core::move_queued(worker_rec& w) {
   }
   for (task_op* op : queued) {
     remove_inflight(w, op);
-    op->worker = -1;
-    op->state = nullptr;
+    op->unsend();
   }
   ledger_.requeue(queued);
   return queued.size();

@@ -66,6 +66,13 @@ class task_op {
   bool hold_delivery = false;
   task_op* next_held = nullptr;  // the pool's list of held completions
 
+  /// Leaves the worker it was sent to (its frame withdrawn, or its worker
+  /// gone), to wait in the queue again.
+  void unsend() {
+    worker = -1;
+    state = nullptr;
+  }
+
   /// Bytes of the task body: the callable as it crosses, then the arguments.
   virtual std::size_t body_size() const = 0;
   virtual void encode_body(std::span<std::byte> out) const = 0;
