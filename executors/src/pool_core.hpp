@@ -133,7 +133,7 @@ class pool_core final : public std::enable_shared_from_this<pool_core>, public t
   void pump();
   worker_rec* pick(const task_op& op);
   void rebalance();
-  std::size_t move_queued(worker_rec& w);
+  void take_queued(worker_rec& w, std::vector<task_op*>& out);
   bool send(worker_rec& w, task_op* op, std::size_t size);
   void drain();
   void drain(worker_rec& w);

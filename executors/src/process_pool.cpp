@@ -295,40 +295,40 @@ void pool_core::rebalance() {
   if (loads_.idle() == 0) {
     return;
   }
-  std::size_t moved = 0;
+  std::vector<task_op*> moved;
   for (auto& w : workers_) {
-    moved += move_queued(*w);
+    take_queued(*w, moved);
   }
-  if (moved != 0) {
+  if (!moved.empty()) {
+    ledger_.requeue(moved);
     pump();
   }
 }
 
-// Withdraws the frames `w` has not taken, when the task it runs is long.
-std::size_t pool_core::move_queued(worker_rec& w) {
+// Appends to `out` the frames `w` has not taken, withdrawn, when the task it
+// runs is long.
+void pool_core::take_queued(worker_rec& w, std::vector<task_op*>& out) {
   if (w.inflight.size() < 2 || w.st != worker_rec::state::running || w.killing) {
-    return 0;
+    return;
   }
   const slot_shared& shared = *w.channel.shared;
   std::uint64_t running = shared.running_id.load(std::memory_order_acquire);
   std::int64_t ran = monotonic_ns() - shared.started_ns.load(std::memory_order_relaxed);
   if (running == 0 || ran < long_task_ns) {
-    return 0;
+    return;
   }
   recent_run_ns_ = std::max(recent_run_ns_, long_task_ns);  // stop packing now
-  std::vector<task_op*> queued;
+  const std::size_t first = out.size();
   for (task_op* op : w.inflight) {
     if (op->id != running && op->stopped == stop_reason::none &&
         w.channel.withdraw({op->state, op->seq})) {
-      queued.push_back(op);
+      out.push_back(op);
     }
   }
-  for (task_op* op : queued) {
-    remove_inflight(w, op);
-    op->unsend();
+  for (std::size_t i = first; i < out.size(); ++i) {
+    remove_inflight(w, out[i]);
+    out[i]->unsend();
   }
-  ledger_.requeue(queued);
-  return queued.size();
 }
 
 // A queued task that cannot be sent fails alone; the pool goes on.
