@@ -99,6 +99,9 @@ struct worker_rec {
   load_links loads;               // its place in pool_core::loads_
   bool touched = false;           // sent to during the current pump(): ring it once
 
+  /// The CPU the worker last ran on, as it says (a hint: it writes the word).
+  int cpu() const { return channel.shared->worker_cpu.load(std::memory_order_relaxed); }
+
   /// The task in flight here with `id`, or null (ended, withdrawn, or an id
   /// the worker made up).
   task_op* inflight_op(std::uint64_t id) const {

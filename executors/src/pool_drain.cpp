@@ -245,8 +245,7 @@ bool pool_core::spin_for_results(int cpu) {
   if (recent_latency_ns_ > loop_spin_budget.count() || last_sent_ == nullptr) {
     return false;
   }
-  bool remote_busy = !last_sent_->inflight.empty() &&
-                     last_sent_->channel.shared->worker_cpu.load(std::memory_order_relaxed) != cpu;
+  bool remote_busy = !last_sent_->inflight.empty() && last_sent_->cpu() != cpu;
   if (!remote_busy) {
     return false;
   }

@@ -153,8 +153,7 @@ void pool_core::accept(task_op* op) {
   // the caller's loop less per round trip). Not otherwise: results then come
   // back in batches, and draining in every submit halved the rate of 256
   // submits in flight.
-  if (ledger_.size() == 1 && last_sent_ != nullptr &&
-      last_sent_->channel.shared->worker_cpu.load(std::memory_order_relaxed) == current_cpu() &&
+  if (ledger_.size() == 1 && last_sent_ != nullptr && last_sent_->cpu() == current_cpu() &&
       any_results()) {
     drain();
   }
